@@ -1,0 +1,150 @@
+"""`python -m v8_model.train` under an emulated SageMaker training container (SPEC §7)."""
+
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from v8_model.entrypoint import features_filename
+from v8_model.features import build_features_dataset
+from v8_model.net import load_model
+from v8_model.pipeline import fit_processor
+from v8_model.processor import V8FeatureProcessor, processor_filename
+from v8_model.synthetic import generate_candles
+
+REPO = Path(__file__).resolve().parents[1]
+EPOCH_LINE = re.compile(
+    r"^symbol=(\w+) epoch=(\d+) train_loss=([\d.]+) val_loss=([\d.]+) val_acc=([\d.]+) lr=[\d.]+$",
+    re.M,
+)
+
+
+@pytest.fixture(scope="module")
+def datasets():
+    return {
+        symbol: build_features_dataset(generate_candles(symbol, minutes=10 * 1440, seed=4))
+        for symbol in ("BTC", "ETH")
+    }
+
+
+@pytest.fixture
+def container(tmp_path, datasets):
+    """An /opt/ml-like tree in a temp dir, and the SM_* environment that points into it."""
+    config = tmp_path / "input" / "config"
+    training = tmp_path / "input" / "data" / "training"
+    for folder in (config, training, tmp_path / "model", tmp_path / "output"):
+        folder.mkdir(parents=True)
+    for symbol, dataset in datasets.items():
+        dataset.to_parquet(training / features_filename(symbol))
+    hyperparameters = {"epochs": "5", "batch-size": "512", "symbols": '"BTC,ETH"', "patience": "2"}
+    (config / "hyperparameters.json").write_text(json.dumps(hyperparameters))
+    env = {
+        key: value for key, value in os.environ.items() if not key.startswith(("SM_", "DAGSTER"))
+    }
+    env.update(
+        SM_INPUT_CONFIG_DIR=str(config),
+        SM_CHANNEL_TRAINING=str(training),
+        SM_CHANNELS='["training"]',
+        SM_MODEL_DIR=str(tmp_path / "model"),
+        SM_OUTPUT_DIR=str(tmp_path / "output"),
+        SM_OUTPUT_DATA_DIR=str(tmp_path / "output" / "data"),
+        SM_HPS=json.dumps(hyperparameters),
+        SM_NUM_GPUS="0",
+        TRAINING_JOB_NAME="crpbot-test",
+    )
+    return tmp_path, env
+
+
+def _run(env, *args):
+    return subprocess.run(
+        [sys.executable, "-m", "v8_model.train", *args],
+        env=env,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
+def test_writes_every_output_file(container):
+    root, env = container
+    result = _run(env, "--epochs", "2")  # the flag overrides hyperparameters.json's 5
+    assert result.returncode == 0, result.stderr
+    lines = EPOCH_LINE.findall(result.stdout)
+    assert {symbol for symbol, *_ in lines} == {"BTC", "ETH"}
+    assert not (root / "output" / "failure").exists()
+
+    model_dir = root / "model"
+    summary = json.loads((model_dir / "training_summary.json").read_text())
+    assert summary["symbols"] == ["BTC", "ETH"]
+    assert summary["hyperparameters"]["epochs"] == 2
+    assert summary["hyperparameters"]["batch_size"] == 512
+    for symbol in ("BTC", "ETH"):
+        folder = model_dir / symbol
+        expected = {"weights.npz", "config.json", processor_filename(symbol), "metrics.json"}
+        assert {p.name for p in folder.iterdir()} == expected
+        metrics = json.loads((folder / "metrics.json").read_text())
+        for key in (
+            "test_accuracy",
+            "baseline_accuracy",
+            "macro_f1",
+            "ece",
+            "class_mix",
+            "train_seconds",
+            "device",
+        ):
+            assert key in metrics, key
+        assert set(metrics["gates"]) == {
+            "feature_normalization",
+            "logit_range",
+            "confidence_calibration",
+            "class_balance",
+            "no_nan_inf",
+        }
+        for gate in metrics["gates"].values():
+            assert set(gate) >= {"passed", "value", "threshold"}
+        assert metrics["epochs_run"] <= 2 and metrics["device"] == "cpu"
+        assert 0 <= metrics["test_accuracy"] <= 1
+        assert summary["models"][symbol]["test_accuracy"] == metrics["test_accuracy"]
+        load_model(folder)
+        V8FeatureProcessor.load(folder / processor_filename(symbol))
+
+
+def test_uses_the_given_processor_channel(container, datasets):
+    root, env = container
+    channel = root / "input" / "data" / "processor"
+    channel.mkdir()
+    processor = fit_processor(datasets["BTC"], "BTC")
+    processor.save(channel / processor_filename("BTC"))
+    env["SM_CHANNEL_PROCESSOR"] = str(channel)
+    result = _run(env, "--epochs", "1", "--symbols", "BTC")
+    assert result.returncode == 0, result.stderr
+    metrics = json.loads((root / "model" / "BTC" / "metrics.json").read_text())
+    assert metrics["label_thresholds"]["sell_below"] == processor.thresholds.sell_below
+    written = V8FeatureProcessor.load(root / "model" / "BTC" / processor_filename("BTC"))
+    assert (written.scaler.mean_ == processor.scaler.mean_).all()
+
+
+@pytest.mark.parametrize(
+    ("args", "hyperparameters", "reason"),
+    [
+        (["--symbols", "BTC,XRP"], None, "XRP_features.parquet"),
+        ([], {"epochs": "1", "all": "True"}, "unknown hyperparameter 'all'"),
+        ([], {"epochs": "ten"}, "hyperparameter 'epochs': expected int"),
+        (["--no-such-flag", "1"], None, "unrecognized arguments"),
+    ],
+)
+def test_failure_writes_reason_and_leaves_no_model(container, args, hyperparameters, reason):
+    root, env = container
+    if hyperparameters is not None:
+        (root / "input" / "config" / "hyperparameters.json").write_text(json.dumps(hyperparameters))
+    result = _run(env, "--epochs", "1", *args)
+    assert result.returncode != 0
+    failure = (root / "output" / "failure").read_text()
+    assert reason in failure
+    assert len(failure) <= 1024
+    assert list((root / "model").iterdir()) == [], "a failed run must not leave a partial model"

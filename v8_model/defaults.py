@@ -1,0 +1,21 @@
+"""Facts and defaults shared by every module; change a default here and only here."""
+
+# Adding a symbol is this one edit: the Dagster partitions and the CLI read this tuple.
+SYMBOLS: tuple[str, ...] = ("BTC", "ETH", "SOL")
+
+CLASS_NAMES: tuple[str, ...] = ("SELL", "HOLD", "BUY")  # class index 0, 1, 2
+
+# The longest look-back of any feature, in bars (SMA 200, EMA 200, channel 200).
+LONGEST_FEATURE_WINDOW = 200
+# Forward-return horizon of the labels, in 1-minute bars.
+DEFAULT_HORIZON = 15
+# Trailing window (bars) of the volatility that scales the forward return into a label score.
+LABEL_VOLATILITY_WINDOW = 1440
+
+# The seed's hyperparameters (SPEC §4).
+DEFAULT_EPOCHS = 100
+DEFAULT_BATCH_SIZE = 256
+DEFAULT_LEARNING_RATE = 1e-3
+DEFAULT_WEIGHT_DECAY = 1e-4
+DEFAULT_PATIENCE = 10
+DEFAULT_SEED = 7

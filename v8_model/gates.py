@@ -1,0 +1,201 @@
+"""The five quality gates (SPEC §4) and the test-segment metrics reported beside them.
+
+Every function is pure: arrays in, numbers out. Gates are evaluated on the test segment only —
+data the model never trained on and that never chose its checkpoint.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+from sklearn.metrics import confusion_matrix, f1_score
+
+from v8_model.defaults import CLASS_NAMES
+
+GATE_NAMES = (
+    "feature_normalization",
+    "logit_range",
+    "confidence_calibration",
+    "class_balance",
+    "no_nan_inf",
+)
+
+NORMALIZATION_TOLERANCE = 0.1
+MAX_ABS_LOGIT = 15.0
+OVERCONFIDENT_PROBABILITY = 0.99
+MAX_OVERCONFIDENT_SHARE = 0.10
+CLASS_SHARE_BAND = (0.15, 0.60)
+ECE_BINS = 15
+
+
+@dataclass(frozen=True)
+class GateResult:
+    """One gate's verdict: the measured value, the threshold it was held to, and the details."""
+
+    name: str
+    passed: bool
+    value: float
+    threshold: str
+    details: dict[str, float] = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    shifted = logits - logits.max(axis=1, keepdims=True)
+    exp = np.exp(shifted)
+    return exp / exp.sum(axis=1, keepdims=True)
+
+
+def gate_feature_normalization(scaled_features: np.ndarray) -> GateResult:
+    """Gate 1: the scaled test features have overall |mean| < 0.1 and |std − 1| < 0.1."""
+    mean = float(np.mean(scaled_features))
+    std = float(np.std(scaled_features))
+    per_feature_mean = np.abs(scaled_features.mean(axis=0))
+    value = max(abs(mean), abs(std - 1.0))
+    return GateResult(
+        name="feature_normalization",
+        passed=bool(value < NORMALIZATION_TOLERANCE),
+        value=value,
+        threshold=f"|mean| and |std - 1| < {NORMALIZATION_TOLERANCE}",
+        details={
+            "mean": mean,
+            "std": std,
+            "worst_feature_index": int(per_feature_mean.argmax()),
+            "worst_feature_abs_mean": float(per_feature_mean.max()),
+        },
+    )
+
+
+def gate_logit_range(logits: np.ndarray) -> GateResult:
+    """Gate 2: every logit lies strictly within ±15."""
+    low, high = float(np.nanmin(logits)), float(np.nanmax(logits))
+    value = max(abs(low), abs(high))
+    return GateResult(
+        name="logit_range",
+        passed=bool(value < MAX_ABS_LOGIT),
+        value=value,
+        threshold=f"|logit| < {MAX_ABS_LOGIT:g}",
+        details={"min_logit": low, "max_logit": high},
+    )
+
+
+def gate_confidence_calibration(logits: np.ndarray) -> GateResult:
+    """Gate 3: fewer than 10% of samples have a max softmax probability above 0.99."""
+    max_probability = softmax(logits).max(axis=1)
+    share = float(np.mean(max_probability > OVERCONFIDENT_PROBABILITY))
+    return GateResult(
+        name="confidence_calibration",
+        passed=bool(share < MAX_OVERCONFIDENT_SHARE),
+        value=share,
+        threshold=f"share with max prob > {OVERCONFIDENT_PROBABILITY} < {MAX_OVERCONFIDENT_SHARE}",
+        details={"mean_max_probability": float(max_probability.mean())},
+    )
+
+
+def class_mix(predictions: np.ndarray) -> dict[str, float]:
+    """Share of samples predicted as each class, by class name."""
+    counts = np.bincount(predictions, minlength=len(CLASS_NAMES))
+    shares = counts / len(predictions)
+    return {name: float(share) for name, share in zip(CLASS_NAMES, shares, strict=True)}
+
+
+def gate_class_balance(predictions: np.ndarray) -> GateResult:
+    """Gate 4: every class is predicted for between 15% and 60% of samples."""
+    mix = class_mix(predictions)
+    low, high = CLASS_SHARE_BAND
+    # The reported value is the share farthest outside (or closest to leaving) the band.
+    worst = min(mix.values(), key=lambda share: min(share - low, high - share))
+    return GateResult(
+        name="class_balance",
+        passed=all(low < share < high for share in mix.values()),
+        value=float(worst),
+        threshold=f"every class share in ({low}, {high})",
+        details={f"share_{name}": share for name, share in mix.items()},
+    )
+
+
+def gate_no_nan_inf(logits: np.ndarray) -> GateResult:
+    """Gate 5: no NaN and no Inf among the logits."""
+    n_nan, n_inf = int(np.isnan(logits).sum()), int(np.isinf(logits).sum())
+    return GateResult(
+        name="no_nan_inf",
+        passed=n_nan + n_inf == 0,
+        value=float(n_nan + n_inf),
+        threshold="no NaN or Inf logits",
+        details={"nan_count": n_nan, "inf_count": n_inf},
+    )
+
+
+def evaluate_gates(scaled_features: np.ndarray, logits: np.ndarray) -> dict[str, GateResult]:
+    """All five gates on the test segment, keyed by gate name in GATE_NAMES order."""
+    finite_rows = np.isfinite(logits).all(axis=1)
+    finite_logits = logits[finite_rows] if finite_rows.any() else np.zeros((1, logits.shape[1]))
+    predictions = np.argmax(np.nan_to_num(logits, nan=-np.inf), axis=1)
+    results = [
+        gate_feature_normalization(scaled_features),
+        gate_logit_range(finite_logits),
+        gate_confidence_calibration(finite_logits),
+        gate_class_balance(predictions),
+        gate_no_nan_inf(logits),
+    ]
+    return {result.name: result for result in results}
+
+
+def expected_calibration_error(
+    probabilities: np.ndarray, labels: np.ndarray, n_bins: int = ECE_BINS
+) -> tuple[float, list[dict[str, float]]]:
+    """ECE over equal-width confidence bins, and the per-bin table for a reliability diagram."""
+    confidence = probabilities.max(axis=1)
+    correct = probabilities.argmax(axis=1) == labels
+    edges = np.linspace(0.0, 1.0, n_bins + 1)
+    bins = np.clip(np.digitize(confidence, edges[1:-1]), 0, n_bins - 1)
+    ece, table = 0.0, []
+    for index in range(n_bins):
+        in_bin = bins == index
+        count = int(in_bin.sum())
+        if count == 0:
+            continue
+        bin_confidence = float(confidence[in_bin].mean())
+        bin_accuracy = float(correct[in_bin].mean())
+        ece += count / len(labels) * abs(bin_confidence - bin_accuracy)
+        table.append(
+            {
+                "lower": float(edges[index]),
+                "upper": float(edges[index + 1]),
+                "confidence": bin_confidence,
+                "accuracy": bin_accuracy,
+                "count": count,
+            }
+        )
+    return float(ece), table
+
+
+def evaluation_metrics(logits: np.ndarray, labels: np.ndarray, train_labels: np.ndarray) -> dict:
+    """Accuracy and macro-F1 against the majority-class baseline, ECE, class mix, confusion."""
+    class_ids = list(range(len(CLASS_NAMES)))
+    safe_logits = np.nan_to_num(logits, nan=0.0, posinf=1e6, neginf=-1e6)
+    probabilities = softmax(safe_logits)
+    predictions = probabilities.argmax(axis=1)
+    majority_class = int(np.bincount(train_labels, minlength=len(CLASS_NAMES)).argmax())
+    baseline = np.full_like(labels, majority_class)
+    ece, reliability = expected_calibration_error(probabilities, labels)
+    return {
+        "test_rows": int(len(labels)),
+        "test_accuracy": float(np.mean(predictions == labels)),
+        "baseline_accuracy": float(np.mean(baseline == labels)),
+        "baseline_class": CLASS_NAMES[majority_class],
+        "macro_f1": float(
+            f1_score(labels, predictions, labels=class_ids, average="macro", zero_division=0)
+        ),
+        "baseline_macro_f1": float(
+            f1_score(labels, baseline, labels=class_ids, average="macro", zero_division=0)
+        ),
+        "ece": ece,
+        "reliability": reliability,
+        "class_mix": class_mix(predictions),
+        "true_class_mix": class_mix(labels),
+        "confusion_matrix": confusion_matrix(labels, predictions, labels=class_ids).tolist(),
+    }

@@ -1,0 +1,195 @@
+"""V8FeatureProcessor: the fitted scaler and label thresholds of one symbol, saved as JSON.
+
+The original pickled the processor as `__main__.V8FeatureProcessor`, which nothing else could load.
+Here the file is plain JSON (feature names, StandardScaler statistics, label thresholds, format
+version); loading never unpickles and refuses a file that does not match this code.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from sklearn.preprocessing import StandardScaler
+
+from v8_model.defaults import DEFAULT_HORIZON
+from v8_model.features import FEATURE_NAMES
+from v8_model.labels import LabelThresholds
+from v8_model.storage import atomic_write_text
+
+FORMAT = "crpbot.v8.processor"
+FORMAT_VERSION = 1
+
+
+class ProcessorLoadError(ValueError):
+    """A processor file that is missing, corrupt or does not match this code."""
+
+
+def processor_filename(symbol: str) -> str:
+    return f"processor_{symbol}_v8.json"
+
+
+class V8FeatureProcessor:
+    """StandardScaler over the 72 features and the SELL/HOLD/BUY thresholds, fit on training rows.
+
+    Follows scikit-learn conventions: `fit` learns from training data only and returns self;
+    `transform` applies it to any segment.
+    """
+
+    def __init__(
+        self,
+        feature_names: Sequence[str] = FEATURE_NAMES,
+        horizon: int = DEFAULT_HORIZON,
+        symbol: str | None = None,
+    ) -> None:
+        self.feature_names = tuple(feature_names)
+        self.horizon = horizon
+        self.symbol = symbol
+        self.scaler: StandardScaler | None = None
+        self.thresholds: LabelThresholds | None = None
+
+    @property
+    def is_fitted(self) -> bool:
+        return self.scaler is not None and self.thresholds is not None
+
+    def _matrix(self, features: pd.DataFrame) -> np.ndarray:
+        missing = [name for name in self.feature_names if name not in features.columns]
+        if missing:
+            raise ValueError(
+                f"features are missing {len(missing)} of the processor's columns: {missing[:5]}"
+            )
+        return features.loc[:, list(self.feature_names)].to_numpy(dtype=np.float64)
+
+    def fit(self, train_features: pd.DataFrame, train_scores: np.ndarray) -> V8FeatureProcessor:
+        """Fit the scaler on training feature rows and the label thresholds on their scores."""
+        matrix = self._matrix(train_features)
+        if not np.all(np.isfinite(matrix)):
+            raise ValueError("training features contain NaN/Inf; the scaler cannot be fitted")
+        self.scaler = StandardScaler().fit(matrix)
+        self.thresholds = LabelThresholds.fit(np.asarray(train_scores), self.horizon)
+        return self
+
+    def _require_fitted(self) -> None:
+        if not self.is_fitted:
+            raise RuntimeError("V8FeatureProcessor is not fitted: call fit() or load() first")
+
+    def transform(self, features: pd.DataFrame) -> np.ndarray:
+        """Scaled feature matrix (float32, rows × 72) in the processor's column order."""
+        self._require_fitted()
+        return self.scaler.transform(self._matrix(features)).astype(np.float32)
+
+    def labels(self, scores: np.ndarray) -> np.ndarray:
+        self._require_fitted()
+        return self.thresholds.assign(np.asarray(scores))
+
+    def to_dict(self) -> dict:
+        self._require_fitted()
+        return {
+            "format": FORMAT,
+            "format_version": FORMAT_VERSION,
+            "symbol": self.symbol,
+            "feature_names": list(self.feature_names),
+            "scaler": {
+                "mean": self.scaler.mean_.tolist(),
+                "scale": self.scaler.scale_.tolist(),
+                "var": self.scaler.var_.tolist(),
+                "n_samples_seen": int(self.scaler.n_samples_seen_),
+            },
+            "label_thresholds": {
+                "sell_below": self.thresholds.sell_below,
+                "buy_above": self.thresholds.buy_above,
+                "horizon": self.thresholds.horizon,
+            },
+        }
+
+    def save(self, path: str | Path) -> Path:
+        """Write the processor as JSON, atomically; returns the path written."""
+        path = Path(path)
+        atomic_write_text(path, json.dumps(self.to_dict(), indent=1))
+        return path
+
+    @classmethod
+    def from_dict(
+        cls,
+        payload: dict,
+        *,
+        source: str = "processor",
+        expected_feature_names: Sequence[str] = FEATURE_NAMES,
+    ) -> V8FeatureProcessor:
+        if not isinstance(payload, dict) or payload.get("format") != FORMAT:
+            raise ProcessorLoadError(f"{source}: not a V8 processor file (format != {FORMAT!r})")
+        version = payload.get("format_version")
+        if version != FORMAT_VERSION:
+            raise ProcessorLoadError(
+                f"{source}: format version {version!r}, this code reads version {FORMAT_VERSION}; "
+                "refit the processor with this version"
+            )
+        names = payload.get("feature_names")
+        if names != list(expected_feature_names):
+            detail = _first_name_difference(names, list(expected_feature_names))
+            raise ProcessorLoadError(
+                f"{source}: feature names do not match this code's 72 features ({detail}); "
+                "refit the processor on features computed by this version"
+            )
+        try:
+            scaler_stats = payload["scaler"]
+            mean = np.asarray(scaler_stats["mean"], dtype=np.float64)
+            scale = np.asarray(scaler_stats["scale"], dtype=np.float64)
+            var = np.asarray(scaler_stats["var"], dtype=np.float64)
+            n_seen = int(scaler_stats["n_samples_seen"])
+            label = payload["label_thresholds"]
+            thresholds = LabelThresholds(
+                float(label["sell_below"]), float(label["buy_above"]), int(label["horizon"])
+            )
+        except (KeyError, TypeError, ValueError) as error:
+            raise ProcessorLoadError(f"{source}: corrupt processor file ({error!r})") from error
+        n_features = len(names)
+        if not (mean.shape == scale.shape == var.shape == (n_features,)):
+            raise ProcessorLoadError(
+                f"{source}: scaler statistics have shapes {mean.shape}, {scale.shape}, "
+                f"{var.shape}; expected ({n_features},)"
+            )
+        if not (np.all(np.isfinite(mean)) and np.all(np.isfinite(scale)) and np.all(scale > 0)):
+            raise ProcessorLoadError(f"{source}: scaler statistics contain NaN/Inf or zero scale")
+        if not thresholds.sell_below <= thresholds.buy_above:
+            raise ProcessorLoadError(f"{source}: label thresholds are out of order")
+
+        processor = cls(names, thresholds.horizon, payload.get("symbol"))
+        scaler = StandardScaler()
+        scaler.mean_, scaler.scale_, scaler.var_ = mean, scale, var
+        scaler.n_samples_seen_ = n_seen
+        scaler.n_features_in_ = n_features
+        processor.scaler = scaler
+        processor.thresholds = thresholds
+        return processor
+
+    @classmethod
+    def load(
+        cls, path: str | Path, *, expected_feature_names: Sequence[str] = FEATURE_NAMES
+    ) -> V8FeatureProcessor:
+        """Read a processor file written by `save`; raises ProcessorLoadError on any mismatch."""
+        path = Path(path)
+        try:
+            payload = json.loads(path.read_text(encoding="utf-8"))
+        except FileNotFoundError as error:
+            raise ProcessorLoadError(f"{path}: processor file not found") from error
+        except (UnicodeDecodeError, json.JSONDecodeError) as error:
+            message = f"{path}: corrupt processor file, not JSON ({error})"
+            raise ProcessorLoadError(message) from error
+        return cls.from_dict(
+            payload, source=str(path), expected_feature_names=expected_feature_names
+        )
+
+
+def _first_name_difference(found: object, expected: list[str]) -> str:
+    if not isinstance(found, list):
+        return f"found {type(found).__name__}, expected a list of {len(expected)} names"
+    if len(found) != len(expected):
+        return f"found {len(found)} names, expected {len(expected)}"
+    for position, (got, want) in enumerate(zip(found, expected, strict=True)):
+        if got != want:
+            return f"column {position} is {got!r}, expected {want!r}"
+    return "identical"
