@@ -31,9 +31,9 @@ import numpy as np
 import pandas as pd
 from scipy.signal import lfilter
 
+from v8_model.data import CANDLE_COLUMNS
 from v8_model.defaults import LONGEST_FEATURE_WINDOW
 
-CANDLE_COLUMNS: tuple[str, ...] = ("timestamp", "open", "high", "low", "close", "volume")
 OHLCV_COLUMNS: tuple[str, ...] = CANDLE_COLUMNS[1:]
 
 # Output row i is candle row i + WARMUP_ROWS. The longest windows (SMA 200, the 200-bar high and

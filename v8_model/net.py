@@ -15,6 +15,7 @@ from __future__ import annotations
 import io
 import json
 import math
+import zipfile
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -29,6 +30,10 @@ MODEL_FORMAT = "crpbot.v8.model"
 MODEL_FORMAT_VERSION = 1
 WEIGHTS_FILE = "weights.npz"
 CONFIG_FILE = "config.json"
+
+
+# What np.load raises for a truncated or empty weights.npz.
+_TORN_ARCHIVE_ERRORS = (zipfile.BadZipFile, EOFError)
 
 
 class ModelLoadError(ValueError):
@@ -131,6 +136,6 @@ def load_model(
         with np.load(weights_path, allow_pickle=False) as arrays:
             state = {name: torch.from_numpy(arrays[name]) for name in arrays.files}
         model.load_state_dict(state, strict=True)
-    except (KeyError, TypeError, ValueError, RuntimeError, OSError) as error:
+    except (KeyError, TypeError, ValueError, RuntimeError, OSError, *_TORN_ARCHIVE_ERRORS) as error:
         raise ModelLoadError(f"{directory}: corrupt or mismatched model files ({error})") from error
     return model.eval()
