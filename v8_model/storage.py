@@ -109,10 +109,6 @@ class Store(ABC):
     def read_text(self, key: str) -> str:
         return self.read_bytes(key).decode("utf-8")
 
-    def copy(self, source_key: str, target_key: str) -> None:
-        """Copy one object to another key of this store, atomically."""
-        self.write_bytes(target_key, self.read_bytes(source_key))
-
 
 class LocalStore(Store):
     def path(self, key: str) -> Path:
@@ -146,9 +142,6 @@ class LocalStore(Store):
             for path in start.rglob("*")
             if path.is_file() and not path.name.startswith(".")
         )
-
-    def copy(self, source_key: str, target_key: str) -> None:
-        _atomic_copy(self._existing(source_key), self.path(target_key))
 
     def _existing(self, key: str) -> Path:
         path = self.path(key)
@@ -220,15 +213,6 @@ class S3Store(Store):
         ):
             keys.extend(item["Key"][strip:] for item in page.get("Contents", []))
         return sorted(keys)
-
-    def copy(self, source_key: str, target_key: str) -> None:
-        # A server-side copy: the bytes never travel through this machine.
-        with self._not_found(source_key):
-            self.client.copy(
-                {"Bucket": self.bucket, "Key": self._key(source_key)},
-                self.bucket,
-                self._key(target_key),
-            )
 
     @contextmanager
     def _not_found(self, key: str) -> Iterator[None]:

@@ -1,0 +1,217 @@
+"""Alerts for failed gates: a sensor that reads the check history and posts to a webhook.
+
+Open-source Dagster has no "check failed" sensor, so this one reads the execution history of the
+five gate checks on `model` from the instance and, for each failed gate it has not handled yet,
+logs the alert and POSTs one Slack-compatible JSON message (symbol, gate, value, threshold, run
+link) to CRPBOT_ALERT_WEBHOOK_URL when set.
+
+The cursor remembers which check executions were handled (so a restart does not re-send) and
+keeps alerts the webhook did not accept, retried on later ticks up to MAX_ATTEMPTS (so a webhook
+that is down neither crashes the sensor nor loses the alert). The webhook URL is a secret: it is
+never logged.
+"""
+
+import json
+import logging
+import os
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+
+import dagster as dg
+
+from v8_model.gates import GATE_NAMES
+
+WEBHOOK_ENV_VAR = "CRPBOT_ALERT_WEBHOOK_URL"
+UI_URL_ENV_VAR = "CRPBOT_UI_URL"
+DEFAULT_UI_URL = "http://127.0.0.1:3000"
+MODEL_ASSET = dg.AssetKey("model")
+
+HISTORY_PER_GATE = 20  # newest executions read per gate and tick
+# Handled ids kept: enough to cover every id a tick can read (see `_new_failures`).
+HANDLED_KEPT = HISTORY_PER_GATE * len(GATE_NAMES)
+MAX_ATTEMPTS = 20  # deliveries tried per alert before it is given up (and logged as such)
+MAX_PENDING = 100
+WEBHOOK_TIMEOUT_SECONDS = 5.0
+
+
+@dataclass(frozen=True)
+class GateAlert:
+    execution_id: int
+    symbol: str
+    gate: str
+    value: float | None
+    threshold: str | None
+    run_id: str
+    run_url: str
+
+    def text(self) -> str:
+        value = "n/a" if self.value is None else f"{self.value:.6g}"
+        return (
+            f"crpbot V8 gate failed: {self.symbol} {self.gate} = {value} "
+            f"(threshold: {self.threshold or 'n/a'}); run {self.run_id}: {self.run_url}"
+        )
+
+    def slack_payload(self) -> dict:
+        """Slack incoming-webhook JSON: `text` for notifications, blocks for the layout."""
+        value = "n/a" if self.value is None else f"{self.value:.6g}"
+        return {
+            "text": f":rotating_light: {self.text()}",
+            "blocks": [
+                {
+                    "type": "section",
+                    "text": {
+                        "type": "mrkdwn",
+                        "text": f":rotating_light: *{self.symbol}*: gate *{self.gate}* failed; "
+                        "the model will not be promoted.",
+                    },
+                },
+                {
+                    "type": "section",
+                    "fields": [
+                        {"type": "mrkdwn", "text": f"*Symbol*\n{self.symbol}"},
+                        {"type": "mrkdwn", "text": f"*Gate*\n{self.gate}"},
+                        {"type": "mrkdwn", "text": f"*Value*\n{value}"},
+                        {"type": "mrkdwn", "text": f"*Threshold*\n{self.threshold or 'n/a'}"},
+                        {"type": "mrkdwn", "text": f"*Run*\n<{self.run_url}|{self.run_id[:8]}>"},
+                    ],
+                },
+            ],
+        }
+
+
+@dataclass
+class AlertCursor:
+    handled: list[int] = field(default_factory=list)  # check execution ids already handled
+    pending: list[dict] = field(default_factory=list)  # {"alert": GateAlert fields, "attempts"}
+
+    @classmethod
+    def from_json(cls, text: str | None) -> "AlertCursor":
+        return cls(**json.loads(text)) if text else cls()
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), sort_keys=True)
+
+
+class WebhookError(RuntimeError):
+    """The webhook did not accept a message; the text never contains the URL."""
+
+
+def post_webhook(url: str, payload: dict, timeout: float = WEBHOOK_TIMEOUT_SECONDS) -> None:
+    request = urllib.request.Request(
+        url,
+        data=json.dumps(payload).encode("utf-8"),
+        headers={"Content-Type": "application/json"},
+        method="POST",
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            response.read()
+    except urllib.error.HTTPError as error:
+        raise WebhookError(f"webhook answered HTTP {error.code}") from None
+    except urllib.error.URLError as error:
+        raise WebhookError(f"webhook unreachable: {error.reason}") from None
+    except (TimeoutError, OSError) as error:
+        raise WebhookError(f"webhook unreachable: {type(error).__name__}: {error}") from None
+
+
+def _metadata_value(metadata: dict, key: str) -> object:
+    entry = metadata.get(key)
+    return getattr(entry, "value", entry)
+
+
+def _new_failures(instance: dg.DagsterInstance, handled: set[int], ui_url: str) -> list[GateAlert]:
+    """Failed gate executions among the newest HISTORY_PER_GATE per gate not yet handled.
+
+    Ids are assigned when a check is planned, not when it finishes, so a cursor of "the highest id
+    seen" could skip a slow run's failure; remembering the handled ids does not. Any id read here
+    is among the newest HANDLED_KEPT failures, so keeping that many handled ids is enough.
+    """
+    alerts = []
+    for gate in GATE_NAMES:
+        records = instance.event_log_storage.get_asset_check_execution_history(
+            dg.AssetCheckKey(MODEL_ASSET, gate), limit=HISTORY_PER_GATE
+        )
+        for record in records:
+            evaluation = record.evaluation
+            if record.id in handled or evaluation is None or evaluation.passed:
+                continue
+            metadata = dict(evaluation.metadata or {})
+            value = _metadata_value(metadata, "value")
+            threshold = _metadata_value(metadata, "threshold")
+            alerts.append(
+                GateAlert(
+                    execution_id=record.id,
+                    symbol=record.partition or evaluation.partition or "?",
+                    gate=gate,
+                    value=float(value) if isinstance(value, int | float) else None,
+                    threshold=None if threshold is None else str(threshold),
+                    run_id=record.run_id,
+                    run_url=f"{ui_url.rstrip('/')}/runs/{record.run_id}",
+                )
+            )
+    return sorted(alerts, key=lambda alert: alert.execution_id)
+
+
+def process_gate_alerts(
+    instance: dg.DagsterInstance,
+    cursor: AlertCursor,
+    *,
+    webhook_url: str | None,
+    ui_url: str,
+    log: dg.DagsterLogManager | logging.Logger,
+    post: Callable[[str, dict], None] = post_webhook,
+) -> tuple[AlertCursor, str]:
+    """One sensor tick: log new failures and deliver what is due; returns cursor and summary."""
+    new = _new_failures(instance, set(cursor.handled), ui_url)
+    for alert in new:
+        log.warning(alert.text())
+    handled = sorted({*cursor.handled, *(alert.execution_id for alert in new)})[-HANDLED_KEPT:]
+    if not webhook_url:
+        if new:
+            log.info(f"{WEBHOOK_ENV_VAR} is not set: {len(new)} alert(s) logged only")
+        return AlertCursor(handled=handled), f"{len(new)} new failed gate(s), logged"
+
+    queue = [*cursor.pending, *({"alert": asdict(alert), "attempts": 0} for alert in new)]
+    pending, sent, webhook_down = [], 0, False
+    for item in queue:
+        alert = GateAlert(**item["alert"])
+        if webhook_down:  # one failure per tick is enough: do not wait out every timeout
+            pending.append(item)
+            continue
+        try:
+            post(webhook_url, alert.slack_payload())
+            sent += 1
+        except WebhookError as error:
+            webhook_down = True
+            attempts = item["attempts"] + 1
+            if attempts >= MAX_ATTEMPTS:
+                log.error(f"giving up on alert after {attempts} attempts ({error}): {alert.text()}")
+            else:
+                log.warning(f"alert not delivered, will retry ({error}): {alert.text()}")
+                pending.append({"alert": item["alert"], "attempts": attempts})
+    for item in pending[:-MAX_PENDING]:
+        log.error(f"alert queue full, dropping: {GateAlert(**item['alert']).text()}")
+    pending = pending[-MAX_PENDING:]
+    summary = f"{len(new)} new failed gate(s), {sent} alert(s) sent, {len(pending)} pending"
+    return AlertCursor(handled=handled, pending=pending), summary
+
+
+@dg.sensor(
+    name="gate_failure_alerts",
+    description="Posts each failed model gate to CRPBOT_ALERT_WEBHOOK_URL and logs it",
+    default_status=dg.DefaultSensorStatus.RUNNING,
+    minimum_interval_seconds=30,
+)
+def gate_failure_alerts(context: dg.SensorEvaluationContext) -> dg.SkipReason:
+    cursor, summary = process_gate_alerts(
+        context.instance,
+        AlertCursor.from_json(context.cursor),
+        webhook_url=os.environ.get(WEBHOOK_ENV_VAR),
+        ui_url=os.environ.get(UI_URL_ENV_VAR, DEFAULT_UI_URL),
+        log=context.log,
+    )
+    context.update_cursor(cursor.to_json())
+    # The sensor launches no runs; its work is the alerts, so every tick "skips" with a summary.
+    return dg.SkipReason(summary)

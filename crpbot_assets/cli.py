@@ -1,0 +1,157 @@
+"""The `crpbot` command.
+
+    crpbot preflight [--role-arn ARN] [--bucket B] [--region R] [--instance-type T] [--symbols ...]
+    crpbot sagemaker-request SYMBOL [same flags]
+
+Settings come from the environment (see crpbot_assets.sagemaker.settings.ENV_VARS) and the
+flags win. Each subcommand is one `add_*_command` function that registers its parser and its
+handler, so a new subcommand (e.g. `predict`) is one more function in COMMANDS. Handlers import
+what they need when they run, so `crpbot --help` answers without loading torch.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
+
+from pydantic import ValidationError
+
+from v8_model.defaults import SYMBOLS
+
+if TYPE_CHECKING:
+    from crpbot_assets.sagemaker.settings import SageMakerSettings
+
+# A handler receives the parsed arguments and returns the exit code.
+Handler = Callable[[argparse.Namespace], int]
+EXIT_FAILED = 1
+EXIT_USAGE = 2
+
+
+def _settings_flags(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("SageMaker settings (flags beat environment variables)")
+    group.add_argument("--role-arn", help="IAM role for the job [CRPBOT_SAGEMAKER_ROLE_ARN]")
+    group.add_argument("--bucket", help="S3 bucket [CRPBOT_BUCKET]")
+    group.add_argument("--region", help="AWS region [AWS_REGION, AWS_DEFAULT_REGION]")
+    group.add_argument("--instance-type", help="training instance type [CRPBOT_INSTANCE_TYPE]")
+    group.add_argument(
+        "--spot",
+        action="store_true",
+        default=None,
+        help="managed spot training [CRPBOT_SAGEMAKER_SPOT]",
+    )
+
+
+def _settings(args: argparse.Namespace) -> SageMakerSettings:
+    from crpbot_assets.sagemaker.settings import SageMakerSettings, settings_from_env
+
+    flags = {
+        "role_arn": args.role_arn,
+        "bucket": args.bucket,
+        "region": args.region,
+        "instance_type": args.instance_type,
+        "use_spot": args.spot,
+    }
+    return SageMakerSettings(**settings_from_env(os.environ, flags))
+
+
+def _symbol(text: str) -> str:
+    symbol = text.strip().upper()
+    if symbol not in SYMBOLS:
+        raise argparse.ArgumentTypeError(f"unknown symbol {text!r}; known: {', '.join(SYMBOLS)}")
+    return symbol
+
+
+def _preflight(args: argparse.Namespace) -> int:
+    from crpbot_assets.sagemaker.preflight import run_preflight
+
+    report = run_preflight(_settings(args), symbols=args.symbols)
+    print(report.table())
+    print()
+    print(report.summary())
+    return 0 if report.passed else EXIT_FAILED
+
+
+def add_preflight_command(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "preflight",
+        help="check that a SageMaker run can succeed, before any cost",
+        description="Checks credentials, region, bucket, the features files, the role, the "
+        "image, the instance quota, and estimates cost and time. Exit 1 lists every failure.",
+    )
+    _settings_flags(parser)
+    parser.add_argument(
+        "--symbols", nargs="+", type=_symbol, default=list(SYMBOLS), help="symbols to check"
+    )
+    parser.set_defaults(handler=_preflight)
+
+
+def _sagemaker_request(args: argparse.Namespace) -> int:
+    from crpbot_assets.sagemaker.code_bundle import CodeBundle
+    from crpbot_assets.sagemaker.request import build_training_job_request, training_image_uri
+    from crpbot_assets.trainers import training_job_name
+
+    settings = _settings(args)
+    settings.validate_for_launch()
+    request = build_training_job_request(
+        settings,
+        symbol=args.symbol,
+        job_name=training_job_name(args.symbol, "preview"),
+        image_uri=training_image_uri(settings),
+        code_uri=CodeBundle(settings).uri,
+    )
+    print(json.dumps(request, indent=2))
+    # stdout stays pure JSON: with the code bundle uploaded it is a valid standalone job
+    # (`aws sagemaker create-training-job --cli-input-json`), trained without Pipes.
+    print(
+        f"CreateTrainingJob for {args.symbol} in {settings.region}: not sent, nothing uploaded; "
+        "a Dagster launch adds DAGSTER_PIPES_CONTEXT and DAGSTER_PIPES_MESSAGES to Environment "
+        "and its run tags to Tags",
+        file=sys.stderr,
+    )
+    return 0
+
+
+def add_sagemaker_request_command(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "sagemaker-request",
+        help="print the CreateTrainingJob request for SYMBOL without sending it",
+        description="Prints, as JSON, the request the SageMaker trainer would send for SYMBOL "
+        "with the current settings. Nothing is sent and nothing is uploaded.",
+    )
+    parser.add_argument("symbol", type=_symbol, help=f"one of {', '.join(SYMBOLS)}")
+    _settings_flags(parser)
+    parser.set_defaults(handler=_sagemaker_request)
+
+
+COMMANDS: tuple[Callable[[argparse._SubParsersAction], None], ...] = (
+    add_preflight_command,
+    add_sagemaker_request_command,
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="crpbot", description="crpbot V8 training platform")
+    subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for add_command in COMMANDS:
+        add_command(subparsers)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    from crpbot_assets.sagemaker.settings import SettingsError
+
+    args = build_parser().parse_args(argv)
+    try:
+        return args.handler(args)
+    except (SettingsError, ValidationError) as error:
+        # Settings are the user's to fix: one clear message, no traceback.
+        print(f"crpbot {args.command}: {error}", file=sys.stderr)
+        return EXIT_USAGE
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,50 @@
+"""The code location: `dagster dev` in the repo root loads `defs` through workspace.yaml.
+
+Resources are chosen from the environment when the definitions load:
+CRPBOT_ROOT (storage root, default <repo>/var/crpbot), CRPBOT_PROFILE (demo | full),
+CRPBOT_TRAINER (local | sagemaker; see crpbot_assets.sagemaker).
+"""
+
+import dagster as dg
+
+from crpbot_assets.alerts import gate_failure_alerts
+from crpbot_assets.assets import (
+    candles,
+    features,
+    gate_report,
+    model,
+    processor,
+    production_model,
+)
+from crpbot_assets.checks import features_checks
+from crpbot_assets.profiles import ProfileResource
+from crpbot_assets.sagemaker.dagster_objects import sagemaker_asset_checks, trainer_from_env
+from crpbot_assets.storage import StorageResource
+
+SYMBOL_ASSETS = (candles, features, processor, model, production_model)
+
+# One run per symbol: candles through production_model with every check of those assets.
+symbol_pipeline = dg.define_asset_job(
+    "symbol_pipeline",
+    selection=dg.AssetSelection.assets(*SYMBOL_ASSETS),
+    description="One symbol from candles to a promoted model; one partition per run",
+)
+report_job = dg.define_asset_job(
+    "gate_report_job",
+    selection=dg.AssetSelection.assets(gate_report),
+    description="The gate report over every symbol",
+)
+
+trainer = trainer_from_env()
+
+defs = dg.Definitions(
+    assets=[*SYMBOL_ASSETS, gate_report],
+    asset_checks=[features_checks, *sagemaker_asset_checks(trainer)],
+    jobs=[symbol_pipeline, report_job],
+    sensors=[gate_failure_alerts],
+    resources={
+        "storage": StorageResource(),
+        "profile": ProfileResource(),
+        "trainer": trainer,
+    },
+)

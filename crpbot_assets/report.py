@@ -1,0 +1,151 @@
+"""The gate report: what every symbol's latest model measured, as JSON and Markdown.
+
+Read from what the trainers stored (`models/{SYMBOL}/metrics.json` and `run_info.json`) and what
+promotion stored (`production/{SYMBOL}/promotion.json`); a symbol with no model files is reported
+as not trained, never filled in.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+
+from crpbot_assets.storage import (
+    PROMOTION_FILE,
+    RUN_INFO_FILE,
+    StorageResource,
+    model_folder,
+    production_folder,
+)
+from v8_model.entrypoint import METRICS_FILE
+from v8_model.gates import GATE_NAMES
+
+NOT_TRAINED = "not trained"
+
+_METRIC_KEYS = (
+    "test_accuracy",
+    "baseline_accuracy",
+    "baseline_class",
+    "macro_f1",
+    "baseline_macro_f1",
+    "ece",
+    "class_mix",
+    "true_class_mix",
+    "test_rows",
+    "train_seconds",
+    "epochs_run",
+    "best_epoch",
+    "device",
+    "first_timestamp",
+    "last_timestamp",
+)
+_RUN_INFO_KEYS = ("trainer", "job_name", "instance_type", "finished_at", "cost_usd")
+
+
+def _read_json(storage: StorageResource, key: str) -> dict | None:
+    if not storage.store.exists(key):
+        return None
+    return json.loads(storage.store.read_text(key))
+
+
+def symbol_entry(storage: StorageResource, symbol: str) -> dict:
+    """One symbol's report entry, from its stored metrics, run info and promotion record."""
+    folder = model_folder(symbol)
+    metrics = _read_json(storage, f"{folder}/{METRICS_FILE}")
+    if metrics is None:
+        return {"status": NOT_TRAINED}
+    run_info = _read_json(storage, f"{folder}/{RUN_INFO_FILE}") or {}
+    promotion = _read_json(storage, f"{production_folder(symbol)}/{PROMOTION_FILE}") or {}
+    job_name = run_info.get("job_name")
+    entry = {
+        "status": "passed" if metrics["all_gates_passed"] else "failed",
+        "gates": {
+            name: {key: metrics["gates"][name][key] for key in ("passed", "value", "threshold")}
+            for name in GATE_NAMES
+        },
+        **{key: metrics.get(key) for key in _METRIC_KEYS},
+        **{key: run_info.get(key) for key in _RUN_INFO_KEYS},
+        # Promoted means production holds this very model, not an older one.
+        "promoted": bool(job_name) and promotion.get("job_name") == job_name,
+    }
+    return entry
+
+
+def build_report(storage: StorageResource, symbols: Sequence[str], generated_at: str) -> dict:
+    entries = {symbol: symbol_entry(storage, symbol) for symbol in symbols}
+    trained = [e for e in entries.values() if e["status"] != NOT_TRAINED]
+    return {
+        "generated_at": generated_at,
+        "root": storage.root,
+        "symbols": entries,
+        "trained": len(trained),
+        "passed": sum(e["status"] == "passed" for e in trained),
+        "total_cost_usd": round(sum(e.get("cost_usd") or 0.0 for e in trained), 4),
+    }
+
+
+def _number(value: float | None, digits: int = 4) -> str:
+    return "n/a" if value is None else f"{value:.{digits}f}"
+
+
+def _cell(text: object) -> str:
+    """Text safe inside a Markdown table cell (thresholds such as '|logit| < 15' hold pipes)."""
+    return str(text).replace("|", "\\|")
+
+
+def _mix(mix: dict | None) -> str:
+    if not mix:
+        return "n/a"
+    return " / ".join(f"{name} {share:.0%}" for name, share in mix.items())
+
+
+def render_markdown(report: dict) -> str:
+    lines = [
+        "# crpbot V8 gate report",
+        "",
+        f"Generated {report['generated_at']} from `{report['root']}`. "
+        f"{report['trained']} of {len(report['symbols'])} symbols trained, "
+        f"{report['passed']} passed every gate; total cost ${report['total_cost_usd']:.2f}.",
+        "",
+        "| symbol | gates | promoted | test acc | baseline acc | macro-F1 | baseline F1 | ECE "
+        "| train s | where | cost $ |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for symbol, entry in report["symbols"].items():
+        if entry["status"] == NOT_TRAINED:
+            lines.append(f"| {symbol} | {NOT_TRAINED} |" + " |" * 9)
+            continue
+        passed = sum(gate["passed"] for gate in entry["gates"].values())
+        where = f"{entry['trainer']} / {entry['instance_type']} / {entry['device']}"
+        lines.append(
+            f"| {symbol} | {entry['status']} ({passed}/{len(entry['gates'])}) "
+            f"| {'yes' if entry['promoted'] else 'no'} "
+            f"| {_number(entry['test_accuracy'])} | {_number(entry['baseline_accuracy'])} "
+            f"| {_number(entry['macro_f1'])} | {_number(entry['baseline_macro_f1'])} "
+            f"| {_number(entry['ece'])} | {_number(entry['train_seconds'], 1)} | {where} "
+            f"| {_number(entry['cost_usd'], 2)} |"
+        )
+    for symbol, entry in report["symbols"].items():
+        lines += ["", f"## {symbol}", ""]
+        if entry["status"] == NOT_TRAINED:
+            lines.append(f"No model under `models/{symbol}/`: {NOT_TRAINED}.")
+            continue
+        lines += [
+            f"Job `{entry['job_name']}` finished {entry['finished_at']}; data "
+            f"{entry['first_timestamp']} to {entry['last_timestamp']}; "
+            f"{entry['test_rows']} test rows; {entry['epochs_run']} epochs "
+            f"(best {entry['best_epoch']}).",
+            "",
+            f"Predicted class mix: {_mix(entry['class_mix'])}; "
+            f"true class mix: {_mix(entry['true_class_mix'])}; "
+            f"baseline always predicts {entry['baseline_class']}.",
+            "",
+            "| gate | result | value | threshold |",
+            "| --- | --- | --- | --- |",
+        ]
+        for name, gate in entry["gates"].items():
+            result = "pass" if gate["passed"] else "**FAIL**"
+            lines.append(
+                f"| {name} | {result} | {gate['value']:.4g} | {_cell(gate['threshold'])} |"
+            )
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,141 @@
+"""The CreateTrainingJob request for one symbol, built from the settings alone (no AWS call).
+
+`crpbot sagemaker-request SYMBOL` prints exactly what `SageMakerTrainer` sends, minus the Pipes
+variables, which exist only once Dagster opens a session.
+"""
+
+from __future__ import annotations
+
+import re
+
+from crpbot_assets.sagemaker.code_bundle import BOOTSTRAP_NAME, CODE_CHANNEL, CONTAINER_CODE_DIR
+from crpbot_assets.sagemaker.settings import (
+    CHECKPOINT_LOCAL_PATH,
+    INSTANCE_COUNT,
+    SageMakerSettings,
+    SettingsError,
+)
+from v8_model.processor import processor_filename
+
+TRAINING_CHANNEL = "training"
+PROCESSOR_CHANNEL = "processor"
+PARQUET_CONTENT_TYPE = "application/x-parquet"  # never text/csv (SPEC §4)
+_IMAGE_REGION = re.compile(r"\.dkr\.ecr\.([a-z0-9-]+)\.amazonaws\.com(?:\.cn)?/")
+_NUMBER = r"([-+]?[0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?)"
+
+# SageMaker scrapes these from the job's log lines (the entry point prints one line per epoch).
+METRIC_DEFINITIONS = [
+    {"Name": "train:loss", "Regex": rf"train_loss={_NUMBER}"},
+    {"Name": "validation:loss", "Regex": rf"val_loss={_NUMBER}"},
+    {"Name": "validation:accuracy", "Regex": rf"val_acc={_NUMBER}"},
+    {"Name": "test:accuracy", "Regex": rf"test_accuracy={_NUMBER}"},
+]
+
+
+def training_image_uri(settings: SageMakerSettings) -> str:
+    """The configured image, else the SDK's PyTorch GPU training image for the region."""
+    if settings.image_uri:
+        return settings.image_uri
+    try:
+        from sagemaker.core import image_uris
+    except ImportError as error:
+        raise SettingsError(
+            "no image_uri set and the SageMaker SDK is not installed to look one up: "
+            "pip install 'crpbot-v8[sagemaker]' or set CRPBOT_SAGEMAKER_IMAGE_URI"
+        ) from error
+    try:
+        return image_uris.retrieve(
+            framework="pytorch",
+            version=settings.framework_version,
+            py_version=settings.py_version,
+            image_scope="training",
+            instance_type=settings.instance_type,
+            region=settings.region,
+        )
+    except ValueError as error:
+        raise SettingsError(f"no PyTorch training image for these settings: {error}") from error
+
+
+def image_region(image_uri: str) -> str | None:
+    """The region of an ECR image URI, None when the URI is not an ECR one."""
+    match = _IMAGE_REGION.search(image_uri)
+    return match.group(1) if match else None
+
+
+def job_hyperparameters(
+    settings: SageMakerSettings, symbol: str, overrides: dict[str, str] | None = None
+) -> dict[str, str]:
+    """Settings' hyperparameters, then the asset's overrides; `symbols` is always this symbol."""
+    values = {**settings.hyperparameters(), **(overrides or {})}
+    values["symbols"] = symbol  # one job per symbol partition
+    return {key: str(value) for key, value in values.items()}
+
+
+def _s3_channel(name: str, uri: str, content_type: str) -> dict:
+    return {
+        "ChannelName": name,
+        "DataSource": {
+            "S3DataSource": {
+                "S3DataType": "S3Prefix",
+                "S3Uri": uri,
+                "S3DataDistributionType": "FullyReplicated",
+            }
+        },
+        "ContentType": content_type,
+        "CompressionType": "None",
+        "InputMode": "File",
+    }
+
+
+def build_training_job_request(
+    settings: SageMakerSettings,
+    *,
+    symbol: str,
+    job_name: str,
+    image_uri: str,
+    code_uri: str,
+    hyperparameter_overrides: dict[str, str] | None = None,
+    environment: dict[str, str] | None = None,
+    tags: list[dict[str, str]] | None = None,
+) -> dict:
+    """The `create_training_job` keyword arguments for one symbol."""
+    root = settings.storage_root()
+    stopping: dict[str, int] = {"MaxRuntimeInSeconds": settings.max_runtime_s}
+    request: dict = {
+        "TrainingJobName": job_name,
+        "RoleArn": settings.role_arn,
+        "AlgorithmSpecification": {
+            "TrainingImage": image_uri,
+            "TrainingInputMode": "File",
+            "ContainerEntrypoint": ["python", f"{CONTAINER_CODE_DIR}/{BOOTSTRAP_NAME}"],
+            "MetricDefinitions": METRIC_DEFINITIONS,
+        },
+        "HyperParameters": job_hyperparameters(settings, symbol, hyperparameter_overrides),
+        "InputDataConfig": [
+            # All symbols' files sit under data/ (the seed's layout); `symbols` picks one.
+            _s3_channel(TRAINING_CHANNEL, f"{root}/data/", PARQUET_CONTENT_TYPE),
+            _s3_channel(
+                PROCESSOR_CHANNEL,
+                f"{root}/processors/{processor_filename(symbol)}",
+                "application/json",
+            ),
+            _s3_channel(CODE_CHANNEL, code_uri, "text/x-python"),
+        ],
+        "OutputDataConfig": {"S3OutputPath": settings.output_uri()},
+        "ResourceConfig": {
+            "InstanceType": settings.instance_type,
+            "InstanceCount": INSTANCE_COUNT,
+            "VolumeSizeInGB": settings.volume_size_gb,
+        },
+        "StoppingCondition": stopping,
+        "Environment": {"PYTHONUNBUFFERED": "1", **(environment or {})},
+        "Tags": [{"Key": "crpbot:symbol", "Value": symbol}, *(tags or [])],
+    }
+    if settings.use_spot:
+        request["EnableManagedSpotTraining"] = True
+        stopping["MaxWaitTimeInSeconds"] = settings.effective_max_wait_s()
+        request["CheckpointConfig"] = {
+            "S3Uri": f"s3://{settings.bucket}/{settings.work_key('checkpoints', symbol)}/",
+            "LocalPath": CHECKPOINT_LOCAL_PATH,
+        }
+    return request

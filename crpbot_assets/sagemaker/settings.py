@@ -1,0 +1,201 @@
+"""Every SageMaker setting in one place: the Dagster resource's config, with environment fallbacks.
+
+Defaults are the seed's (SPEC §4); only the role has none. The same class backs the `trainer`
+resource in Dagster (`SageMakerTrainer` inherits these fields) and the `crpbot` command line
+(`settings_from_env` + flags), so a setting never has two spellings or two defaults.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+
+import dagster as dg
+from pydantic import Field
+
+from v8_model.defaults import DEFAULT_BATCH_SIZE, DEFAULT_EPOCHS, DEFAULT_LEARNING_RATE
+
+# The seed's instance count: the entry point trains on one GPU and is not distributed.
+INSTANCE_COUNT = 1
+CONTAINER_ML_ROOT = "/opt/ml"
+CHECKPOINT_LOCAL_PATH = f"{CONTAINER_ML_ROOT}/checkpoints"
+
+# IAM's documented role-name alphabet, any partition (aws, aws-cn, aws-us-gov), 12-digit account.
+ROLE_ARN_PATTERN = re.compile(
+    r"^arn:aws(?:-[a-z]+)*:iam::(\d{12}):role/(?:[\w+=,.@-]+/)*([\w+=,.@-]{1,64})$"
+)
+BUCKET_PATTERN = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
+REGION_PATTERN = re.compile(r"^[a-z]{2}(?:-[a-z]+)+-\d$")
+
+# Setting → environment variables read by the CLI and `trainer_from_env`, first one set wins.
+ENV_VARS: dict[str, tuple[str, ...]] = {
+    "role_arn": ("CRPBOT_SAGEMAKER_ROLE_ARN",),
+    "bucket": ("CRPBOT_BUCKET",),
+    "prefix": ("CRPBOT_BUCKET_PREFIX",),
+    "region": ("AWS_REGION", "AWS_DEFAULT_REGION"),
+    "instance_type": ("CRPBOT_INSTANCE_TYPE",),
+    "image_uri": ("CRPBOT_SAGEMAKER_IMAGE_URI",),
+    "use_spot": ("CRPBOT_SAGEMAKER_SPOT",),
+    "price_per_hour_usd": ("CRPBOT_PRICE_PER_HOUR_USD",),
+    "min_features_mb": ("CRPBOT_MIN_FEATURES_MB",),
+}
+
+
+class SettingsError(ValueError):
+    """A setting that cannot work; the message names the setting and how to fix it."""
+
+
+class SageMakerSettings(dg.Config):
+    """Where and how a symbol's model trains on SageMaker."""
+
+    role_arn: str = Field(
+        default="",
+        description="IAM role the training job assumes (required, e.g. "
+        "arn:aws:iam::123456789012:role/SageMakerTraining); env CRPBOT_SAGEMAKER_ROLE_ARN.",
+    )
+    bucket: str = Field(
+        default="crpbot-sagemaker-training",
+        description="S3 bucket of the storage root (data/, processors/, models/) and job output.",
+    )
+    prefix: str = Field(
+        default="",
+        description="Key prefix of the storage root inside the bucket: root = s3://bucket/prefix.",
+    )
+    region: str = Field(default="us-east-2", description="AWS region of the jobs and the bucket.")
+    instance_type: str = Field(default="ml.g5.4xlarge", description="Training instance type.")
+    volume_size_gb: int = Field(default=100, description="Training volume size (GB).")
+    max_runtime_s: int = Field(default=7200, description="StoppingCondition.MaxRuntimeInSeconds.")
+    output_prefix: str = Field(
+        default="v8-final/output/",
+        description="Job output under the bucket: <output>/<job>/output/model.tar.gz.",
+    )
+    work_prefix: str = Field(
+        default="v8-final/",
+        description="Under the bucket: code/ (packaged source), pipes/ (Dagster Pipes context "
+        "and messages), checkpoints/ (spot).",
+    )
+    image_uri: str = Field(
+        default="",
+        description="Training image; empty = the SDK's PyTorch GPU training image for the region.",
+    )
+    framework_version: str = Field(default="2.8.0", description="PyTorch image version (lookup).")
+    py_version: str = Field(default="py312", description="Python of the PyTorch image (lookup).")
+    use_spot: bool = Field(default=False, description="Managed spot training with checkpoints.")
+    max_wait_s: int = Field(
+        default=0,
+        description="Spot only: MaxWaitTimeInSeconds (>= max_runtime_s); 0 = 2 x max_runtime_s.",
+    )
+    epochs: int = Field(default=DEFAULT_EPOCHS, description="Hyperparameter `epochs`.")
+    batch_size: int = Field(default=DEFAULT_BATCH_SIZE, description="Hyperparameter `batch-size`.")
+    learning_rate: float = Field(
+        default=DEFAULT_LEARNING_RATE, description="Hyperparameter `learning-rate`."
+    )
+    # 100 MB refuses the original 800 KB samples (125x smaller) and accepts the real files
+    # (262-293 MiB for two years of 1-minute candles) with margin; lower it for short histories.
+    min_features_mb: float = Field(
+        default=100.0,
+        description="Preflight refuses a {SYMBOL}_features.parquet smaller than this (MB, 10^6 B).",
+    )
+    price_per_hour_usd: float = Field(
+        default=0.0,
+        description="Instance price for cost figures; 0 = the built-in on-demand price table.",
+    )
+    poll_interval_s: float = Field(default=30.0, description="Seconds between job status polls.")
+
+    # --- derived values -------------------------------------------------------------------------
+
+    def storage_root(self) -> str:
+        """The storage root the job's channels are read from: s3://bucket[/prefix]."""
+        prefix = self.prefix.strip("/")
+        return f"s3://{self.bucket}/{prefix}" if prefix else f"s3://{self.bucket}"
+
+    def storage_key(self, key: str) -> str:
+        """A storage-relative key ('data/BTC_features.parquet') as a key inside the bucket."""
+        prefix = self.prefix.strip("/")
+        return f"{prefix}/{key}" if prefix else key
+
+    def work_key(self, *parts: str) -> str:
+        return "/".join([self.work_prefix.strip("/"), *parts]).strip("/")
+
+    def output_uri(self) -> str:
+        return f"s3://{self.bucket}/{self.output_prefix.strip('/')}/"
+
+    def effective_max_wait_s(self) -> int:
+        return self.max_wait_s or 2 * self.max_runtime_s
+
+    def hyperparameters(self) -> dict[str, str]:
+        """The seed's three hyperparameters as SageMaker sends them: strings."""
+        return {
+            "epochs": str(self.epochs),
+            "batch-size": str(self.batch_size),
+            "learning-rate": repr(float(self.learning_rate)),
+        }
+
+    def role_account(self) -> str | None:
+        match = ROLE_ARN_PATTERN.match(self.role_arn)
+        return match.group(1) if match else None
+
+    def role_name(self) -> str | None:
+        match = ROLE_ARN_PATTERN.match(self.role_arn)
+        return match.group(2) if match else None
+
+    def problems(self) -> list[str]:
+        """Every setting that would make a launch fail, as messages naming the fix."""
+        found = []
+        if not self.role_arn:
+            found.append(
+                "role_arn is not set: pass --role-arn or set CRPBOT_SAGEMAKER_ROLE_ARN to the "
+                "ARN of an IAM role SageMaker can assume (arn:aws:iam::<account>:role/<name>)"
+            )
+        elif not ROLE_ARN_PATTERN.match(self.role_arn):
+            found.append(
+                f"role_arn {self.role_arn!r} is not an IAM role ARN; expected "
+                "arn:aws:iam::<12-digit account>:role/<name>"
+            )
+        if not BUCKET_PATTERN.match(self.bucket):
+            found.append(f"bucket {self.bucket!r} is not a valid S3 bucket name")
+        if not REGION_PATTERN.match(self.region):
+            found.append(f"region {self.region!r} is not an AWS region name (e.g. us-east-2)")
+        if not self.instance_type.startswith("ml."):
+            found.append(f"instance_type {self.instance_type!r} is not a SageMaker type (ml.*)")
+        positive = {
+            "volume_size_gb": self.volume_size_gb,
+            "max_runtime_s": self.max_runtime_s,
+            "epochs": self.epochs,
+            "batch_size": self.batch_size,
+            "learning_rate": self.learning_rate,
+            "poll_interval_s": self.poll_interval_s,
+        }
+        found.extend(
+            f"{name} must be positive, got {value}"
+            for name, value in positive.items()
+            if value <= 0
+        )
+        if self.use_spot and self.effective_max_wait_s() < self.max_runtime_s:
+            found.append(
+                f"max_wait_s {self.max_wait_s} is below max_runtime_s {self.max_runtime_s}: "
+                "SageMaker requires MaxWaitTimeInSeconds >= MaxRuntimeInSeconds"
+            )
+        if self.price_per_hour_usd < 0:
+            found.append(f"price_per_hour_usd must be >= 0, got {self.price_per_hour_usd}")
+        return found
+
+    def validate_for_launch(self) -> None:
+        """Raise SettingsError listing every problem; nothing is sent to AWS before this passes."""
+        found = self.problems()
+        if found:
+            raise SettingsError("SageMaker settings are not usable:\n- " + "\n- ".join(found))
+
+
+def settings_from_env(
+    environ: Mapping[str, str], overrides: Mapping[str, object] | None = None
+) -> dict[str, object]:
+    """Setting values from ENV_VARS, then `overrides` (command-line flags; None = not given)."""
+    values: dict[str, object] = {}
+    for name, variables in ENV_VARS.items():
+        for variable in variables:
+            if environ.get(variable):
+                values[name] = environ[variable]
+                break
+    values.update({key: value for key, value in (overrides or {}).items() if value is not None})
+    return values

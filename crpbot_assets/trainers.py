@@ -1,0 +1,198 @@
+"""Who trains the model: the `trainer` resource. Same entry point, same contract, local or cloud.
+
+`ModelTrainer` is the interface the `model` asset calls; `LocalTrainer` runs the entry point as
+a subprocess on this machine, the SageMaker trainer (crpbot_assets.sagemaker) as a training job.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import tempfile
+import time
+from abc import abstractmethod
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+import dagster as dg
+from pydantic import Field
+
+from crpbot_assets.container import EmulatedContainer, emulate_training_container
+from crpbot_assets.storage import (
+    RUN_INFO_FILE,
+    StorageResource,
+    features_key,
+    model_folder,
+    processor_key,
+)
+from v8_model.entrypoint import features_filename
+from v8_model.processor import processor_filename
+
+
+class TrainingFailedError(dg.Failure):
+    """The entry point failed; the description is its failure file's reason."""
+
+
+@dataclass(frozen=True)
+class RunInfo:
+    """Where and how a model was trained: `models/{SYMBOL}/run_info.json`, read by gate_report.
+
+    Every trainer writes it, last, after the model files: `cost_usd` is 0 for local runs; a cloud
+    trainer fills in its billable time and price.
+    """
+
+    symbol: str
+    trainer: str  # "local", "sagemaker"
+    job_name: str
+    instance_type: str
+    started_at: str  # ISO 8601, UTC
+    finished_at: str
+    wall_seconds: float
+    billable_seconds: float = 0.0
+    cost_usd: float = 0.0
+    hyperparameters: dict[str, str] = field(default_factory=dict)
+    dagster_run_id: str = ""
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), indent=1)
+
+
+def training_job_name(symbol: str, run_id: str) -> str:
+    """A SageMaker-valid job name (≤ 63 chars, [a-zA-Z0-9-]) unique per run and symbol."""
+    return f"crpbot-v8-{symbol.lower()}-{run_id[:8]}-{int(time.time())}"
+
+
+def stage_inputs(container: EmulatedContainer, storage: StorageResource, symbol: str) -> None:
+    """Fill the `training` and `processor` channels from storage."""
+    storage.store.download_file(
+        features_key(symbol), container.channel_dir("training") / features_filename(symbol)
+    )
+    storage.store.download_file(
+        processor_key(symbol), container.channel_dir("processor") / processor_filename(symbol)
+    )
+
+
+def publish_model(
+    storage: StorageResource, symbol: str, symbol_model_dir: Path, run_info: RunInfo
+) -> list[str]:
+    """Copy the entry point's SM_MODEL_DIR/{SYMBOL}/* to `models/{SYMBOL}/`, run_info.json last.
+
+    run_info.json goes last so that a reader who sees the new one also sees the new model files.
+    Returns the keys written.
+    """
+    files = sorted(path for path in symbol_model_dir.rglob("*") if path.is_file())
+    if not files:
+        raise TrainingFailedError(
+            description=f"the entry point exited 0 but wrote no model files in {symbol_model_dir}"
+        )
+    folder = model_folder(symbol)
+    keys = []
+    for path in files:
+        key = f"{folder}/{path.relative_to(symbol_model_dir).as_posix()}"
+        storage.store.upload_file(path, key)
+        keys.append(key)
+    run_info_key = f"{folder}/{RUN_INFO_FILE}"
+    storage.store.write_text(run_info_key, run_info.to_json())
+    return [*keys, run_info_key]
+
+
+def utc_now() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+class ModelTrainer(dg.ConfigurableResource):
+    """Trains one symbol's model with `python -m v8_model.train` under the SageMaker contract.
+
+    Contract for every implementation of `train`:
+    - inputs come from `storage`: `data/{SYMBOL}_features.parquet` goes into the `training`
+      channel, `processors/processor_{SYMBOL}_v8.json` into the `processor` channel;
+    - the entry point runs under Dagster Pipes with the run's partition key, so it trains exactly
+      `symbol` and reports its metadata and the five gate checks;
+    - on success the entry point's SM_MODEL_DIR/{SYMBOL}/* files are under storage
+      `models/{SYMBOL}/` (see `publish_model`), with `run_info.json` written last, before
+      `train` returns;
+    - on failure it raises `TrainingFailedError` carrying the failure file's reason.
+
+    Returns the Pipes invocation; the `model` asset yields `invocation.get_results()` (one
+    MaterializeResult and one AssetCheckResult per gate).
+    """
+
+    @property
+    @abstractmethod
+    def kind(self) -> str:
+        """Short name shown in reports: "local", "sagemaker"."""
+
+    @abstractmethod
+    def train(
+        self,
+        context: dg.AssetExecutionContext,
+        *,
+        symbol: str,
+        storage: StorageResource,
+        hyperparameters: dict[str, str],
+    ) -> dg.PipesClientCompletedInvocation: ...
+
+
+class LocalTrainer(ModelTrainer):
+    """Runs the entry point as a subprocess on this machine, in an emulated container tree.
+
+    Each epoch's line reaches the run's logs through Pipes; the entry point's stdout and stderr
+    are forwarded to this process's (the step's captured logs).
+    """
+
+    python: str = Field(
+        default=sys.executable, description="the interpreter that runs the entry point"
+    )
+
+    @property
+    def kind(self) -> str:
+        return "local"
+
+    def train(
+        self,
+        context: dg.AssetExecutionContext,
+        *,
+        symbol: str,
+        storage: StorageResource,
+        hyperparameters: dict[str, str],
+    ) -> dg.PipesClientCompletedInvocation:
+        job_name = training_job_name(symbol, context.run.run_id)
+        started_at, started = utc_now(), time.perf_counter()
+        with tempfile.TemporaryDirectory(prefix=f"{job_name}-") as tmp:
+            container = emulate_training_container(
+                Path(tmp) / "opt_ml", job_name=job_name, hyperparameters=hyperparameters
+            )
+            stage_inputs(container, storage, symbol)
+            context.log.info(f"training {symbol} locally as {job_name}: {hyperparameters}")
+            try:
+                invocation = dg.PipesSubprocessClient().run(
+                    context=context,
+                    command=[self.python, "-m", "v8_model.train"],
+                    env=container.env,
+                    cwd=tmp,
+                )
+            except Exception as error:
+                # The entry point's own reason beats Pipes' "exited with code 1"; without a
+                # failure file the error is not the entry point's, so it propagates unchanged.
+                reason = container.failure_reason()
+                if reason is None:
+                    raise
+                raise TrainingFailedError(
+                    description=f"training {symbol} failed ({error}): {reason}",
+                    metadata={"job_name": job_name, "failure_reason": reason},
+                ) from error
+            wall_seconds = time.perf_counter() - started
+            run_info = RunInfo(
+                symbol=symbol,
+                trainer=self.kind,
+                job_name=job_name,
+                instance_type="local",
+                started_at=started_at,
+                finished_at=utc_now(),
+                wall_seconds=round(wall_seconds, 3),
+                hyperparameters=hyperparameters,
+                dagster_run_id=context.run.run_id,
+            )
+            publish_model(storage, symbol, container.model_dir / symbol, run_info)
+        return invocation

@@ -1,0 +1,168 @@
+"""The gate-failure alert sensor, against check results recorded in a real (temporary) instance.
+
+A stand-in `model` asset with the real gate check specs reports chosen gate results, so the
+history the sensor reads is exactly what a training run leaves, without training.
+"""
+
+import json
+import logging
+import socket
+
+import dagster as dg
+import pytest
+
+from crpbot_assets import alerts
+from crpbot_assets.alerts import (
+    UI_URL_ENV_VAR,
+    WEBHOOK_ENV_VAR,
+    AlertCursor,
+    gate_failure_alerts,
+    process_gate_alerts,
+)
+from crpbot_assets.checks import GATE_CHECK_SPECS
+from crpbot_assets.partitions import symbol_partitions
+from v8_model.gates import GATE_NAMES
+
+
+class GateOutcomes(dg.Config):
+    failing: dict[str, float] = {}  # gate name → measured value
+
+
+@dg.asset(name="model", partitions_def=symbol_partitions, check_specs=GATE_CHECK_SPECS)
+def stand_in_model(config: GateOutcomes):
+    yield dg.MaterializeResult()
+    for gate in GATE_NAMES:
+        yield dg.AssetCheckResult(
+            check_name=gate,
+            passed=gate not in config.failing,
+            severity=dg.AssetCheckSeverity.ERROR,
+            metadata={"value": config.failing.get(gate, 0.5), "threshold": f"{gate} threshold"},
+        )
+
+
+def record_gates(instance: dg.DagsterInstance, symbol: str, failing: dict[str, float]) -> str:
+    result = dg.materialize(
+        [stand_in_model],
+        partition_key=symbol,
+        instance=instance,
+        run_config={"ops": {"model": {"config": {"failing": failing}}}},
+        raise_on_error=False,
+    )
+    assert result.success == (not failing)
+    return result.run_id
+
+
+def tick(instance: dg.DagsterInstance, cursor: str | None) -> tuple[str, str]:
+    """One sensor evaluation, as the daemon runs it; returns (skip message, new cursor)."""
+    context = dg.build_sensor_context(instance=instance, cursor=cursor)
+    skip = gate_failure_alerts(context)
+    assert isinstance(skip, dg.SkipReason)
+    return skip.skip_message, context.cursor
+
+
+@pytest.fixture
+def alert_env(monkeypatch, webhook):
+    monkeypatch.setenv(WEBHOOK_ENV_VAR, webhook.url)
+    monkeypatch.setenv(UI_URL_ENV_VAR, "http://ui.test:3000")
+    return webhook
+
+
+def test_each_failed_gate_is_posted_once_with_its_facts(dagster_instance, alert_env):
+    run_id = record_gates(dagster_instance, "BTC", {"logit_range": 244.65, "class_balance": 0.7})
+    record_gates(dagster_instance, "ETH", {})  # all gates pass: no alert
+
+    summary, cursor = tick(dagster_instance, None)
+    assert summary == "2 new failed gate(s), 2 alert(s) sent, 0 pending"
+    assert len(alert_env.messages) == 2
+    by_gate = {m["blocks"][1]["fields"][1]["text"].split("\n")[1]: m for m in alert_env.messages}
+    assert set(by_gate) == {"logit_range", "class_balance"}
+    message = by_gate["logit_range"]
+    assert "BTC logit_range = 244.65" in message["text"]
+    assert "threshold: logit_range threshold" in message["text"]
+    assert f"http://ui.test:3000/runs/{run_id}" in message["text"]
+    assert "ETH" not in json.dumps(alert_env.messages)
+
+    # The next tick, or a restarted daemon resuming from the stored cursor, sends nothing again.
+    summary, cursor = tick(dagster_instance, cursor)
+    assert summary.startswith("0 new failed gate(s)")
+    assert len(alert_env.messages) == 2
+
+    record_gates(dagster_instance, "SOL", {"no_nan_inf": 12.0})
+    tick(dagster_instance, cursor)
+    assert len(alert_env.messages) == 3
+    assert "SOL no_nan_inf = 12" in alert_env.messages[-1]["text"]
+
+
+def test_webhook_down_keeps_the_alert_and_delivers_it_later(dagster_instance, alert_env):
+    record_gates(dagster_instance, "BTC", {"logit_range": 99.0})
+    alert_env.status = 500
+    summary, cursor = tick(dagster_instance, None)
+    assert summary == "1 new failed gate(s), 0 alert(s) sent, 1 pending"
+    assert alert_env.messages == []
+    assert AlertCursor.from_json(cursor).pending[0]["attempts"] == 1
+
+    alert_env.status = 200
+    summary, cursor = tick(dagster_instance, cursor)
+    assert summary == "0 new failed gate(s), 1 alert(s) sent, 0 pending"
+    assert len(alert_env.messages) == 1 and "logit_range = 99" in alert_env.messages[0]["text"]
+    tick(dagster_instance, cursor)
+    assert len(alert_env.messages) == 1
+
+
+def test_unreachable_webhook_neither_crashes_nor_leaks_the_url(
+    dagster_instance, monkeypatch, caplog
+):
+    with socket.socket() as probe:  # a port that nobody listens on once closed
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    secret_url = f"http://127.0.0.1:{port}/services/T000/SECRET-TOKEN"
+    record_gates(dagster_instance, "ETH", {"confidence_calibration": 0.4})
+    logger = logging.getLogger("test_alerts")
+    with caplog.at_level(logging.INFO, logger="test_alerts"):
+        cursor, summary = process_gate_alerts(
+            dagster_instance, AlertCursor(), webhook_url=secret_url, ui_url="http://ui", log=logger
+        )
+    assert summary == "1 new failed gate(s), 0 alert(s) sent, 1 pending"
+    assert "ETH confidence_calibration = 0.4" in caplog.text
+    assert "webhook unreachable" in caplog.text
+    assert "SECRET-TOKEN" not in caplog.text and str(port) not in caplog.text.replace(
+        "http://ui", ""
+    )
+
+
+def test_retries_are_bounded(dagster_instance, monkeypatch, caplog, alert_env):
+    monkeypatch.setattr(alerts, "MAX_ATTEMPTS", 3)
+    record_gates(dagster_instance, "BTC", {"logit_range": 20.0})
+    alert_env.status = 503
+    cursor = AlertCursor()
+    logger = logging.getLogger("test_alerts")
+    with caplog.at_level(logging.INFO, logger="test_alerts"):
+        for _ in range(3):
+            cursor, summary = process_gate_alerts(
+                dagster_instance, cursor, webhook_url=alert_env.url, ui_url="http://ui", log=logger
+            )
+    assert cursor.pending == []
+    assert "giving up on alert after 3 attempts (webhook answered HTTP 503)" in caplog.text
+    assert "BTC logit_range = 20" in caplog.text
+
+
+def test_a_late_failure_below_the_newest_handled_id_is_still_alerted(dagster_instance):
+    """Check ids are assigned when a run plans its checks: a slow run may finish after a newer."""
+    record_gates(dagster_instance, "BTC", {"logit_range": 30.0})
+    record_gates(dagster_instance, "ETH", {"logit_range": 40.0})
+    history = dagster_instance.event_log_storage.get_asset_check_execution_history(
+        dg.AssetCheckKey(dg.AssetKey("model"), "logit_range"), limit=2
+    )
+    newest, older = history  # newest first
+    assert newest.partition == "ETH"
+    sent = []
+    cursor, _ = process_gate_alerts(
+        dagster_instance,
+        AlertCursor(handled=[newest.id]),  # as if ETH's run had finished and been alerted first
+        webhook_url="http://127.0.0.1:9/unused",
+        ui_url="http://ui",
+        log=logging.getLogger("test_alerts"),
+        post=lambda url, payload: sent.append(payload["text"]),
+    )
+    assert len(sent) == 1 and "BTC logit_range = 30" in sent[0]
+    assert set(cursor.handled) == {newest.id, older.id}

@@ -1,0 +1,280 @@
+"""The asset graph end to end, in process, per partition, on small synthetic data.
+
+One module-wide scenario, run once: ETH trains normally; BTC trains with a tiny initial temperature
+so its logits blow past ±15 and the logit-range gate genuinely fails; SOL is never trained. Then
+the gate report is materialized and the alert sensor ticks against a webhook on 127.0.0.1.
+
+Why 50 days of candles: gate 1 (feature normalization) compares the scaled test segment with the
+training segment, and the calendar features (day of week) only average out when the 15% test
+segment spans a full week. Synthetic volatility clustering is off for the same reason: with it,
+a week of test data is one volatility regime. Training is one epoch at batch 1024.
+"""
+
+import json
+from pathlib import Path
+
+import boto3
+import dagster as dg
+import pandas as pd
+import pytest
+from conftest import serve_webhook
+
+from crpbot_assets import main as main_command
+from crpbot_assets.alerts import UI_URL_ENV_VAR, WEBHOOK_ENV_VAR, gate_failure_alerts
+from crpbot_assets.checks import FEATURES_CHECK_NAMES
+from crpbot_assets.definitions import defs
+from v8_model.features import FEATURE_NAMES, FEATURES_DATASET_COLUMNS
+from v8_model.gates import GATE_NAMES, MAX_ABS_LOGIT
+
+SMALL_PROFILE = {
+    "name": "demo",
+    "days": 50,
+    "epochs": 1,
+    "batch_size": 1024,
+    "seed": 5,
+    "min_coverage_days": 7,
+}
+EXPLODING_LOGITS = {"temperature-init": "0.001"}  # logits × 1000 at initialisation
+MODEL_FILES = {"weights.npz", "config.json", "metrics.json", "run_info.json"}
+
+
+def small_run_config(root: str, hyperparameters: dict[str, str] | None = None) -> dict:
+    return {
+        "resources": {
+            "storage": {"config": {"root": root}},
+            "profile": {"config": SMALL_PROFILE},
+        },
+        "ops": {
+            "candles": {"config": {"volatility_clustering": False}},
+            "model": {"config": {"hyperparameters": hyperparameters or {}}},
+        },
+    }
+
+
+@pytest.fixture(scope="module")
+def scenario(tmp_path_factory):
+    base = tmp_path_factory.mktemp("graph")
+    home = base / "dagster_home"
+    home.mkdir()
+    root = base / "root"
+    pipeline = defs.resolve_job_def("symbol_pipeline")
+    with dg.instance_for_test(temp_dir=str(home)) as instance, serve_webhook() as webhook:
+        runs = {
+            symbol: pipeline.execute_in_process(
+                partition_key=symbol,
+                instance=instance,
+                run_config=small_run_config(str(root), hyperparameters),
+                raise_on_error=False,
+            )
+            for symbol, hyperparameters in (("BTC", EXPLODING_LOGITS), ("ETH", None))
+        }
+        report = defs.resolve_job_def("gate_report_job").execute_in_process(
+            instance=instance,
+            run_config={"resources": {"storage": {"config": {"root": str(root)}}}},
+        )
+        with pytest.MonkeyPatch.context() as env:
+            env.setenv(WEBHOOK_ENV_VAR, webhook.url)
+            env.setenv(UI_URL_ENV_VAR, "http://127.0.0.1:3000")
+            context = dg.build_sensor_context(instance=instance)
+            gate_failure_alerts(context)
+        yield {
+            "instance": instance,
+            "root": root,
+            "runs": runs,
+            "report": report,
+            "alerts": list(webhook.messages),
+        }
+
+
+def checks_by_name(result: dg.ExecuteInProcessResult) -> dict[str, dg.AssetCheckEvaluation]:
+    return {e.check_name: e for e in result.get_asset_check_evaluations()}
+
+
+def materialization(result: dg.ExecuteInProcessResult, asset: str) -> dict:
+    [event] = [
+        e.materialization
+        for e in result.get_asset_materialization_events()
+        if e.materialization.asset_key == dg.AssetKey(asset)
+    ]
+    return {key: getattr(value, "value", value) for key, value in event.metadata.items()}
+
+
+def test_passing_symbol_writes_every_artifact(scenario):
+    root: Path = scenario["root"]
+    assert scenario["runs"]["ETH"].success
+    features = pd.read_parquet(root / "data" / "ETH_features.parquet")
+    assert list(features.columns) == list(FEATURES_DATASET_COLUMNS)
+    assert (root / "candles" / "ETH_candles.parquet").is_file()
+    assert (
+        json.loads((root / "processors" / "processor_ETH_v8.json").read_text())["symbol"] == "ETH"
+    )
+    model_files = {p.name for p in (root / "models" / "ETH").iterdir()}
+    assert model_files == MODEL_FILES | {"processor_ETH_v8.json"}
+    production = {p.name for p in (root / "production" / "ETH").iterdir()}
+    assert production == model_files | {"promotion.json"}
+    promotion = json.loads((root / "production" / "ETH" / "promotion.json").read_text())
+    run_info = json.loads((root / "models" / "ETH" / "run_info.json").read_text())
+    assert promotion["job_name"] == run_info["job_name"]
+    assert run_info["trainer"] == "local" and run_info["cost_usd"] == 0.0
+    assert run_info["hyperparameters"]["epochs"] == "1"
+    assert not (root / "models" / "SOL").exists()
+
+
+def test_materialization_metadata(scenario):
+    result = scenario["runs"]["ETH"]
+    features = materialization(result, "features")
+    assert features["rows"] == len(pd.read_parquet(scenario["root"] / "data/ETH_features.parquet"))
+    assert features["rows"] > 50 * 1440 * 0.9
+    assert features["MiB"] > 1
+    assert features["first_timestamp"] < features["last_timestamp"]
+    schema = features["dagster/column_schema"]
+    assert [column.name for column in schema.columns] == list(FEATURES_DATASET_COLUMNS)
+    assert {c.type for c in schema.columns if c.name in FEATURE_NAMES} == {"float32"}
+    assert "| timestamp" in features["preview"]
+
+    model = materialization(result, "model")
+    assert model["trainer"] == "local" and model["cost_usd"] == 0.0
+    assert model["model_dir"] == str(scenario["root"] / "models" / "ETH")
+    assert model["epochs_run"] == 1 and model["device"] == "cpu"
+    assert 0 < model["baseline_accuracy"] < model["test_accuracy"] < 1
+    assert model["all_gates_passed"] is True
+
+    production = materialization(result, "production_model")
+    assert set(production["files"]) == MODEL_FILES | {"processor_ETH_v8.json"}
+
+
+def test_check_results_per_partition(scenario):
+    checks = checks_by_name(scenario["runs"]["ETH"])
+    assert set(checks) == set(FEATURES_CHECK_NAMES) | set(GATE_NAMES)
+    assert all(check.passed for check in checks.values()), {
+        name: check.description for name, check in checks.items() if not check.passed
+    }
+    assert {check.partition for check in checks.values()} == {"ETH"}
+    for gate in GATE_NAMES:
+        assert {"value", "threshold"} <= set(checks[gate].metadata)
+        assert checks[gate].severity == dg.AssetCheckSeverity.ERROR
+
+    history = scenario["instance"].event_log_storage.get_asset_check_execution_history(
+        dg.AssetCheckKey(dg.AssetKey("model"), "logit_range"), limit=10
+    )
+    assert {(r.partition, r.evaluation.passed) for r in history} == {("BTC", False), ("ETH", True)}
+
+
+def test_failing_gate_fails_the_run_and_blocks_promotion(scenario):
+    btc = scenario["runs"]["BTC"]
+    assert not btc.success
+    gate = checks_by_name(btc)["logit_range"]
+    assert not gate.passed and gate.partition == "BTC"
+    assert gate.metadata["value"].value > MAX_ABS_LOGIT
+    # The model itself was recorded (its gates are its checks), promotion never ran.
+    assert {e.asset_key for e in btc.get_asset_materialization_events()} == {
+        dg.AssetKey(name) for name in ("candles", "features", "processor", "model")
+    }
+    assert not (scenario["root"] / "production" / "BTC").exists()
+    instance = scenario["instance"]
+    promoted = instance.get_materialized_partitions(dg.AssetKey("production_model"))
+    assert promoted == {"ETH"}
+
+
+def test_alert_for_the_failed_gate_reaches_the_webhook(scenario):
+    btc = scenario["runs"]["BTC"]
+    value = checks_by_name(btc)["logit_range"].metadata["value"].value
+    texts = [message["text"] for message in scenario["alerts"]]
+    [logit_alert] = [text for text in texts if "logit_range" in text]
+    assert f"BTC logit_range = {value:.6g}" in logit_alert
+    assert f"http://127.0.0.1:3000/runs/{btc.run_id}" in logit_alert
+    failed = {e.check_name for e in btc.get_asset_check_evaluations() if not e.passed}
+    assert len(texts) == len(failed)  # one message per failed gate, none for ETH
+    assert all("BTC" in text for text in texts)
+
+
+def test_epoch_lines_reach_the_run_logs(scenario):
+    result = scenario["runs"]["ETH"]
+    messages = [entry.user_message for entry in scenario["instance"].all_logs(result.run_id)]
+    assert any("symbol=ETH epoch=1 train_loss=" in message for message in messages)
+
+
+def test_gate_report(scenario):
+    root = scenario["root"]
+    report = json.loads((root / "reports" / "gate_report.json").read_text())
+    symbols = report["symbols"]
+    assert symbols["SOL"] == {"status": "not trained"}
+    assert symbols["ETH"]["status"] == "passed" and symbols["ETH"]["promoted"] is True
+    assert symbols["BTC"]["status"] == "failed" and symbols["BTC"]["promoted"] is False
+    assert symbols["BTC"]["gates"]["logit_range"]["passed"] is False
+    metrics = json.loads((root / "models" / "ETH" / "metrics.json").read_text())
+    assert symbols["ETH"]["test_accuracy"] == metrics["test_accuracy"]
+    assert symbols["ETH"]["trainer"] == "local" and symbols["ETH"]["cost_usd"] == 0.0
+    assert (report["trained"], report["passed"]) == (2, 1)
+
+    markdown = (root / "reports" / "gate_report.md").read_text()
+    assert "| SOL | not trained |" in markdown
+    assert "| logit_range | **FAIL** |" in markdown
+    shown = materialization(scenario["report"], "gate_report")
+    assert shown["report"] == markdown
+
+
+def test_s3_root_runs_the_same_graph(s3_bucket, dagster_instance):
+    """The storage root on S3 (moto on 127.0.0.1): same assets, same trainer, same layout."""
+    root = f"s3://{s3_bucket}/crpbot"
+    result = defs.resolve_job_def("symbol_pipeline").execute_in_process(
+        partition_key="ETH",
+        instance=dagster_instance,
+        run_config=small_run_config(root),
+        raise_on_error=False,
+    )
+    assert result.success
+    keys = {
+        item["Key"] for item in boto3.client("s3").list_objects_v2(Bucket=s3_bucket)["Contents"]
+    }
+    assert {
+        "crpbot/candles/ETH_candles.parquet",
+        "crpbot/data/ETH_features.parquet",
+        "crpbot/processors/processor_ETH_v8.json",
+        "crpbot/models/ETH/weights.npz",
+        "crpbot/models/ETH/run_info.json",
+        "crpbot/production/ETH/weights.npz",
+        "crpbot/production/ETH/promotion.json",
+    } <= keys
+    assert materialization(result, "features")["uri"] == f"{root}/data/ETH_features.parquet"
+
+
+def test_main_command_names_the_failed_gate(scenario):
+    btc = scenario["runs"]["BTC"]
+    value = checks_by_name(btc)["logit_range"].metadata["value"].value
+    assert f"check logit_range = {value:.6g}" in main_command.failure_summary(btc)
+
+
+def test_main_command_exit_code(monkeypatch, capsys, tmp_path):
+    calls = []
+
+    def fake_run_all(symbols, profile, instance):
+        calls.append((list(symbols), profile, instance.root_directory))
+        return {"BTC": "check logit_range = 244.6", "ETH": None, "gate_report": None}
+
+    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "home"))
+    monkeypatch.setattr(main_command, "run_all", fake_run_all)
+    assert main_command.main(["--symbols", "btc,ETH", "--profile", "full"]) == 1
+    assert calls == [(["BTC", "ETH"], "full", str(tmp_path / "home"))]
+    out, err = capsys.readouterr()
+    assert "gate report: " in out and out.rstrip().endswith("reports/gate_report.json")
+    assert "FAILED BTC: check logit_range = 244.6" in err
+    assert "1 of 3 runs failed: BTC" in err
+    with pytest.raises(SystemExit):
+        main_command.main(["--symbols", "DOGE"])
+
+
+def test_production_model_refuses_a_failed_model_even_when_run_alone(scenario):
+    """Defence in depth: without the blocking checks in the run, the stored metrics still decide."""
+    result = defs.resolve_job_def("symbol_pipeline").execute_in_process(
+        partition_key="BTC",
+        instance=dg.DagsterInstance.ephemeral(),
+        run_config={"resources": {"storage": {"config": {"root": str(scenario["root"])}}}},
+        asset_selection=[dg.AssetKey("production_model")],
+        raise_on_error=False,
+    )
+    assert not result.success
+    [failure] = result.get_step_failure_events()
+    description = failure.step_failure_data.user_failure_data.description
+    assert description.startswith("refusing to promote BTC: gate(s) ['logit_range'")
+    assert not (scenario["root"] / "production" / "BTC").exists()

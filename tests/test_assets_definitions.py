@@ -1,0 +1,177 @@
+"""The code location's shape, profiles, the emulated container and the trainer's failure path."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import dagster as dg
+import pytest
+
+from crpbot_assets.assets import model
+from crpbot_assets.checks import FEATURES_CHECK_NAMES
+from crpbot_assets.container import emulate_training_container
+from crpbot_assets.definitions import defs
+from crpbot_assets.partitions import symbol_partitions
+from crpbot_assets.profiles import (
+    PROFILE_ENV_VAR,
+    ProfileResource,
+    default_profile_name,
+    get_profile,
+)
+from crpbot_assets.storage import StorageResource, features_key, model_folder, processor_key
+from crpbot_assets.trainers import LocalTrainer
+from v8_model.defaults import (
+    DEFAULT_BATCH_SIZE,
+    DEFAULT_EPOCHS,
+    DEFAULT_LEARNING_RATE,
+    SYMBOLS,
+)
+from v8_model.gates import GATE_NAMES
+from v8_model.train import TrainConfig
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_dagster_definitions_validate(tmp_path):
+    """What `dagster dev` loads from workspace.yaml in the repo root is a valid code location."""
+    env = {**os.environ, "DAGSTER_HOME": str(tmp_path)}
+    done = subprocess.run(
+        [str(Path(sys.executable).parent / "dagster"), "definitions", "validate"],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "All code locations passed validation" in done.stdout + done.stderr
+
+
+def test_one_partition_per_symbol():
+    assert symbol_partitions.get_partition_keys() == list(SYMBOLS)
+
+
+def test_asset_graph():
+    graph = defs.resolve_asset_graph()
+    assert {key.to_user_string() for key in graph.get_all_asset_keys()} == {
+        "candles",
+        "features",
+        "processor",
+        "model",
+        "production_model",
+        "gate_report",
+    }
+    parents = {
+        key.to_user_string(): {p.to_user_string() for p in graph.get(key).parent_keys}
+        for key in graph.get_all_asset_keys()
+    }
+    assert parents["processor"] == {"features"}
+    assert parents["model"] == {"features", "processor"}
+    assert parents["production_model"] == {"model"}
+    assert parents["gate_report"] == {"model"}
+    assert graph.get(dg.AssetKey("gate_report")).partitions_def is None
+
+
+def test_checks_are_blocking_and_partitioned():
+    graph = defs.resolve_asset_graph()
+    expected = {dg.AssetCheckKey(dg.AssetKey("model"), name) for name in GATE_NAMES}
+    expected |= {dg.AssetCheckKey(dg.AssetKey("features"), name) for name in FEATURES_CHECK_NAMES}
+    assert set(graph.asset_check_keys) == expected
+    for key in expected:
+        spec = graph.get_check_spec(key)
+        assert spec.blocking
+        assert spec.partitions_def == symbol_partitions
+
+
+def test_alert_sensor_runs_by_default():
+    sensor = defs.resolve_sensor_def("gate_failure_alerts")
+    assert sensor.default_status == dg.DefaultSensorStatus.RUNNING
+
+
+def test_profiles():
+    full = get_profile("full")
+    assert (full.days, full.epochs, full.batch_size, full.learning_rate) == (
+        730,
+        DEFAULT_EPOCHS,
+        DEFAULT_BATCH_SIZE,
+        DEFAULT_LEARNING_RATE,
+    )
+    assert full.hyperparameters()["epochs"] == "100"
+    demo = get_profile("demo")
+    assert demo.days == 60 and demo.epochs < full.epochs
+    assert demo.min_rows > 1000  # a 1,000-row sample is refused
+    assert ProfileResource(name="full", epochs=3).get().epochs == 3
+    with pytest.raises(ValueError, match="unknown profile 'huge'"):
+        ProfileResource(name="huge").get()
+
+
+def test_profile_from_env(monkeypatch):
+    monkeypatch.setenv(PROFILE_ENV_VAR, "full")
+    assert default_profile_name() == "full"
+    monkeypatch.delenv(PROFILE_ENV_VAR)
+    assert default_profile_name() == "demo"
+
+
+def test_emulated_container(tmp_path):
+    container = emulate_training_container(
+        tmp_path / "ml",
+        job_name="job-1",
+        hyperparameters={"epochs": "2", "batch-size": "64"},
+        num_gpus=0,
+    )
+    config = container.config_dir
+    assert json.loads((config / "hyperparameters.json").read_text()) == {
+        "epochs": "2",
+        "batch-size": "64",
+    }
+    data_config = json.loads((config / "inputdataconfig.json").read_text())
+    assert data_config["training"]["ContentType"] == "application/x-parquet"
+    assert json.loads((config / "resourceconfig.json").read_text())["current_host"] == "algo-1"
+    env = container.env
+    assert env["SM_CHANNEL_TRAINING"] == str(container.channel_dir("training"))
+    assert env["SM_CHANNEL_PROCESSOR"] == str(container.channel_dir("processor"))
+    assert json.loads(env["SM_CHANNELS"]) == ["processor", "training"]
+    assert json.loads(env["SM_HPS"]) == {"epochs": "2", "batch-size": "64"}
+    assert env["SM_HP_BATCH_SIZE"] == "64"
+    assert (env["SM_NUM_GPUS"], env["SM_CURRENT_HOST"], env["TRAINING_JOB_NAME"]) == (
+        "0",
+        "algo-1",
+        "job-1",
+    )
+    assert json.loads(env["SM_HOSTS"]) == ["algo-1"]
+    assert all(Path(env[k]).is_dir() for k in ("SM_MODEL_DIR", "SM_OUTPUT_DATA_DIR"))
+    assert container.failure_reason() is None
+
+
+def run_model_only(tmp_path, instance, hyperparameters: dict[str, str]):
+    storage = StorageResource(root=str(tmp_path / "root"))
+    # Placeholders: both failures below happen before the entry point reads its channels.
+    storage.store.write_text(features_key("BTC"), "not parquet")
+    storage.store.write_text(processor_key("BTC"), "{}")
+    result = dg.materialize(
+        [model],
+        partition_key="BTC",
+        instance=instance,
+        resources={"storage": storage, "profile": ProfileResource(), "trainer": LocalTrainer()},
+        run_config={"ops": {"model": {"config": {"hyperparameters": hyperparameters}}}},
+        raise_on_error=False,
+    )
+    assert not result.success
+    [failure] = result.get_step_failure_events()
+    assert not storage.store.list_keys(model_folder("BTC"))
+    return failure.step_failure_data.user_failure_data.description
+
+
+def test_entry_point_failure_reason_reaches_dagster(tmp_path, dagster_instance):
+    reason = run_model_only(tmp_path, dagster_instance, {"epochs": "-1"})
+    with pytest.raises(ValueError) as expected:  # what the entry point writes to its failure file
+        TrainConfig(epochs=-1)
+    assert reason.startswith("training BTC failed")
+    assert reason.endswith(f"ValueError: {expected.value}")
+
+
+def test_unknown_hyperparameters_are_refused_before_training(tmp_path, dagster_instance):
+    reason = run_model_only(tmp_path, dagster_instance, {"epoch": "3"})
+    assert reason.startswith("unknown hyperparameter(s) ['epoch']; known: ")

@@ -1,0 +1,137 @@
+"""The `crpbot` command: `sagemaker-request` prints without sending, `preflight` fails loudly."""
+
+import json
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from sagemaker_emulator import (
+    BUCKET,
+    QUOTA_NAME,
+    ROLE_ARN,
+    SageMakerEmulator,
+    provision_account,
+    running_emulator,
+)
+
+from crpbot_assets.cli import main
+
+CONSOLE_SCRIPT = Path(sys.executable).with_name("crpbot")
+
+
+@pytest.fixture
+def emulator(
+    moto_server: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> Iterator[SageMakerEmulator]:
+    with running_emulator(moto_server, monkeypatch, tmp_path) as emulated:
+        yield emulated
+
+
+def test_sagemaker_request_shows_the_seeds_job(tmp_path: Path) -> None:
+    """Through the installed console script, as a user runs it; nothing is sent anywhere."""
+    env = {"PATH": str(CONSOLE_SCRIPT.parent), "HOME": str(tmp_path)}  # no AWS settings at all
+    done = subprocess.run(
+        [str(CONSOLE_SCRIPT), "sagemaker-request", "BTC", "--role-arn", ROLE_ARN],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    request = json.loads(done.stdout)
+    assert request["ResourceConfig"] == {
+        "InstanceType": "ml.g5.4xlarge",
+        "InstanceCount": 1,
+        "VolumeSizeInGB": 100,
+    }
+    assert (
+        ".dkr.ecr.us-east-2.amazonaws.com/pytorch-training:"
+        in (request["AlgorithmSpecification"]["TrainingImage"])
+    )
+    (training,) = [c for c in request["InputDataConfig"] if c["ChannelName"] == "training"]
+    assert training["ContentType"] == "application/x-parquet"
+    assert training["DataSource"]["S3DataSource"]["S3Uri"] == f"s3://{BUCKET}/data/"
+    assert request["HyperParameters"] == {
+        "epochs": "100",
+        "batch-size": "256",
+        "learning-rate": "0.001",
+        "symbols": "BTC",
+    }
+    assert request["OutputDataConfig"] == {"S3OutputPath": f"s3://{BUCKET}/v8-final/output/"}
+    assert request["StoppingCondition"] == {"MaxRuntimeInSeconds": 7200}
+    assert request["RoleArn"] == ROLE_ARN
+    assert "in us-east-2: not sent" in done.stderr
+
+
+def test_sagemaker_request_takes_flags_and_environment(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
+    monkeypatch.setenv("CRPBOT_SAGEMAKER_ROLE_ARN", ROLE_ARN)
+    monkeypatch.setenv("CRPBOT_BUCKET", "env-bucket")
+    argv = ["sagemaker-request", "eth", "--region", "eu-west-1", "--instance-type", "ml.g5.xlarge"]
+    assert main([*argv, "--spot"]) == 0
+    request = json.loads(capsys.readouterr().out)
+    assert request["RoleArn"] == ROLE_ARN
+    assert request["OutputDataConfig"]["S3OutputPath"] == "s3://env-bucket/v8-final/output/"
+    assert request["ResourceConfig"]["InstanceType"] == "ml.g5.xlarge"
+    assert ".dkr.ecr.eu-west-1." in request["AlgorithmSpecification"]["TrainingImage"]
+    assert request["HyperParameters"]["symbols"] == "ETH"
+    assert request["EnableManagedSpotTraining"] is True
+
+
+@pytest.mark.parametrize(
+    ("role", "words"),
+    [(None, "role_arn is not set: pass --role-arn"), ("my-role", "is not an IAM role ARN")],
+)
+def test_sagemaker_request_without_a_valid_role_is_refused(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture, role: str | None, words: str
+) -> None:
+    monkeypatch.delenv("CRPBOT_SAGEMAKER_ROLE_ARN", raising=False)
+    argv = ["sagemaker-request", "BTC", *(["--role-arn", role] if role else [])]
+    assert main(argv) == 2
+    captured = capsys.readouterr()
+    assert captured.out == "" and words in captured.err
+
+
+def test_unknown_symbol_is_a_usage_error(capsys: pytest.CaptureFixture) -> None:
+    with pytest.raises(SystemExit) as exited:
+        main(["sagemaker-request", "DOGE", "--role-arn", ROLE_ARN])
+    assert exited.value.code == 2
+    assert "unknown symbol 'DOGE'" in capsys.readouterr().err
+
+
+def test_preflight_on_an_empty_account_fails_naming_what_is_missing(
+    emulator: SageMakerEmulator, capsys: pytest.CaptureFixture
+) -> None:
+    emulator.quotas = {QUOTA_NAME: 0}
+    assert main(["preflight", "--role-arn", ROLE_ARN]) == 1
+    out = capsys.readouterr().out
+    assert out.splitlines()[0].split() == ["CHECK", "STATUS", "DETAIL"]
+    assert "preflight FAILED: 6 of 12 checks" in out
+    for missing in (
+        f"bucket: s3://{BUCKET} does not exist",
+        f"data BTC: s3://{BUCKET}/data/BTC_features.parquet: not checked",
+        f"data SOL: s3://{BUCKET}/data/SOL_features.parquet: not checked",
+        f"role: {ROLE_ARN} does not exist",
+        f"quota: '{QUOTA_NAME}' is 0",
+    ):
+        assert f"  - {missing}" in out
+
+
+def test_preflight_refuses_800_kb_samples(
+    emulator: SageMakerEmulator, capsys: pytest.CaptureFixture
+) -> None:
+    samples = {f"data/{s}_features.parquet": b"0" * 800_000 for s in ("BTC", "ETH", "SOL")}
+    provision_account(emulator, bucket=BUCKET, files=samples)
+    emulator.quotas = {QUOTA_NAME: 1}
+    assert main(["preflight", "--role-arn", ROLE_ARN]) == 1
+    out = capsys.readouterr().out
+    assert "preflight FAILED: 3 of 12 checks" in out
+    for symbol in ("BTC", "ETH", "SOL"):
+        assert (
+            f"  - data {symbol}: s3://{BUCKET}/data/{symbol}_features.parquet is 0.800 MB, "
+            "below the 100 MB minimum: a sample, not the dataset"
+        ) in out

@@ -1,0 +1,482 @@
+"""The SageMaker path's parts: settings, request, source bundle, bootstrap, archive checks,
+throttling retries, log forwarding, and the Pipes client used directly as a resource."""
+
+import io
+import json
+import tarfile
+import threading
+import time
+import tomllib
+from collections.abc import Iterator
+from pathlib import Path
+
+import boto3
+import dagster as dg
+import pytest
+from botocore.stub import Stubber
+from sagemaker_emulator import (
+    BUCKET,
+    REGION,
+    ROLE_ARN,
+    SageMakerEmulator,
+    provision_account,
+    running_emulator,
+    tiny_processor,
+)
+
+from crpbot_assets.sagemaker import container_bootstrap
+from crpbot_assets.sagemaker.artifacts import ArtifactError, extract_verified
+from crpbot_assets.sagemaker.aws import RetryPolicy, call_with_retries
+from crpbot_assets.sagemaker.code_bundle import MANIFEST_NAME, CodeBundle, bundle_files
+from crpbot_assets.sagemaker.pipes_client import (
+    LOG_GROUP,
+    CloudWatchLogForwarder,
+    PipesSageMakerClient,
+)
+from crpbot_assets.sagemaker.pricing import instance_price
+from crpbot_assets.sagemaker.request import (
+    METRIC_DEFINITIONS,
+    PARQUET_CONTENT_TYPE,
+    build_training_job_request,
+    image_region,
+    training_image_uri,
+)
+from crpbot_assets.sagemaker.settings import SageMakerSettings, SettingsError, settings_from_env
+from v8_model.entrypoint import METRICS_FILE, SUMMARY_FILE
+from v8_model.net import V8TradingNet, save_model
+from v8_model.train import EpochStats
+
+REPO = Path(__file__).resolve().parents[1]
+FAST = RetryPolicy(attempts=4, base_delay_s=0.001, max_delay_s=0.002)
+
+
+@pytest.fixture
+def emulator(
+    moto_server: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> Iterator[SageMakerEmulator]:
+    with running_emulator(moto_server, monkeypatch, tmp_path) as emulated:
+        yield emulated
+
+
+def request_for(settings: SageMakerSettings, code_uri: str = "s3://b/code/", **kwargs) -> dict:
+    return build_training_job_request(
+        settings,
+        symbol="ETH",
+        job_name="job",
+        image_uri=training_image_uri(settings),
+        code_uri=code_uri,
+        **kwargs,
+    )
+
+
+# --- settings ---------------------------------------------------------------------------------
+
+
+def test_defaults_are_the_seeds_and_only_the_role_is_missing() -> None:
+    settings = SageMakerSettings()
+    assert (settings.instance_type, settings.region, settings.volume_size_gb) == (
+        "ml.g5.4xlarge",
+        "us-east-2",
+        100,
+    )
+    assert settings.max_runtime_s == 7200
+    assert settings.hyperparameters() == {
+        "epochs": "100",
+        "batch-size": "256",
+        "learning-rate": "0.001",
+    }
+    assert settings.output_uri() == "s3://crpbot-sagemaker-training/v8-final/output/"
+    problems = settings.problems()
+    assert len(problems) == 1 and "role_arn is not set" in problems[0]
+
+
+@pytest.mark.parametrize(
+    "arn",
+    [
+        "arn:aws:iam::123456789012:role/SageMaker",
+        "arn:aws:iam::123456789012:role/service-role/AmazonSageMaker-ExecutionRole-2025",
+        "arn:aws-cn:iam::123456789012:role/x.y@z",
+    ],
+)
+def test_role_arn_accepted(arn: str) -> None:
+    SageMakerSettings(role_arn=arn).validate_for_launch()
+
+
+@pytest.mark.parametrize(
+    "arn",
+    [
+        "SageMakerRole",
+        "arn:aws:iam::12345:role/short-account",
+        "arn:aws:iam::123456789012:user/not-a-role",
+        "arn:aws:s3:::bucket",
+    ],
+)
+def test_role_arn_refused_with_the_expected_shape(arn: str) -> None:
+    with pytest.raises(SettingsError, match="is not an IAM role ARN; expected arn:aws:iam::"):
+        SageMakerSettings(role_arn=arn).validate_for_launch()
+
+
+def test_every_problem_is_listed_at_once() -> None:
+    settings = SageMakerSettings(
+        role_arn=ROLE_ARN,
+        bucket="Bad_Bucket",
+        region="mars",
+        instance_type="g5.4xlarge",
+        use_spot=True,
+        max_wait_s=60,
+    )
+    with pytest.raises(SettingsError) as raised:
+        settings.validate_for_launch()
+    for words in ("bucket", "region", "instance_type", "MaxWaitTimeInSeconds"):
+        assert words in str(raised.value)
+
+
+def test_flags_beat_environment_beats_defaults() -> None:
+    environ = {
+        "CRPBOT_SAGEMAKER_ROLE_ARN": ROLE_ARN,
+        "CRPBOT_BUCKET": "env-bucket",
+        "AWS_DEFAULT_REGION": "eu-west-1",
+        "CRPBOT_SAGEMAKER_SPOT": "true",
+    }
+    values = settings_from_env(environ, {"bucket": "flag-bucket", "instance_type": None})
+    settings = SageMakerSettings(**values)
+    assert (settings.bucket, settings.region, settings.use_spot) == (
+        "flag-bucket",
+        "eu-west-1",
+        True,
+    )
+    assert settings.instance_type == "ml.g5.4xlarge"
+    both = settings_from_env({"AWS_REGION": "us-west-2", "AWS_DEFAULT_REGION": "eu-west-1"})
+    assert both["region"] == "us-west-2"  # AWS_REGION wins, as in the AWS SDKs
+
+
+# --- request ----------------------------------------------------------------------------------
+
+
+def test_request_trains_one_symbol_from_the_seed_layout() -> None:
+    settings = SageMakerSettings(role_arn=ROLE_ARN, prefix="team")
+    request = request_for(settings, hyperparameter_overrides={"epochs": "3", "seed": "1"})
+    assert request["HyperParameters"] == {
+        "epochs": "3",  # the run's value wins over the setting
+        "batch-size": "256",
+        "learning-rate": "0.001",
+        "seed": "1",
+        "symbols": "ETH",
+    }
+    channels = {c["ChannelName"]: c for c in request["InputDataConfig"]}
+    training = channels["training"]
+    assert training["ContentType"] == PARQUET_CONTENT_TYPE
+    root = "s3://crpbot-sagemaker-training/team"
+    assert training["DataSource"]["S3DataSource"]["S3Uri"] == f"{root}/data/"
+    processor_uri = channels["processor"]["DataSource"]["S3DataSource"]["S3Uri"]
+    assert processor_uri == f"{root}/processors/processor_ETH_v8.json"
+    assert request["AlgorithmSpecification"]["ContainerEntrypoint"] == [
+        "python",
+        "/opt/ml/input/data/code/bootstrap.py",
+    ]
+    assert "EnableManagedSpotTraining" not in request
+
+
+def test_spot_adds_max_wait_and_checkpoints() -> None:
+    request = request_for(SageMakerSettings(role_arn=ROLE_ARN, use_spot=True))
+    assert request["EnableManagedSpotTraining"] is True
+    assert request["StoppingCondition"] == {
+        "MaxRuntimeInSeconds": 7200,
+        "MaxWaitTimeInSeconds": 14400,
+    }
+    assert request["CheckpointConfig"] == {
+        "S3Uri": "s3://crpbot-sagemaker-training/v8-final/checkpoints/ETH/",
+        "LocalPath": "/opt/ml/checkpoints",
+    }
+
+
+def test_image_from_the_sdk_for_the_region_or_the_override() -> None:
+    looked_up = training_image_uri(SageMakerSettings(region="eu-west-1"))
+    assert image_region(looked_up) == "eu-west-1" and "pytorch-training" in looked_up
+    assert "gpu" in looked_up
+    override = "123456789012.dkr.ecr.us-east-2.amazonaws.com/mine:1"
+    assert training_image_uri(SageMakerSettings(image_uri=override)) == override
+    assert image_region("docker.io/library/python:3.12") is None
+
+
+def test_metric_definitions_match_the_entry_points_lines() -> None:
+    import re
+
+    line = f"symbol=BTC {EpochStats(3, 0.5, 0.25, 0.75, 1e-3).line()} test_accuracy=0.5"
+    found = {m["Name"]: re.search(m["Regex"], line).group(1) for m in METRIC_DEFINITIONS}
+    assert found == {
+        "train:loss": "0.5000",
+        "validation:loss": "0.2500",
+        "validation:accuracy": "0.7500",
+        "test:accuracy": "0.5",
+    }
+
+
+# --- source bundle and bootstrap --------------------------------------------------------------
+
+
+def test_bundle_ships_the_projects_own_source(
+    moto_server: str, s3_bucket: str, tmp_path: Path
+) -> None:
+    files = bundle_files()
+    assert files["bootstrap.py"] == Path(container_bootstrap.__file__).read_bytes()
+    assert "src/v8_model/entrypoint.py" in files and "src/v8_model/train.py" in files
+    assert "src/dagster_pipes/__init__.py" in files
+    assert not any("__pycache__" in name for name in files)
+    bundle = CodeBundle(SageMakerSettings(bucket=s3_bucket), files)
+    s3 = boto3.client("s3")
+    assert bundle.upload(s3) == bundle.uri == CodeBundle(SageMakerSettings(bucket=s3_bucket)).uri
+    keys = {o["Key"] for o in s3.list_objects_v2(Bucket=s3_bucket)["Contents"]}
+    assert keys == {bundle.key_prefix + name for name in [*files, MANIFEST_NAME]}
+    s3.delete_object(Bucket=s3_bucket, Key=bundle.key_prefix + "bootstrap.py")
+    bundle.upload(s3)  # the manifest says it is there: identical source is not uploaded again
+    assert bundle.key_prefix + "bootstrap.py" not in {
+        o["Key"] for o in s3.list_objects_v2(Bucket=s3_bucket)["Contents"]
+    }
+
+
+def test_bootstrap_exports_channels_like_the_toolkit(tmp_path: Path) -> None:
+    for channel in ("training", "processor", "code"):
+        (tmp_path / "input" / "data" / channel).mkdir(parents=True)
+    env = container_bootstrap.container_env(tmp_path, tmp_path / "code", {"PYTHONPATH": "/x"})
+    assert env["SM_CHANNEL_PROCESSOR"] == str(tmp_path / "input" / "data" / "processor")
+    assert json.loads(env["SM_CHANNELS"]) == ["code", "processor", "training"]
+    assert env["SM_MODEL_DIR"] == str(tmp_path / "model")
+    assert env["PYTHONPATH"] == f"{tmp_path / 'code' / 'src'}:/x"
+
+
+def test_bootstrap_failure_becomes_the_failure_reason(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An image without a package and without internet: the job fails, saying so."""
+    monkeypatch.setenv("SM_BASE_DIR", str(tmp_path))
+    monkeypatch.setattr(container_bootstrap, "REQUIREMENTS", {"no_such_module_x": "no-such-x"})
+    monkeypatch.setattr(
+        container_bootstrap.subprocess,
+        "run",
+        lambda *args, **kwargs: container_bootstrap.subprocess.CompletedProcess(args, 1),
+    )
+    assert container_bootstrap.main([]) == 1
+    reason = (tmp_path / "output" / "failure").read_text()
+    assert reason.startswith("bootstrap: pip install no-such-x failed (exit 1)")
+
+
+def test_bootstrap_requirements_mirror_pyproject() -> None:
+    declared = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["dependencies"]
+    for requirement in container_bootstrap.REQUIREMENTS.values():
+        assert requirement in declared
+
+
+# --- model archive ----------------------------------------------------------------------------
+
+
+def write_archive(path: Path, members: dict[str, bytes]) -> Path:
+    with tarfile.open(path, "w:gz") as tar:
+        for name, data in members.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    return path
+
+
+def model_members(tmp_path: Path) -> dict[str, bytes]:
+    save_model(V8TradingNet(), tmp_path / "saved")
+    return {
+        "BTC/weights.npz": (tmp_path / "saved" / "weights.npz").read_bytes(),
+        "BTC/config.json": (tmp_path / "saved" / "config.json").read_bytes(),
+        "BTC/processor_BTC_v8.json": tiny_processor("BTC"),
+        f"BTC/{METRICS_FILE}": b"{}",
+        SUMMARY_FILE: json.dumps({"models": {"BTC": {}}}).encode(),
+    }
+
+
+def test_archive_with_every_file_is_extracted(tmp_path: Path) -> None:
+    archive = write_archive(tmp_path / "model.tar.gz", model_members(tmp_path))
+    symbol_dir = extract_verified(archive, "BTC", tmp_path / "out")
+    assert sorted(p.name for p in symbol_dir.iterdir()) == [
+        "config.json",
+        "metrics.json",
+        "processor_BTC_v8.json",
+        "weights.npz",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("change", "words"),
+    [
+        ({f"BTC/{METRICS_FILE}": None}, "lacks BTC/metrics.json"),
+        ({"BTC/weights.npz": b"not an npz"}, "unusable files"),
+        ({"../escape.txt": b"x"}, "is corrupt"),
+        ({SUMMARY_FILE: b'{"models": {}}'}, "has no model for BTC"),
+    ],
+)
+def test_incomplete_or_unsafe_archives_are_refused(
+    tmp_path: Path, change: dict, words: str
+) -> None:
+    members = {**model_members(tmp_path), **change}
+    members = {name: data for name, data in members.items() if data is not None}
+    archive = write_archive(tmp_path / "model.tar.gz", members)
+    with pytest.raises(ArtifactError, match=words):
+        extract_verified(archive, "BTC", tmp_path / "out")
+    assert not (tmp_path / "escape.txt").exists()
+
+
+# --- throttling -------------------------------------------------------------------------------
+
+
+def stubbed_sagemaker() -> tuple[object, Stubber]:
+    client = boto3.session.Session().client(
+        "sagemaker", region_name=REGION, aws_access_key_id="x", aws_secret_access_key="x"
+    )
+    return client, Stubber(client)
+
+
+def describe(status: str, secondary: str) -> dict:
+    return {
+        "TrainingJobName": "job",
+        "TrainingJobArn": f"arn:aws:sagemaker:{REGION}:123456789012:training-job/job",
+        "TrainingJobStatus": status,
+        "SecondaryStatus": secondary,
+        "AlgorithmSpecification": {"TrainingInputMode": "File"},
+        "ModelArtifacts": {"S3ModelArtifacts": "s3://b/job/output/model.tar.gz"},
+        "ResourceConfig": {
+            "InstanceType": "ml.g5.4xlarge",
+            "InstanceCount": 1,
+            "VolumeSizeInGB": 1,
+        },
+        "StoppingCondition": {"MaxRuntimeInSeconds": 60},
+        "CreationTime": "2025-01-01T00:00:00Z",
+    }
+
+
+def test_throttled_calls_are_retried_then_given_up() -> None:
+    client, stubber = stubbed_sagemaker()
+    with stubber:
+        for _ in range(2):
+            stubber.add_client_error(
+                "describe_training_job", "ThrottlingException", "Rate exceeded"
+            )
+        stubber.add_response("describe_training_job", describe("InProgress", "Training"))
+        job = call_with_retries(client.describe_training_job, FAST, TrainingJobName="job")
+        assert job["SecondaryStatus"] == "Training"
+        stubber.assert_no_pending_responses()
+
+        for _ in range(FAST.attempts):
+            stubber.add_client_error("describe_training_job", "ThrottlingException")
+        with pytest.raises(client.exceptions.ClientError, match="ThrottlingException"):
+            call_with_retries(client.describe_training_job, FAST, TrainingJobName="job")
+
+        stubber.add_client_error("describe_training_job", "ValidationException", "no such job")
+        with pytest.raises(client.exceptions.ClientError, match="ValidationException"):
+            call_with_retries(client.describe_training_job, FAST, TrainingJobName="job")
+        stubber.assert_no_pending_responses()  # a real error is not retried
+
+
+def test_polling_survives_throttling() -> None:
+    client, stubber = stubbed_sagemaker()
+    pipes = PipesSageMakerClient(
+        bucket="b",
+        sagemaker_client=client,
+        s3_client=None,
+        logs_client=None,
+        poll_interval_s=0.0,
+        retry=FAST,
+        forward_logs=False,
+    )
+    params = {"TrainingJobName": "job", "StoppingCondition": {"MaxRuntimeInSeconds": 60}}
+    with stubber:
+        stubber.add_response("describe_training_job", describe("InProgress", "Training"))
+        stubber.add_client_error("describe_training_job", "ThrottlingException")
+        stubber.add_client_error("describe_training_job", "ThrottlingException")
+        stubber.add_response("describe_training_job", describe("Completed", "Completed"))
+        job, history = pipes._wait(dg.build_asset_context(), params, message_reader=None)
+    assert job["TrainingJobStatus"] == "Completed"
+    assert history == ["InProgress/Training", "Completed/Completed"]
+
+
+# --- logs and the client as a resource --------------------------------------------------------
+
+
+def test_log_forwarder_copies_the_stream_then_drains_it(moto_server: str) -> None:
+    logs = boto3.client("logs")
+    logs.create_log_group(logGroupName=LOG_GROUP)
+    logs.create_log_stream(logGroupName=LOG_GROUP, logStreamName="job/algo-1-1")
+
+    def put(*lines: str) -> None:
+        now = int(time.time() * 1000)  # CloudWatch refuses events older than 14 days
+        events = [{"timestamp": now + i, "message": m} for i, m in enumerate(lines)]
+        logs.put_log_events(logGroupName=LOG_GROUP, logStreamName="job/algo-1-1", logEvents=events)
+
+    put("epoch=1", "epoch=2")
+    target = io.StringIO()
+    forwarder = CloudWatchLogForwarder(
+        client=logs, log_stream="job/algo-1-1", interval_s=0.05, target=target
+    )
+    closed = threading.Event()
+    forwarder.start({}, closed)
+    put("epoch=3")
+    closed.set()  # the session ends: what is left is drained, then the thread ends
+    forwarder.stop()
+    assert not forwarder.is_running()
+    assert target.getvalue() == "epoch=1\nepoch=2\nepoch=3\n"
+
+
+def test_pipes_client_as_a_resource_param(
+    emulator: SageMakerEmulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Used directly (no trainer): a platform-side failure reaches the run with its reason."""
+    monkeypatch.setattr("dagster._core.pipes.utils.WAIT_FOR_LOGS_AFTER_EXECUTION_INTERVAL", 1)
+    provision_account(emulator, bucket=BUCKET)
+    settings = SageMakerSettings(role_arn=ROLE_ARN)
+    request = request_for(settings, code_uri=f"s3://{BUCKET}/no-code-here/")
+
+    @dg.asset
+    def trained(
+        context: dg.AssetExecutionContext, sagemaker: dg.ResourceParam[PipesSageMakerClient]
+    ):
+        return sagemaker.run(context=context, create_training_job_params=request).get_results()
+
+    client = PipesSageMakerClient(
+        bucket=BUCKET,
+        sagemaker_client=emulator.client("sagemaker"),
+        s3_client=emulator.client("s3"),
+        logs_client=emulator.client("logs"),
+        poll_interval_s=0.2,
+        message_interval_s=0.2,
+    )
+    result = dg.materialize([trained], resources={"sagemaker": client}, raise_on_error=False)
+    assert not result.success
+    (failure,) = [e for e in result.all_events if e.is_step_failure]
+    error, messages = failure.step_failure_data.error, []
+    while error is not None:  # the step error wraps the client's
+        messages.append(error.message)
+        error = error.cause
+    assert "ended Failed (Failed): ClientError: No S3 objects found under S3 URL" in str(messages)
+
+
+def test_spot_savings_and_cost_metadata() -> None:
+    client, _ = stubbed_sagemaker()
+    pipes = PipesSageMakerClient(
+        bucket="b", sagemaker_client=client, s3_client=None, logs_client=None
+    )
+    job = {
+        **describe("Completed", "Completed"),
+        "EnableManagedSpotTraining": True,
+        "TrainingTimeInSeconds": 1000,
+        "BillableTimeInSeconds": 300,
+    }
+    price = instance_price("ml.g5.4xlarge")
+    metadata = pipes.job_metadata(job, ["Completed/Completed"], price, 4.06)
+    assert metadata["spot_savings_pct"] == 70.0  # SageMaker's 1 - billable / training
+    assert metadata["cost_usd"] == pytest.approx(2.03 * 300 / 3600, abs=1e-4)
+    assert metadata["estimated_cost_usd_max"] == 4.06
+    assert "as of 2025-11-16" in metadata["price_source"]
+    unpriced = pipes.job_metadata(job, [], instance_price("ml.p5.48xlarge"), None)
+    assert "cost_usd" not in unpriced and unpriced["billable_time_s"] == 300
+
+
+def test_environment_values_over_sagemakers_limit_are_refused() -> None:
+    from crpbot_assets.sagemaker.pipes_client import SageMakerJobError
+
+    with pytest.raises(SageMakerJobError, match="DAGSTER_PIPES_CONTEXT"):
+        PipesSageMakerClient._environment({}, {"DAGSTER_PIPES_CONTEXT": "x" * 513})
