@@ -2,6 +2,7 @@
 
     crpbot preflight [--role-arn ARN] [--bucket B] [--region R] [--instance-type T] [--symbols ...]
     crpbot sagemaker-request SYMBOL [same flags]
+    crpbot predict SYMBOL [--root ROOT] [--candles FILE] [--last N]
 
 Settings come from the environment (see crpbot_assets.sagemaker.settings.ENV_VARS) and the
 flags win. Each subcommand is one `add_*_command` function that registers its parser and its
@@ -127,9 +128,61 @@ def add_sagemaker_request_command(subparsers: argparse._SubParsersAction) -> Non
     parser.set_defaults(handler=_sagemaker_request)
 
 
+def _predict(args: argparse.Namespace) -> int:
+    import io
+
+    import pandas as pd
+
+    from crpbot_assets.storage import default_root
+    from v8_model.layout import candles_key
+    from v8_model.predict import MIN_PREDICT_CANDLES, format_predictions, predict_latest
+    from v8_model.storage import open_store
+
+    root = args.root or default_root()
+    if args.candles:
+        candles = pd.read_parquet(args.candles)
+    else:
+        store = open_store(root)
+        key = candles_key(args.symbol)
+        if not store.exists(key):
+            print(
+                f"crpbot predict: no candles at {store.uri(key)}; materialize `candles` for "
+                f"{args.symbol} or pass --candles FILE",
+                file=sys.stderr,
+            )
+            return EXIT_FAILED
+        candles = pd.read_parquet(io.BytesIO(store.read_bytes(key)))
+    try:
+        # Only the rows needed: the warm-up history plus the predictions asked for.
+        predictions = predict_latest(
+            root, args.symbol, candles.tail(MIN_PREDICT_CANDLES + args.last - 1)
+        )
+    except ValueError as error:  # a missing/corrupt model or unusable candles: the user's to fix
+        print(f"crpbot predict: {error}", file=sys.stderr)
+        return EXIT_FAILED
+    print(format_predictions(predictions.tail(args.last)))
+    return 0
+
+
+def add_predict_command(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "predict",
+        help="SELL/HOLD/BUY probabilities from SYMBOL's production model",
+        description="Loads production/{SYMBOL}/ (model and processor) from the storage root "
+        "and predicts on the latest candles (the stored candles/{SYMBOL}_candles.parquet, or "
+        "--candles).",
+    )
+    parser.add_argument("symbol", type=_symbol, help=f"one of {', '.join(SYMBOLS)}")
+    parser.add_argument("--root", help="storage root, a folder or s3://bucket/prefix [CRPBOT_ROOT]")
+    parser.add_argument("--candles", help="a parquet file of 1-minute candles to predict on")
+    parser.add_argument("--last", type=int, default=10, help="how many latest rows to print")
+    parser.set_defaults(handler=_predict)
+
+
 COMMANDS: tuple[Callable[[argparse._SubParsersAction], None], ...] = (
     add_preflight_command,
     add_sagemaker_request_command,
+    add_predict_command,
 )
 
 

@@ -1,16 +1,9 @@
-"""The storage root as a Dagster resource, and the layout of the objects under it.
+"""The storage root as a Dagster resource.
 
 The root is a local folder (the embedded default, standing in for S3) or `s3://bucket/prefix`;
 `v8_model.storage` serves both through one interface with atomic writes.
 
-Layout under the root (keys as the seed names them where it names them):
-
-    candles/{SYMBOL}_candles.parquet      validated 1-minute candles
-    data/{SYMBOL}_features.parquet        the training channel's file
-    processors/processor_{SYMBOL}_v8.json the fitted processor (the processor channel's file)
-    models/{SYMBOL}/...                   the entry point's SM_MODEL_DIR/{SYMBOL}/ + run_info.json
-    production/{SYMBOL}/...               the promoted model + promotion.json
-    reports/gate_report.md, .json         the summary over all symbols
+The layout of the objects under the root is `v8_model.layout`.
 """
 
 from __future__ import annotations
@@ -23,8 +16,17 @@ import dagster as dg
 import pandas as pd
 from pydantic import Field, PrivateAttr
 
-from v8_model.entrypoint import features_filename
-from v8_model.processor import processor_filename
+from v8_model.layout import (  # noqa: F401 - the layout, re-exported for the assets
+    PROMOTION_FILE,
+    REPORT_JSON_KEY,
+    REPORT_MARKDOWN_KEY,
+    RUN_INFO_FILE,
+    candles_key,
+    features_key,
+    model_folder,
+    processor_key,
+    production_folder,
+)
 from v8_model.storage import Store, open_store
 
 ROOT_ENV_VAR = "CRPBOT_ROOT"
@@ -32,34 +34,9 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 # Inside the repo and git-ignored (/var/ in .gitignore), so a fresh clone starts clean.
 LOCAL_DEFAULT_ROOT = REPO_ROOT / "var" / "crpbot"
 
-RUN_INFO_FILE = "run_info.json"
-PROMOTION_FILE = "promotion.json"
-REPORT_MARKDOWN_KEY = "reports/gate_report.md"
-REPORT_JSON_KEY = "reports/gate_report.json"
-
 
 def default_root() -> str:
     return os.environ.get(ROOT_ENV_VAR, str(LOCAL_DEFAULT_ROOT))
-
-
-def candles_key(symbol: str) -> str:
-    return f"candles/{symbol}_candles.parquet"
-
-
-def features_key(symbol: str) -> str:
-    return f"data/{features_filename(symbol)}"
-
-
-def processor_key(symbol: str) -> str:
-    return f"processors/{processor_filename(symbol)}"
-
-
-def model_folder(symbol: str) -> str:
-    return f"models/{symbol}"
-
-
-def production_folder(symbol: str) -> str:
-    return f"production/{symbol}"
 
 
 class StorageResource(dg.ConfigurableResource):

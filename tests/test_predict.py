@@ -244,3 +244,30 @@ def test_candles_are_validated_first(trained):
     with pytest.raises(CandleValidationError) as error:
         predict(candles, trained.model, trained.processor)
     assert error.value.rule == "high_below_open_close"
+
+
+def test_crpbot_predict_command(root, trained, capsys):
+    from crpbot_assets.cli import main
+    from v8_model.layout import candles_key
+
+    candles_path = root / candles_key(SYMBOL)
+    candles_path.parent.mkdir(parents=True)
+    trained.candles.to_parquet(candles_path)
+
+    assert main(["predict", SYMBOL, "--root", str(root), "--last", "3"]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert lines[0].split() == list(PREDICTION_COLUMNS)
+    assert len(lines) == 4
+    last_timestamp = str(trained.candles["timestamp"].iloc[-1].date())
+    assert last_timestamp in lines[-1]
+    assert lines[-1].split()[-1] in {"SELL", "HOLD", "BUY"}
+
+
+def test_crpbot_predict_reports_a_missing_model(tmp_path, trained, capsys):
+    from crpbot_assets.cli import main
+
+    candles_file = tmp_path / "candles.parquet"
+    trained.candles.to_parquet(candles_file)
+    code = main(["predict", SYMBOL, "--root", str(tmp_path), "--candles", str(candles_file)])
+    assert code == 1
+    assert "production" in capsys.readouterr().err

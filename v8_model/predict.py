@@ -25,13 +25,11 @@ from v8_model.data import CandleValidationError, validate_candles
 from v8_model.defaults import CLASS_NAMES
 from v8_model.features import WARMUP_ROWS, compute_features
 from v8_model.gates import softmax
+from v8_model.layout import PROMOTION_FILE, production_folder
 from v8_model.net import CONFIG_FILE, WEIGHTS_FILE, ModelLoadError, V8TradingNet, load_model
 from v8_model.processor import ProcessorLoadError, V8FeatureProcessor, processor_filename
 from v8_model.storage import Store, open_store
 from v8_model.train import predict_logits
-
-PRODUCTION_FOLDER = "production"  # crpbot_assets.storage.production_folder names the same place
-PROMOTION_FILE = "promotion.json"
 
 # Candles of history before the first predicted row. The EMA features have infinite memory: an
 # EMA started k bars earlier still carries weight decay^k from its start, which the batch
@@ -48,10 +46,6 @@ _PROBABILITY_COLUMNS = PREDICTION_COLUMNS[1:4]
 
 class ProductionModelError(ValueError):
     """A production model or processor that is missing, corrupt, or does not belong together."""
-
-
-def production_folder(symbol: str) -> str:
-    return f"{PRODUCTION_FOLDER}/{symbol}"
 
 
 def _key(folder: str, name: str) -> str:

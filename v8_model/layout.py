@@ -1,0 +1,44 @@
+"""Where each artifact lives under a storage root (a local folder or `s3://bucket/prefix`).
+
+One place for the layout, shared by the Dagster assets, the trainers and `v8_model.predict`:
+
+    candles/{SYMBOL}_candles.parquet      validated 1-minute candles
+    data/{SYMBOL}_features.parquet        the training channel's file
+    processors/processor_{SYMBOL}_v8.json the fitted processor (the processor channel's file)
+    models/{SYMBOL}/...                   the entry point's SM_MODEL_DIR/{SYMBOL}/ + run_info.json
+    production/{SYMBOL}/...               the promoted model + promotion.json
+    reports/gate_report.md, .json         the summary over all symbols
+"""
+
+from __future__ import annotations
+
+from v8_model.entrypoint import features_filename
+from v8_model.processor import processor_filename
+
+RUN_INFO_FILE = "run_info.json"
+PROMOTION_FILE = "promotion.json"
+REPORT_MARKDOWN_KEY = "reports/gate_report.md"
+REPORT_JSON_KEY = "reports/gate_report.json"
+
+
+def candles_key(symbol: str) -> str:
+    return f"candles/{symbol}_candles.parquet"
+
+
+def features_key(symbol: str) -> str:
+    """The seed's dataset: `data/{SYMBOL}_features.parquet`."""
+    return f"data/{features_filename(symbol)}"
+
+
+def processor_key(symbol: str) -> str:
+    return f"processors/{processor_filename(symbol)}"
+
+
+def model_folder(symbol: str) -> str:
+    """What the entry point writes under SM_MODEL_DIR/{SYMBOL}/, plus the trainer's run_info."""
+    return f"models/{symbol}"
+
+
+def production_folder(symbol: str) -> str:
+    """The promoted copy of `model_folder`, with promotion.json written last."""
+    return f"production/{symbol}"
