@@ -114,6 +114,16 @@ def test_writes_every_output_file(container):
         V8FeatureProcessor.load(folder / processor_filename(symbol))
 
 
+def test_checkpoints_are_written_and_removed_once_the_model_is(container):
+    root, env = container
+    env["CRPBOT_CHECKPOINT_DIR"] = str(root / "checkpoints")
+    (root / "checkpoints").mkdir()
+    result = _run(env, "--epochs", "1", "--symbols", "BTC")
+    assert result.returncode == 0, result.stderr
+    assert (root / "model" / "BTC" / "weights.npz").is_file()
+    assert list((root / "checkpoints").iterdir()) == []
+
+
 def test_uses_the_given_processor_channel(container, datasets):
     root, env = container
     channel = root / "input" / "data" / "processor"

@@ -188,6 +188,7 @@ def test_spot_adds_max_wait_and_checkpoints() -> None:
         "S3Uri": "s3://crpbot-sagemaker-training/v8-final/checkpoints/ETH/",
         "LocalPath": "/opt/ml/checkpoints",
     }
+    assert request["Environment"]["CRPBOT_CHECKPOINT_DIR"] == "/opt/ml/checkpoints"
 
 
 def test_image_from_the_sdk_for_the_region_or_the_override() -> None:

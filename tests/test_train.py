@@ -94,3 +94,38 @@ def test_planted_signal_beats_the_majority_baseline():
     assert metrics["test_accuracy"] >= metrics["baseline_accuracy"] + PLANTED_SIGNAL_MARGIN, metrics
     assert metrics["macro_f1"] > metrics["baseline_macro_f1"] + PLANTED_SIGNAL_MARGIN
     assert outcome.all_gates_passed, metrics["gates"]
+
+
+class _Interrupted(Exception):
+    """Stands in for a reclaimed spot instance."""
+
+
+def test_resuming_from_a_checkpoint_equals_an_uninterrupted_run(tmp_path):
+    x, y = _random_problem(3_000, seed=4)
+    config = TrainConfig(epochs=4, patience=10, device="cpu", seed=5)
+    args = (x[:2_000], y[:2_000], x[2_000:], y[2_000:], config)
+    uninterrupted = train_model(*args)
+
+    def stop_after_epoch_two(stats):
+        if stats.epoch == 2:
+            raise _Interrupted
+
+    with pytest.raises(_Interrupted):
+        train_model(*args, stop_after_epoch_two, checkpoint_dir=tmp_path)
+    resumed = train_model(*args, checkpoint_dir=tmp_path)
+
+    assert [s.line() for s in resumed.history] == [s.line() for s in uninterrupted.history]
+    assert resumed.best_epoch == uninterrupted.best_epoch
+    for name, tensor in uninterrupted.model.state_dict().items():
+        torch.testing.assert_close(resumed.model.state_dict()[name], tensor, rtol=0, atol=0)
+
+
+def test_a_checkpoint_for_other_settings_is_refused(tmp_path):
+    from v8_model.checkpoint import CheckpointError
+
+    x, y = _random_problem(1_000, seed=6)
+    train_model(x[:800], y[:800], x[800:], y[800:], TrainConfig(epochs=1), checkpoint_dir=tmp_path)
+    with pytest.raises(CheckpointError, match="other settings or data"):
+        train_model(
+            x[:800], y[:800], x[800:], y[800:], TrainConfig(epochs=2), checkpoint_dir=tmp_path
+        )

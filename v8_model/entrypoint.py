@@ -7,6 +7,9 @@ Contract (SPEC §7), read from the environment, never from hard-coded paths when
   JSON-encoded values, overridden by `--key value` flags (how SageMaker's driver passes them);
 - output: SM_MODEL_DIR/{SYMBOL}/ (weights.npz, config.json, processor, metrics.json) and
   SM_MODEL_DIR/training_summary.json;
+- checkpoints: with CRPBOT_CHECKPOINT_DIR set (the SageMaker trainer sets it to the checkpoint
+  path of spot jobs), each symbol's training state is saved there after every epoch and resumed
+  after a restart; it is removed once the symbol's model is written;
 - failure: on any error the reason goes to the failure file (SM_OUTPUT_FAILURE, else
   SM_OUTPUT_DIR/failure), every output this run wrote is removed, and the exit code is 1.
   It never exits 0 with a model missing.
@@ -59,12 +62,14 @@ class ContainerPaths:
     processor_channel: Path | None
     model_dir: Path
     failure_file: Path
+    checkpoint_dir: Path | None
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> ContainerPaths:
         base = Path(env.get("SM_BASE_DIR", "/opt/ml"))  # the container's default root
         output_dir = Path(env.get("SM_OUTPUT_DIR", base / "output"))
         processor = env.get("SM_CHANNEL_PROCESSOR")
+        checkpoints = env.get("CRPBOT_CHECKPOINT_DIR")
         return cls(
             config_dir=Path(env.get("SM_INPUT_CONFIG_DIR", base / "input" / "config")),
             training_channel=Path(
@@ -73,6 +78,7 @@ class ContainerPaths:
             processor_channel=Path(processor) if processor else None,
             model_dir=Path(env.get("SM_MODEL_DIR", base / "model")),
             failure_file=Path(env.get("SM_OUTPUT_FAILURE", output_dir / "failure")),
+            checkpoint_dir=Path(checkpoints) if checkpoints else None,
         )
 
 
@@ -251,13 +257,21 @@ def _train_symbol(symbol, paths, config, pipes) -> tuple[SymbolOutcome, Path]:
         if pipes is not None:
             pipes.log.info(line)
 
+    checkpoint_dir = paths.checkpoint_dir / symbol if paths.checkpoint_dir else None
     outcome = train_and_evaluate(
-        dataset, symbol=symbol, config=config, processor=processor, on_epoch=on_epoch
+        dataset,
+        symbol=symbol,
+        config=config,
+        processor=processor,
+        on_epoch=on_epoch,
+        checkpoint_dir=checkpoint_dir,
     )
     symbol_dir = paths.model_dir / symbol
     save_model(outcome.training.model, symbol_dir)
     outcome.processor.save(symbol_dir / processor_filename(symbol))
     atomic_write_text(symbol_dir / METRICS_FILE, json.dumps(outcome.metrics, indent=1))
+    if checkpoint_dir is not None and checkpoint_dir.exists():
+        shutil.rmtree(checkpoint_dir)  # done: a later job must not resume a finished training
     return outcome, symbol_dir
 
 

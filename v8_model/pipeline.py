@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -96,6 +97,7 @@ def train_and_evaluate(
     config: TrainConfig | None = None,
     processor: V8FeatureProcessor | None = None,
     on_epoch: Callable[[EpochStats], None] | None = None,
+    checkpoint_dir: Path | None = None,
 ) -> SymbolOutcome:
     """Train one symbol's model and measure it, with its gates, on the held-out test segment."""
     config = config or TrainConfig()
@@ -107,6 +109,7 @@ def train_and_evaluate(
         data.validation.labels,
         config,
         on_epoch,
+        checkpoint_dir,
     )
     logits = predict_logits(training.model, data.test.features)
     gates = evaluate_gates(data.test.features, logits)

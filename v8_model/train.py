@@ -8,14 +8,17 @@ reference to the live weights, so it kept the last epoch).
 
 from __future__ import annotations
 
+import hashlib
 import math
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 
 import numpy as np
 import torch
 
+from v8_model.checkpoint import TrainingState, load_training_state, save_training_state
 from v8_model.defaults import (
     DEFAULT_BATCH_SIZE,
     DEFAULT_EPOCHS,
@@ -120,6 +123,14 @@ def _validation_loss(model, loss_fn, x_val, y_val) -> tuple[float, float]:
     return loss, accuracy
 
 
+def _fingerprint(config: TrainConfig, x_train: np.ndarray, y_train: np.ndarray) -> dict:
+    """What a checkpoint must match to be resumed: the settings and (a sample of) the data."""
+    settings = {k: v for k, v in config.to_dict().items() if k != "device"}
+    sample = np.ascontiguousarray(x_train[:: max(1, len(x_train) // 1000)])
+    digest = hashlib.sha256(sample.tobytes() + np.asarray(y_train).tobytes()).hexdigest()
+    return {"settings": settings, "train_shape": list(x_train.shape), "data_sha256": digest}
+
+
 def train_model(
     x_train: np.ndarray,
     y_train: np.ndarray,
@@ -127,8 +138,14 @@ def train_model(
     y_val: np.ndarray,
     config: TrainConfig | None = None,
     on_epoch: Callable[[EpochStats], None] | None = None,
+    checkpoint_dir: str | Path | None = None,
 ) -> TrainResult:
-    """Train a V8TradingNet and return it holding the weights of its best validation epoch."""
+    """Train a V8TradingNet and return it holding the weights of its best validation epoch.
+
+    With `checkpoint_dir`, the state after every epoch is saved there, and a checkpoint found
+    there at the start (same settings and data) is resumed: the result equals an uninterrupted
+    run's.
+    """
     config = config or TrainConfig()
     device = pick_device(config.device)
     torch.manual_seed(config.seed)
@@ -159,9 +176,28 @@ def train_model(
     result = TrainResult(model=model, device=str(device))
     best_state: dict[str, torch.Tensor] | None = None
     epochs_without_improvement = 0
+    first_epoch = 1
+    fingerprint = _fingerprint(config, x_train, y_train) if checkpoint_dir else {}
+    saved = load_training_state(checkpoint_dir, fingerprint) if checkpoint_dir else None
+    if saved is not None:
+        model.load_state_dict(saved.model)
+        optimizer.load_state_dict(saved.optimizer)
+        schedule.load_state_dict(saved.schedule)
+        shuffle.set_state(saved.shuffle_rng)
+        torch.set_rng_state(saved.torch_rng)
+        if device.type == "cuda" and saved.cuda_rng is not None:
+            torch.cuda.set_rng_state(saved.cuda_rng)
+        result.history = [EpochStats(**stats) for stats in saved.history]
+        result.best_epoch, result.best_val_loss = saved.best_epoch, saved.best_val_loss
+        best_state = {name: t.to(device) for name, t in saved.best_model.items()}
+        epochs_without_improvement = saved.epochs_without_improvement
+        first_epoch = saved.epoch + 1
+        result.stopped_early = epochs_without_improvement >= config.patience
     started = time.perf_counter()
 
-    for epoch in range(1, config.epochs + 1):
+    for epoch in range(first_epoch, config.epochs + 1):
+        if result.stopped_early:
+            break
         model.train()
         learning_rate = optimizer.param_groups[0]["lr"]
         order = torch.randperm(n_rows, device=device, generator=shuffle)
@@ -179,8 +215,6 @@ def train_model(
         val_loss, val_acc = _validation_loss(model, loss_fn, x_val_t, y_val_t)
         stats = EpochStats(epoch, (loss_sum / n_rows).item(), val_loss, val_acc, learning_rate)
         result.history.append(stats)
-        if on_epoch is not None:
-            on_epoch(stats)
 
         if math.isfinite(val_loss) and val_loss < result.best_val_loss:
             result.best_val_loss, result.best_epoch = val_loss, epoch
@@ -188,9 +222,28 @@ def train_model(
             epochs_without_improvement = 0
         else:
             epochs_without_improvement += 1
-            if epochs_without_improvement >= config.patience:
-                result.stopped_early = True
-                break
+            result.stopped_early = epochs_without_improvement >= config.patience
+        if checkpoint_dir and best_state is not None:
+            save_training_state(
+                checkpoint_dir,
+                TrainingState(
+                    epoch=epoch,
+                    model=model.state_dict(),
+                    best_model=best_state,
+                    optimizer=optimizer.state_dict(),
+                    schedule=schedule.state_dict(),
+                    shuffle_rng=shuffle.get_state(),
+                    torch_rng=torch.get_rng_state(),
+                    cuda_rng=torch.cuda.get_rng_state() if device.type == "cuda" else None,
+                    history=[vars(s) for s in result.history],
+                    best_epoch=result.best_epoch,
+                    best_val_loss=result.best_val_loss,
+                    epochs_without_improvement=epochs_without_improvement,
+                    fingerprint=fingerprint,
+                ),
+            )
+        if on_epoch is not None:
+            on_epoch(stats)
 
     if best_state is None:
         raise TrainingDivergedError(

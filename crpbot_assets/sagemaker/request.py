@@ -138,4 +138,6 @@ def build_training_job_request(
             "S3Uri": f"s3://{settings.bucket}/{settings.work_key('checkpoints', symbol)}/",
             "LocalPath": CHECKPOINT_LOCAL_PATH,
         }
+        # The entry point saves each epoch there and resumes after a spot interruption.
+        request["Environment"]["CRPBOT_CHECKPOINT_DIR"] = CHECKPOINT_LOCAL_PATH
     return request

@@ -1,0 +1,133 @@
+"""Per-epoch training checkpoints, so a restarted job (a reclaimed spot instance) resumes.
+
+A checkpoint is two files in one folder: `state.npz` (every tensor: weights, the best weights so
+far, AdamW's moments, the random generators) loaded with allow_pickle=False, and `state.json`
+(epoch, history, counters, the learning-rate schedule, the settings it was written with),
+written last, so a reader that finds the JSON finds the arrays of the same epoch. Nothing is
+unpickled.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from v8_model.storage import atomic_write_bytes, atomic_write_text
+
+ARRAYS_FILE = "state.npz"
+STATE_FILE = "state.json"
+CHECKPOINT_FORMAT_VERSION = 1
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that cannot be resumed: corrupt, or written for other settings or data."""
+
+
+@dataclass
+class TrainingState:
+    """Everything the loop needs to continue after `epoch` exactly as if it had not stopped."""
+
+    epoch: int
+    model: dict[str, torch.Tensor]
+    best_model: dict[str, torch.Tensor]
+    optimizer: dict
+    schedule: dict
+    shuffle_rng: torch.Tensor
+    torch_rng: torch.Tensor
+    cuda_rng: torch.Tensor | None
+    history: list[dict]
+    best_epoch: int
+    best_val_loss: float
+    epochs_without_improvement: int
+    fingerprint: dict  # settings and data shape: a checkpoint resumes only the same training
+
+
+def _flatten_optimizer(optimizer_state: dict, arrays: dict[str, np.ndarray]) -> dict:
+    """Move the per-parameter tensors into `arrays`; what is left is JSON."""
+    per_parameter = {}
+    for index, slots in optimizer_state["state"].items():
+        for slot, tensor in slots.items():
+            arrays[f"optimizer/{index}/{slot}"] = tensor.detach().cpu().numpy()
+        per_parameter[str(index)] = sorted(slots)
+    return {"slots": per_parameter, "param_groups": optimizer_state["param_groups"]}
+
+
+def save_training_state(directory: str | Path, state: TrainingState) -> None:
+    directory = Path(directory)
+    arrays: dict[str, np.ndarray] = {}
+    for prefix, weights in (("model", state.model), ("best_model", state.best_model)):
+        for name, tensor in weights.items():
+            arrays[f"{prefix}/{name}"] = tensor.detach().cpu().numpy()
+    optimizer = _flatten_optimizer(state.optimizer, arrays)
+    arrays["rng/shuffle"] = state.shuffle_rng.cpu().numpy()
+    arrays["rng/torch"] = state.torch_rng.cpu().numpy()
+    if state.cuda_rng is not None:
+        arrays["rng/cuda"] = state.cuda_rng.cpu().numpy()
+    buffer = io.BytesIO()
+    np.savez(buffer, **arrays)
+    atomic_write_bytes(directory / ARRAYS_FILE, buffer.getvalue())
+    payload = {
+        "format_version": CHECKPOINT_FORMAT_VERSION,
+        "epoch": state.epoch,
+        "optimizer": optimizer,
+        "schedule": state.schedule,
+        "history": state.history,
+        "best_epoch": state.best_epoch,
+        "best_val_loss": state.best_val_loss,
+        "epochs_without_improvement": state.epochs_without_improvement,
+        "fingerprint": state.fingerprint,
+    }
+    atomic_write_text(directory / STATE_FILE, json.dumps(payload))
+
+
+def load_training_state(directory: str | Path, fingerprint: dict) -> TrainingState | None:
+    """The checkpoint in `directory`, or None when there is none; refuses a foreign one."""
+    directory = Path(directory)
+    state_path, arrays_path = directory / STATE_FILE, directory / ARRAYS_FILE
+    if not state_path.is_file():
+        return None
+    try:
+        payload = json.loads(state_path.read_text(encoding="utf-8"))
+        with np.load(arrays_path, allow_pickle=False) as stored:
+            arrays = {name: torch.from_numpy(stored[name].copy()) for name in stored.files}
+    except (OSError, ValueError, EOFError) as error:
+        raise CheckpointError(f"{directory}: corrupt checkpoint ({error}); delete it") from error
+    if payload.get("format_version") != CHECKPOINT_FORMAT_VERSION:
+        raise CheckpointError(f"{directory}: checkpoint format {payload.get('format_version')!r}")
+    if payload["fingerprint"] != fingerprint:
+        raise CheckpointError(
+            f"{directory}: the checkpoint was written for other settings or data "
+            f"({payload['fingerprint']} != {fingerprint}); delete it to start afresh"
+        )
+
+    def weights(prefix: str) -> dict[str, torch.Tensor]:
+        start = len(prefix) + 1
+        return {k[start:]: v for k, v in arrays.items() if k.startswith(f"{prefix}/")}
+
+    optimizer = {
+        "state": {
+            int(index): {slot: arrays[f"optimizer/{index}/{slot}"] for slot in slots}
+            for index, slots in payload["optimizer"]["slots"].items()
+        },
+        "param_groups": payload["optimizer"]["param_groups"],
+    }
+    return TrainingState(
+        epoch=payload["epoch"],
+        model=weights("model"),
+        best_model=weights("best_model"),
+        optimizer=optimizer,
+        schedule=payload["schedule"],
+        shuffle_rng=arrays["rng/shuffle"],
+        torch_rng=arrays["rng/torch"],
+        cuda_rng=arrays.get("rng/cuda"),
+        history=payload["history"],
+        best_epoch=payload["best_epoch"],
+        best_val_loss=payload["best_val_loss"],
+        epochs_without_improvement=payload["epochs_without_improvement"],
+        fingerprint=payload["fingerprint"],
+    )
