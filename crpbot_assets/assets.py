@@ -5,6 +5,8 @@
 
 Assets hand data to each other through the storage root (the layout in crpbot_assets.storage),
 not through an IO manager: the trainer — local or SageMaker — reads the very files the seed names.
+Every asset after `candles` carries an automation condition (crpbot_assets.automation): when
+candles change, the rest follows; when a refresh finds nothing new, nothing runs.
 """
 
 import hashlib
@@ -12,11 +14,13 @@ import io
 import json
 import tempfile
 from pathlib import Path
+from typing import Any, Literal
 
 import dagster as dg
 import pandas as pd
 from pydantic import Field
 
+from crpbot_assets.automation import GATE_REPORT_CONDITION, RETRAIN_CONDITION
 from crpbot_assets.checks import GATE_CHECK_SPECS
 from crpbot_assets.partitions import symbol_partitions
 from crpbot_assets.profiles import (
@@ -24,7 +28,13 @@ from crpbot_assets.profiles import (
     SYNTHETIC_START,
     ProfileResource,
 )
-from crpbot_assets.report import build_report, render_markdown
+from crpbot_assets.report import (
+    FIGURES_FOLDER,
+    REPORT_LINKED_MARKDOWN_KEY,
+    embedded_images,
+    symbol_figures,
+    write_report,
+)
 from crpbot_assets.sagemaker.dagster_objects import TRAINING_POOL
 from crpbot_assets.storage import (
     PROMOTION_FILE,
@@ -39,8 +49,15 @@ from crpbot_assets.storage import (
     production_folder,
 )
 from crpbot_assets.trainers import ModelTrainer, utc_now
-from v8_model.data import CandleValidationError, validate_candles
+from v8_model.data import DEFAULT_MAX_GAP, DEFAULT_MIN_ROWS, CandleValidationError, validate_candles
 from v8_model.entrypoint import HYPERPARAMETERS, METRICS_FILE
+from v8_model.exchange import (
+    DEFAULT_EXCHANGE,
+    ExchangeFetchError,
+    make_exchange,
+    market_for,
+    update_candles,
+)
 from v8_model.features import FEATURE_NAMES, build_features_dataset
 from v8_model.gates import GATE_NAMES
 from v8_model.net import CONFIG_FILE, WEIGHTS_FILE
@@ -51,24 +68,63 @@ from v8_model.synthetic import MINUTES_PER_DAY, generate_candles
 
 GROUP = "crpbot_v8"
 SYNTHETIC = "synthetic"
+EXCHANGE = "exchange"
 MIB = 1024 * 1024
 PREVIEW_ROWS = 5
 PREVIEW_COLUMNS = ("timestamp", "close", "volume", *FEATURE_NAMES[:4])
+FIGURE_METADATA_PREFIX = "figure_"
+DATA_VERSION_DIGITS = 16  # of a sha256: unique enough to tell two candle files apart
 
 
 class CandlesConfig(dg.Config):
-    source: str = Field(
+    source: Literal["synthetic", "parquet", "exchange"] = Field(
         default=SYNTHETIC,
-        description="'synthetic' for the synthetic market, or a parquet path / s3:// URI of "
-        "1-minute candles; '{symbol}' in it is replaced by the partition's symbol",
+        description="'synthetic': the synthetic market; 'parquet': the file at `path`; "
+        "'exchange': download from `exchange` into the stored file, only the minutes after its "
+        "last candle",
+    )
+    path: str | None = Field(
+        default=None,
+        description="parquet source: path or s3:// URI of 1-minute candles; '{symbol}' in it is "
+        "replaced by the partition's symbol",
+    )
+    exchange: str = Field(
+        default=DEFAULT_EXCHANGE, description="exchange source: the ccxt exchange id"
+    )
+    market: str | None = Field(
+        default=None,
+        description="exchange source: the market, e.g. 'BTC/USDT' ('{symbol}' is replaced); "
+        "default '{SYMBOL}/USD'",
+    )
+    start: str | None = Field(
+        default=None,
+        description=f"synthetic: the market's first minute (default {SYNTHETIC_START}); "
+        "exchange: where the download starts when nothing is stored (default: the profile's "
+        "days before now)",
+    )
+    max_gap: str = Field(
+        default=f"{DEFAULT_MAX_GAP // pd.Timedelta(minutes=1)}min",
+        description="the longest allowed step between candles (pandas Timedelta, e.g. '3h'); "
+        "raise it to accept a known exchange outage",
     )
     days: int | None = Field(
-        default=None, description="synthetic days per symbol; default: the profile's"
+        default=None,
+        description="synthetic: days of candles; exchange: the download's default start is this "
+        "many days before now; default: the profile's",
     )
     seed: int | None = Field(default=None, description="synthetic seed; default: the profile's")
     signal: float = Field(default=SYNTHETIC_SIGNAL, description="synthetic planted signal, [0, 1)")
     volatility_clustering: bool = True
-    start: str = SYNTHETIC_START
+
+
+class ExchangeResource(dg.ConfigurableResource):
+    """Opens ccxt exchanges for the `candles` exchange source (public market data, no keys).
+
+    The seam for tests: a subclass whose `build` returns a fake exchange keeps them offline.
+    """
+
+    def build(self, name: str) -> Any:
+        return make_exchange(name)
 
 
 class ModelConfig(dg.Config):
@@ -85,42 +141,145 @@ def _read_source(source: str) -> pd.DataFrame:
     return pd.read_parquet(io.BytesIO(open_store(folder or ".").read_bytes(name)))
 
 
+def _validation_failure(error: CandleValidationError) -> dg.Failure:
+    return dg.Failure(
+        description=str(error),
+        metadata={"rule": error.rule, "columns": list(error.columns), "rows": list(error.rows)},
+    )
+
+
+def _max_gap(config: CandlesConfig) -> pd.Timedelta:
+    try:
+        max_gap = pd.Timedelta(config.max_gap)
+    except ValueError as error:
+        raise dg.Failure(
+            description=f"candles config max_gap={config.max_gap!r} is not a duration: {error}; "
+            "write it like '60min' or '3h'"
+        ) from error
+    if max_gap <= pd.Timedelta(0):
+        raise dg.Failure(description=f"candles config max_gap={config.max_gap!r} must be positive")
+    return max_gap
+
+
+def _content_version(frame: pd.DataFrame) -> str:
+    """A data version from the candles themselves: the same candles give the same version."""
+    row_hashes = pd.util.hash_pandas_object(frame, index=False).to_numpy()
+    return hashlib.sha256(row_hashes.tobytes()).hexdigest()[:DATA_VERSION_DIGITS]
+
+
+def _previous_source(context: dg.AssetExecutionContext, uri: str) -> str | None:
+    """The `source` of this partition's latest materialization, when it wrote the file at `uri`."""
+    latest = dg.AssetRecordsFilter(
+        asset_key=context.asset_key, asset_partitions=[context.partition_key]
+    )
+    records = context.instance.fetch_materializations(latest, limit=1).records
+    if not records or records[0].asset_materialization is None:
+        return None
+    metadata = records[0].asset_materialization.metadata
+    if "uri" not in metadata or metadata["uri"].value != uri or "source" not in metadata:
+        return None
+    return str(metadata["source"].value)
+
+
+def _download_candles(
+    context: dg.AssetExecutionContext,
+    config: CandlesConfig,
+    storage: StorageResource,
+    exchanges: ExchangeResource,
+    days: int,
+) -> dg.MaterializeResult:
+    """The exchange source: append the minutes since the stored file's last candle."""
+    symbol = context.partition_key
+    key = candles_key(symbol)
+    uri = storage.uri(key)
+    market = config.market.format(symbol=symbol) if config.market else market_for(symbol)
+    source = f"exchange {config.exchange} {market}"
+    previous = _previous_source(context, uri)
+    if previous is not None and previous != source and storage.store.exists(key):
+        # The download appends to the stored file: it must never extend candles of another origin.
+        raise dg.Failure(
+            description=f"{uri} holds candles from {previous}, not from {source}; downloading "
+            f"would append to them. Delete {uri} (the download then starts from `start`), or "
+            "use another storage root for exchange candles.",
+            metadata={"stored_source": previous, "source": source},
+        )
+    start = config.start or pd.Timestamp.now(tz="UTC").floor("D") - pd.Timedelta(days=days)
+    max_gap = _max_gap(config)
+    try:
+        client = exchanges.build(config.exchange)
+    except (ImportError, ValueError) as error:  # ccxt missing (an optional extra), unknown id
+        raise dg.Failure(
+            description=f"cannot open exchange {config.exchange!r}: {error}"
+        ) from error
+    try:
+        update = update_candles(
+            storage.store, key, client, market, start=start, max_gap=max_gap, log=context.log.info
+        )
+    except CandleValidationError as error:
+        raise _validation_failure(error) from error
+    except ExchangeFetchError as error:
+        raise dg.Failure(
+            description=str(error),
+            metadata={
+                "market": error.market,
+                "since": str(error.since),
+                "attempts": error.attempts,
+            },
+        ) from error
+    # update_candles validated every page before storing it; what it cannot know is whether
+    # the file now holds enough history for a feature window and a label.
+    if update.rows < DEFAULT_MIN_ROWS:
+        raise dg.Failure(
+            description=f"{uri} holds {update.rows} candles of {market} after the download; "
+            f"the features need at least {DEFAULT_MIN_ROWS}. Set an earlier `start` (now "
+            f"{update.requested_from}) or check that {config.exchange} has {market} candles.",
+            metadata=update.as_metadata(),
+        )
+    return dg.MaterializeResult(
+        metadata={"source": source, **update.as_metadata()},
+        data_version=dg.DataVersion(update.data_version),
+    )
+
+
 @dg.asset(
     partitions_def=symbol_partitions,
     group_name=GROUP,
     kinds={"pandas", "parquet"},
-    description="Validated 1-minute OHLCV candles: synthetic market or an existing parquet file",
+    description="Validated 1-minute OHLCV candles: synthetic market, an existing parquet file, "
+    "or an incremental exchange download",
 )
 def candles(
     context: dg.AssetExecutionContext,
     config: CandlesConfig,
     storage: StorageResource,
     profile: ProfileResource,
+    exchanges: ExchangeResource,
 ) -> dg.MaterializeResult:
     symbol = context.partition_key
     settings = profile.get()
+    days = config.days or settings.days
+    if config.source == EXCHANGE:
+        return _download_candles(context, config, storage, exchanges, days)
     if config.source == SYNTHETIC:
-        days = config.days or settings.days
         seed = settings.seed if config.seed is None else config.seed
         source = f"synthetic(days={days}, seed={seed}, signal={config.signal})"
         frame = generate_candles(
             symbol,
-            start=config.start,
+            start=config.start or SYNTHETIC_START,
             minutes=days * MINUTES_PER_DAY,
             seed=seed,
             signal=config.signal,
             volatility_clustering=config.volatility_clustering,
         )
     else:
-        source = config.source.format(symbol=symbol)
+        if not config.path:
+            raise dg.Failure(description="candles config source='parquet' needs a `path`")
+        source = config.path.format(symbol=symbol)
         frame = _read_source(source)
     try:
-        validate_candles(frame, source=source)
+        validate_candles(frame, source=source, max_gap=_max_gap(config))
     except CandleValidationError as error:
-        raise dg.Failure(
-            description=str(error),
-            metadata={"rule": error.rule, "columns": list(error.columns), "rows": list(error.rows)},
-        ) from error
+        raise _validation_failure(error) from error
     key = candles_key(symbol)
     size = storage.write_parquet(key, frame)
     return dg.MaterializeResult(
@@ -131,7 +290,9 @@ def candles(
             "MiB": round(size / MIB, 3),
             "first_timestamp": str(frame["timestamp"].iloc[0]),
             "last_timestamp": str(frame["timestamp"].iloc[-1]),
-        }
+        },
+        # Rewriting the same candles keeps the version, so nothing downstream retrains.
+        data_version=dg.DataVersion(_content_version(frame)),
     )
 
 
@@ -140,6 +301,7 @@ def candles(
     deps=[candles],
     group_name=GROUP,
     kinds={"pandas", "parquet"},
+    automation_condition=RETRAIN_CONDITION,
     description="timestamp + OHLCV + the 72 features: data/{SYMBOL}_features.parquet",
 )
 def features(context: dg.AssetExecutionContext, storage: StorageResource) -> dg.MaterializeResult:
@@ -171,6 +333,7 @@ def features(context: dg.AssetExecutionContext, storage: StorageResource) -> dg.
     deps=[features],
     group_name=GROUP,
     kinds={"scikitlearn"},
+    automation_condition=RETRAIN_CONDITION,
     description="Scaler and label thresholds fitted on the training segment only",
 )
 def processor(context: dg.AssetExecutionContext, storage: StorageResource) -> dg.MaterializeResult:
@@ -210,6 +373,7 @@ def _hyperparameters(profile: ProfileResource, overrides: dict[str, str]) -> dic
     kinds={"pytorch"},
     # Training jobs share the account's instance quota: the pool queues them (see TRAINING_POOL).
     pool=TRAINING_POOL,
+    automation_condition=RETRAIN_CONDITION,
     description="V8TradingNet trained by the `trainer` resource; the five gates are its checks",
 )
 def model(
@@ -234,11 +398,36 @@ def model(
         "instance_type": run_info["instance_type"],
         "cost_usd": run_info["cost_usd"],
     }
+    figures = _figure_metadata(context, storage, symbol)
     for result in invocation.get_results():
         if isinstance(result, dg.MaterializeResult):
-            yield dg.MaterializeResult(metadata={**(result.metadata or {}), **where})
+            # The entry point's metadata, then where it ran and the pictures; nothing else of
+            # the Pipes result changes.
+            yield dg.MaterializeResult(
+                asset_key=result.asset_key,
+                metadata={**(result.metadata or {}), **where, **figures},
+                check_results=result.check_results,
+                data_version=result.data_version,
+                tags=result.tags,
+            )
         else:
             yield result
+
+
+def _figure_metadata(
+    context: dg.AssetExecutionContext, storage: StorageResource, symbol: str
+) -> dict[str, dg.MetadataValue]:
+    """The model's figures as Markdown metadata (PNG embedded, ~25 KB each in the event log)."""
+    try:
+        figures = symbol_figures(storage, symbol)
+    except ValueError as error:
+        # Pictures are a view of the metrics: a trained, gated model is recorded without them.
+        context.log.warning(f"model {symbol} is recorded without figures: {error}")
+        return {}
+    return {
+        f"{FIGURE_METADATA_PREFIX}{name}": dg.MetadataValue.md(image)
+        for name, image in embedded_images(symbol, figures).items()
+    }
 
 
 @dg.asset(
@@ -246,6 +435,7 @@ def model(
     deps=[model],
     group_name=GROUP,
     kinds={"pytorch"},
+    automation_condition=RETRAIN_CONDITION,
     description="The model promoted to production/{SYMBOL}/, only when every gate passed",
 )
 def production_model(
@@ -298,21 +488,24 @@ def production_model(
     deps=[model],
     group_name=GROUP,
     kinds={"markdown"},
-    description="All symbols' gates and test metrics: reports/gate_report.md and .json",
+    automation_condition=GATE_REPORT_CONDITION,
+    description="All symbols' gates, test metrics and figures: reports/gate_report.md "
+    "(images embedded), gate_report_linked.md (images in reports/figures/) and .json",
 )
 def gate_report(
     context: dg.AssetExecutionContext, storage: StorageResource
 ) -> dg.MaterializeResult:
     symbols = symbol_partitions.get_partition_keys()
-    report = build_report(storage, symbols, generated_at=utc_now())
-    markdown = render_markdown(report)
-    storage.store.write_text(REPORT_JSON_KEY, json.dumps(report, indent=1))
-    storage.store.write_text(REPORT_MARKDOWN_KEY, markdown)
+    written = write_report(storage, symbols, generated_at=utc_now())
+    report = written.report
     context.log.info(f"gate report: {storage.uri(REPORT_MARKDOWN_KEY)}")
     return dg.MaterializeResult(
         metadata={
-            "report": dg.MetadataValue.md(markdown),
+            "report": dg.MetadataValue.md(written.markdown),
             "markdown_uri": storage.uri(REPORT_MARKDOWN_KEY),
+            "linked_markdown_uri": storage.uri(REPORT_LINKED_MARKDOWN_KEY),
+            "figures_uri": storage.uri(f"reports/{FIGURES_FOLDER}"),
+            "figure_files": len(written.figure_keys),
             "json_uri": storage.uri(REPORT_JSON_KEY),
             "symbols_trained": report["trained"],
             "symbols_passed": report["passed"],

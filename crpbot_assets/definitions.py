@@ -3,18 +3,27 @@
 Resources are chosen from the environment when the definitions load:
 CRPBOT_ROOT (storage root, default <repo>/var/crpbot), CRPBOT_PROFILE (demo | full),
 CRPBOT_TRAINER (local | sagemaker; see crpbot_assets.sagemaker).
+
+Fresh data: the `candles_refresh_schedule` (stopped by default) downloads new candles daily and
+`crpbot_automation` (running) retrains what they changed; see crpbot_assets.automation.
 """
 
 import dagster as dg
 
 from crpbot_assets.alerts import gate_failure_alerts
 from crpbot_assets.assets import (
+    ExchangeResource,
     candles,
     features,
     gate_report,
     model,
     processor,
     production_model,
+)
+from crpbot_assets.automation import (
+    automation_sensor,
+    candles_refresh_job,
+    candles_refresh_schedule,
 )
 from crpbot_assets.checks import features_checks
 from crpbot_assets.profiles import ProfileResource
@@ -40,11 +49,13 @@ trainer = trainer_from_env()
 defs = dg.Definitions(
     assets=[*SYMBOL_ASSETS, gate_report],
     asset_checks=[features_checks, *sagemaker_asset_checks(trainer)],
-    jobs=[symbol_pipeline, report_job],
-    sensors=[gate_failure_alerts],
+    jobs=[symbol_pipeline, report_job, candles_refresh_job],
+    schedules=[candles_refresh_schedule],
+    sensors=[gate_failure_alerts, automation_sensor],
     resources={
         "storage": StorageResource(),
         "profile": ProfileResource(),
         "trainer": trainer,
+        "exchanges": ExchangeResource(),
     },
 )

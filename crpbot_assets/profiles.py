@@ -41,7 +41,9 @@ SYNTHETIC_SIGNAL = 0.3
 @dataclass(frozen=True)
 class Profile:
     name: str
-    days: int  # synthetic candles generated per symbol
+    # Candles per symbol: the synthetic market's length, or how far back an exchange download
+    # starts when nothing is stored yet.
+    days: int
     epochs: int
     batch_size: int
     learning_rate: float

@@ -1,17 +1,30 @@
-"""The gate report: what every symbol's latest model measured, as JSON and Markdown.
+"""The gate report: what every symbol's latest model measured, as JSON and Markdown, with pictures.
 
 Read from what the trainers stored (`models/{SYMBOL}/metrics.json` and `run_info.json`) and what
 promotion stored (`production/{SYMBOL}/promotion.json`); a symbol with no model files is reported
 as not trained, never filled in.
+
+Each trained symbol gets the four figures of `v8_model.plots` (loss curves, confusion matrix,
+reliability diagram, class mix), written as PNG files under `reports/figures/` and shown in two
+Markdown files that differ only in how they reach the images:
+
+    reports/gate_report.md          images embedded as data URIs: one self-contained file (about
+                                    110 KB per symbol) that renders the same in the Dagster UI,
+                                    downloaded from S3, or opened anywhere; the UI shows this one
+    reports/gate_report_linked.md   images linked as `figures/{SYMBOL}_{name}.png`: a few KB of
+                                    text to read and diff, rendered by any viewer of the folder
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 
 from crpbot_assets.storage import (
     PROMOTION_FILE,
+    REPORT_JSON_KEY,
+    REPORT_MARKDOWN_KEY,
     RUN_INFO_FILE,
     StorageResource,
     model_folder,
@@ -19,8 +32,18 @@ from crpbot_assets.storage import (
 )
 from v8_model.entrypoint import METRICS_FILE
 from v8_model.gates import GATE_NAMES
+from v8_model.plots import markdown_image, metrics_figures
 
 NOT_TRAINED = "not trained"
+REPORT_LINKED_MARKDOWN_KEY = "reports/gate_report_linked.md"
+FIGURES_FOLDER = "figures"  # beside the reports, so the linked report's paths are relative
+# Alt text of each figure of v8_model.plots.metrics_figures, in its display order.
+FIGURE_TITLES = {
+    "loss_curves": "training and validation loss per epoch",
+    "confusion_matrix": "test confusion matrix",
+    "reliability": "reliability diagram with the expected calibration error",
+    "class_mix": "predicted class mix against the 15-60% band",
+}
 
 _METRIC_KEYS = (
     "test_accuracy",
@@ -40,6 +63,45 @@ _METRIC_KEYS = (
     "last_timestamp",
 )
 _RUN_INFO_KEYS = ("trainer", "job_name", "instance_type", "finished_at", "cost_usd")
+
+
+def figure_key(symbol: str, name: str) -> str:
+    return f"reports/{FIGURES_FOLDER}/{symbol}_{name}.png"
+
+
+def symbol_figures(storage: StorageResource, symbol: str) -> dict[str, bytes]:
+    """The figures of `symbol`'s stored metrics.json as PNG bytes, by name; {} when not trained.
+
+    Raises ValueError naming the file when the metrics lack what a figure needs.
+    """
+    key = f"{model_folder(symbol)}/{METRICS_FILE}"
+    metrics = _read_json(storage, key)
+    if metrics is None:
+        return {}
+    try:
+        return metrics_figures(metrics)
+    except (KeyError, ValueError) as error:
+        raise ValueError(
+            f"cannot draw the figures of {storage.uri(key)}: {error!r}; it needs the history, "
+            "confusion matrix, reliability table, ECE and class mix that v8_model.train writes "
+            "(retrain the model to get them)"
+        ) from error
+
+
+def embedded_images(symbol: str, figures: Mapping[str, bytes]) -> dict[str, str]:
+    """Markdown image tags holding the PNGs themselves, by figure name."""
+    return {
+        name: markdown_image(png, f"{symbol} {FIGURE_TITLES[name]}")
+        for name, png in figures.items()
+    }
+
+
+def linked_images(symbol: str, figures: Mapping[str, bytes]) -> dict[str, str]:
+    """Markdown image tags pointing at the figure files, relative to the reports folder."""
+    return {
+        name: f"![{symbol} {FIGURE_TITLES[name]}]({FIGURES_FOLDER}/{symbol}_{name}.png)"
+        for name in figures
+    }
 
 
 def _read_json(storage: StorageResource, key: str) -> dict | None:
@@ -99,7 +161,9 @@ def _mix(mix: dict | None) -> str:
     return " / ".join(f"{name} {share:.0%}" for name, share in mix.items())
 
 
-def render_markdown(report: dict) -> str:
+def render_markdown(report: dict, images: Mapping[str, Mapping[str, str]] | None = None) -> str:
+    """The report as Markdown; `images[symbol]` holds that symbol's image tags, by figure name."""
+    images = images or {}
     lines = [
         "# crpbot V8 gate report",
         "",
@@ -148,4 +212,46 @@ def render_markdown(report: dict) -> str:
             lines.append(
                 f"| {name} | {result} | {gate['value']:.4g} | {_cell(gate['threshold'])} |"
             )
+        if entry.get("figures_error"):
+            lines += ["", f"Figures unavailable: {entry['figures_error']}"]
+        elif images.get(symbol):
+            # One paragraph: the images sit side by side where the page is wide enough.
+            lines += ["", "\n".join(images[symbol].values())]
     return "\n".join(lines) + "\n"
+
+
+@dataclass(frozen=True)
+class WrittenReport:
+    report: dict  # what reports/gate_report.json holds
+    markdown: str  # reports/gate_report.md, images embedded
+    figure_keys: list[str]
+
+
+def write_report(
+    storage: StorageResource, symbols: Sequence[str], generated_at: str
+) -> WrittenReport:
+    """Build the report and write its JSON, both Markdown files and the figure files."""
+    report = build_report(storage, symbols, generated_at)
+    embedded: dict[str, dict[str, str]] = {}
+    linked: dict[str, dict[str, str]] = {}
+    figure_keys = []
+    for symbol, entry in report["symbols"].items():
+        if entry["status"] == NOT_TRAINED:
+            continue
+        try:
+            figures = symbol_figures(storage, symbol)
+        except ValueError as error:
+            # The numbers are still worth reporting; the report says why the pictures are missing.
+            entry["figures_error"] = str(error)
+            continue
+        for name, png in figures.items():
+            storage.store.write_bytes(figure_key(symbol, name), png)
+        entry["figures"] = {name: figure_key(symbol, name) for name in figures}
+        figure_keys += entry["figures"].values()
+        embedded[symbol] = embedded_images(symbol, figures)
+        linked[symbol] = linked_images(symbol, figures)
+    markdown = render_markdown(report, embedded)
+    storage.store.write_text(REPORT_JSON_KEY, json.dumps(report, indent=1))
+    storage.store.write_text(REPORT_LINKED_MARKDOWN_KEY, render_markdown(report, linked))
+    storage.store.write_text(REPORT_MARKDOWN_KEY, markdown)
+    return WrittenReport(report=report, markdown=markdown, figure_keys=figure_keys)

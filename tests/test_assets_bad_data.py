@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from crpbot_assets.assets import candles
+from crpbot_assets.assets import ExchangeResource, candles
 from crpbot_assets.checks import FEATURES_CHECK_NAMES, features_checks
 from crpbot_assets.definitions import SYMBOL_ASSETS
 from crpbot_assets.profiles import ProfileResource
@@ -52,6 +52,7 @@ def run_checks_and_downstream(root, dataset: pd.DataFrame, instance) -> dg.Execu
             # 12 days of candles are a full history for this profile; 1,000 rows are not.
             "profile": ProfileResource(name="demo", min_coverage_days=7),
             "trainer": RecordingTrainer(),
+            "exchanges": ExchangeResource(),
         },
         raise_on_error=False,
     )
@@ -135,7 +136,7 @@ def test_float64_features_are_mistyped(good_features, tmp_path, dagster_instance
     assert_nothing_trained(result, tmp_path)
 
 
-def materialize_candles(tmp_path, instance, source: str) -> dg.ExecuteInProcessResult:
+def materialize_candles(tmp_path, instance, path: str) -> dg.ExecuteInProcessResult:
     return dg.materialize(
         [candles],
         partition_key="SOL",
@@ -143,8 +144,9 @@ def materialize_candles(tmp_path, instance, source: str) -> dg.ExecuteInProcessR
         resources={
             "storage": StorageResource(root=str(tmp_path / "root")),
             "profile": ProfileResource(),
+            "exchanges": ExchangeResource(),
         },
-        run_config={"ops": {"candles": {"config": {"source": source}}}},
+        run_config={"ops": {"candles": {"config": {"source": "parquet", "path": path}}}},
         raise_on_error=False,
     )
 

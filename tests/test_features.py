@@ -16,6 +16,8 @@ from v8_model.features import (
     build_features_dataset,
     compute_features,
 )
+from v8_model.gates import gate_feature_normalization
+from v8_model.pipeline import prepare_segments
 from v8_model.synthetic import generate_candles
 
 DOCS = Path(__file__).resolve().parents[1] / "docs" / "features.md"
@@ -161,34 +163,50 @@ def test_matches_straightforward_pandas(monkeypatch):
     result = compute_features(candles)
     high, low, close, volume = (candles[c] for c in ("high", "low", "close", "volume"))
     log_return = np.log(close).diff()
+    square_return = log_return**2
     true_range = np.maximum(high, close.shift()) - np.minimum(low, close.shift())
     true_range.iloc[0] = high.iloc[0] - low.iloc[0]
     atr_14 = true_range.ewm(alpha=1 / 14).mean()
+    mean_range = {window: true_range.rolling(window).mean() for window in (20, 50, 200)}
+    return_scale = np.sqrt(square_return.ewm(span=200).mean())
+    sigma_200 = log_return.rolling(200).std(ddof=0)
     gains, losses = close.diff().clip(lower=0), (-close.diff()).clip(lower=0)
     rsi_21 = 100 * gains.rolling(21).sum() / (gains + losses).rolling(21).sum()
     macd_line = (close.ewm(span=12).mean() - close.ewm(span=26).mean()) / atr_14
+    macd_5_35 = np.log(close.ewm(span=5).mean() / close.ewm(span=35).mean()) / return_scale
     sigma_50 = close.rolling(50).std(ddof=0)
     low_21, high_21 = low.rolling(21).min(), high.rolling(21).max()
     returns_100 = sliding_window_view(log_return.to_numpy()[1:], 100)
     bars_since_high = sliding_window_view(high.to_numpy(), 26)[:, ::-1].argmax(axis=1)
     typical_volume = ((high + low + close) / 3 * volume).rolling(100).sum()
     vwap = typical_volume / volume.rolling(100).sum()
+    close_location = ((close - low) - (high - close)) / (high - low)
     expected = {
-        "price_vs_sma_50": (close - close.rolling(50).mean()) / true_range.rolling(50).mean(),
-        "price_vs_ema_200": np.log(close / close.ewm(span=200).mean()),
+        "log_return": log_return * close / atr_14,
+        "log_return_lag_2": (log_return * close / atr_14).shift(2),
+        "price_vs_sma_50": (close - close.rolling(50).mean()) / mean_range[50],
+        "price_vs_ema_200": np.log(close / close.ewm(span=200).mean()) / return_scale,
         "rsi_21": rsi_21,
         "macd_signal_12_26_9": macd_line.ewm(span=9).mean(),
+        "macd_hist_5_35_9": macd_5_35 - macd_5_35.ewm(span=9).mean(),
         "bb_position_50": (close - close.rolling(50).mean() + 2 * sigma_50) / (4 * sigma_50),
-        "atr_14": atr_14 / close,
+        "bb_width_20": 4 * close.rolling(20).std(ddof=0) / mean_range[20],
+        "atr_14": atr_14 / true_range.ewm(span=200).mean(),
         "stoch_k_21": 100 * (close - low_21) / (high_21 - low_21),
-        "distance_to_high_200": np.log(close / high.rolling(200).max()),
-        "distance_to_low_50": np.log(close / low.rolling(50).min()),
+        "distance_to_high_200": (close - high.rolling(200).max()) / mean_range[200],
+        "distance_to_low_50": (close - low.rolling(50).min()) / mean_range[50],
         "aroon_up_25": np.r_[np.full(25, np.nan), 100 * (25 - bars_since_high) / 25],
-        "volatility_ratio_20_200": log_return.rolling(20).std(ddof=0)
-        / log_return.rolling(200).std(ddof=0),
+        "roc_20": np.log(close).diff(20) / return_scale,
+        "volatility_20": log_return.rolling(20).std(ddof=0) / sigma_200,
+        "downside_volatility_share_50": square_return.where(log_return < 0, 0.0).rolling(50).sum()
+        / square_return.rolling(50).sum(),
+        "bar_range": (high - low) / true_range.ewm(span=200).mean(),
+        "trend_tstat_200": np.log(close).diff(200) / (sigma_200 * np.sqrt(200)),
         "return_kurtosis_100": np.r_[np.full(100, np.nan), stats.kurtosis(returns_100, axis=1)],
         "return_skew_100": np.r_[np.full(100, np.nan), stats.skew(returns_100, axis=1)],
         "return_autocorr_100": log_return.rolling(100).corr(log_return.shift()),
+        "chaikin_money_flow_20": (close_location * volume).rolling(20).sum()
+        / volume.rolling(20).sum(),
         "volume_return_corr_50": volume.rolling(50).corr(log_return.abs()),
         "vwap_distance_100": (close - vwap) / true_range.rolling(100).mean(),
     }
@@ -235,3 +253,54 @@ def test_docs_table_lists_every_feature_in_order():
     assert [row["name"].strip("`") for row in rows] == list(FEATURE_NAMES)
     for row in rows:
         assert all(row.values()), f"empty cell in the docs row {row}"
+
+
+# Quality gate 1 on 60-day synthetic markets: the StandardScaler is fitted on the training segment
+# (42 days) and must normalise the test segment (9 days). The synthetic volatility clusters
+# (log-volatility AR(1), half-life about 12 hours), so the test segment sits in another
+# volatility regime than the training one: a feature measuring the volatility level, or a price
+# move in raw log units, fails here (atr_14 as ATR / close drifted by 0.4 scaled units, and the
+# gate failed on 3 of these 8 BTC seeds).
+GATE_1_SEEDS = range(1, 9)
+
+
+@pytest.fixture(scope="module")
+def gate_1_results() -> dict[tuple[str, int], tuple]:
+    """(gate 1 result, per-feature test means) by (symbol, seed), planted signal 0.3."""
+    results = {}
+    for symbol in ("BTC", "ETH", "SOL"):
+        for seed in GATE_1_SEEDS:
+            candles = generate_candles(symbol, minutes=60 * 1440, seed=seed, signal=0.3)
+            dataset = build_features_dataset(candles)
+            scaled_test = prepare_segments(dataset, symbol=symbol).test.features
+            results[symbol, seed] = (
+                gate_feature_normalization(scaled_test),
+                scaled_test.mean(axis=0, dtype=np.float64),
+            )
+    return results
+
+
+def test_scaled_test_segment_passes_gate_1(gate_1_results):
+    for symbol in ("BTC", "ETH"):
+        values = {seed: gate_1_results[symbol, seed][0].value for seed in GATE_1_SEEDS}
+        passed = [seed for seed, value in values.items() if value < 0.1]
+        assert len(passed) >= 7, f"{symbol}: gate 1 passes for seeds {passed} only: {values}"
+    # The spread is what volatility regimes move: it must hold for every symbol and seed. SOL's
+    # planted trend moves some 9-day test windows by a lot (seed 3: -1.8 in log price), so its
+    # trend features have a real non-zero test mean and the overall mean is not held here.
+    for (symbol, seed), (gate, _) in gate_1_results.items():
+        assert abs(gate.details["std"] - 1.0) < 0.1, (symbol, seed, gate.details)
+
+
+def test_no_feature_drifts_with_the_volatility_regime(gate_1_results):
+    # The day-of-week phases' test mean is a calendar fact (9 days cover 1.3 weeks), the same
+    # for every seed; every other feature's test mean must stay near 0 on average over seeds.
+    for symbol in ("BTC", "ETH"):
+        means = np.array([gate_1_results[symbol, seed][1] for seed in GATE_1_SEEDS])
+        drift = dict(zip(FEATURE_NAMES, np.abs(means).mean(axis=0), strict=True))
+        drifting = {
+            name: round(float(value), 3)
+            for name, value in drift.items()
+            if value >= 0.2 and not name.startswith("day_of_week")
+        }
+        assert not drifting, f"{symbol}: scaled test means drift: {drifting}"

@@ -20,7 +20,15 @@ from sagemaker_emulator import (
     running_emulator,
 )
 
-from crpbot_assets.assets import candles, features, gate_report, model, processor, production_model
+from crpbot_assets.assets import (
+    ExchangeResource,
+    candles,
+    features,
+    gate_report,
+    model,
+    processor,
+    production_model,
+)
 from crpbot_assets.checks import features_checks
 from crpbot_assets.profiles import ProfileResource
 from crpbot_assets.sagemaker.dagster_objects import (
@@ -51,6 +59,7 @@ def test_one_symbol_end_to_end(emulator: SageMakerEmulator, capsys: pytest.Captu
         "storage": storage,
         "profile": ProfileResource(name="demo", days=10, epochs=2, min_coverage_days=5),
         "trainer": trainer,
+        "exchanges": ExchangeResource(),
     }
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", dg.PreviewWarning)  # partitioned asset checks

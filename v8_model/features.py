@@ -11,13 +11,22 @@ stretch has no movement, a quiet one has no volume), the feature takes a documen
 value instead of NaN/Inf. docs/features.md has one table with every feature's formula, window
 and neutral value; keep it in step with this file.
 
+No feature measures a volatility level or a price move in raw log units. Volatility clusters
+(on crypto as on the synthetic market), so such a feature's spread follows the volatility regime
+and a scaler fitted on one regime does not normalise the next. Price moves are therefore
+expressed in units of a trailing volatility, and volatility levels relative to another one: ATR
+14 and the bar's range to the EMA-200 true range, sigma 20 and 50 to sigma 200, the Bollinger
+width to the window's mean true range. Look-backs stay within 200 bars (EMA spans within 200).
+
 Units are chosen so that no two features carry the same information. For constant volatility
 the return kernels of "price vs SMA n" and "price vs EMA n" overlap by 98%, Wilder's RSI 30
-overlaps "price vs EMA 50" by 99.7%, and MACD 12/26 overlaps MACD 5/35 by 98.7%. So EMA
-distances and MACD 5/35/9 are log ratios (price terms); SMA and VWAP distances are in units of
-the window's mean true range and MACD 12/26/9 in ATR-14 units (volatility terms); RSI is
-Cutler's (plain sums over the window, a flat kernel) rather than Wilder's (an EMA kernel).
-Volatility clustering then tells price terms from volatility terms.
+overlaps "price vs EMA 50" by 99.7%, and MACD 12/26 overlaps MACD 5/35 by 98.7%. So the two
+near-duplicate families of each pair use different volatility units: SMA, VWAP and channel
+distances are in units of the window's mean true range, MACD 12/26/9 and log returns in ATR-14
+units (range terms); EMA distances, MACD 5/35/9 and rates of change are in units of the return
+scale, the EMA-200 RMS of log returns (return terms). RSI is Cutler's (plain sums over the
+window, a flat kernel) rather than Wilder's (an EMA kernel). Short against long windows and true
+ranges against squared fat-tailed returns then keep the pairs apart.
 
 Computation is float64 numpy; the output is float32. The input is expected to satisfy the candle
 schema of `v8_model.data` (positive finite prices, non-negative finite volume).
@@ -91,7 +100,7 @@ FEATURE_NAMES: tuple[str, ...] = (
     "roc_50",
     "volatility_20",
     "volatility_50",
-    "volatility_ratio_20_200",
+    "downside_volatility_share_50",
     "atr_ratio_14_50",
     "true_range_ratio",
     "bar_range",
@@ -103,14 +112,14 @@ FEATURE_NAMES: tuple[str, ...] = (
     "minute_of_day_cos",
     "day_of_week_sin",
     "day_of_week_cos",
-    "return_zscore_50",
-    "trend_tstat_50",
+    "trend_tstat_200",
     "up_bar_share_50",
     "return_skew_100",
     "return_kurtosis_100",
     "return_autocorr_100",
     "volume_trend_10_100",
     "signed_volume_share_20",
+    "chaikin_money_flow_20",
     "volume_return_corr_50",
     "vwap_distance_100",
 )
@@ -123,6 +132,10 @@ FEATURES_DATASET_COLUMNS: tuple[str, ...] = ("timestamp", *OHLCV_COLUMNS, *FEATU
 _CHUNK_ROWS = 1 << 16
 # Price-level sums use shorter chunks: their running totals are large, so rounding grows faster.
 _PRICE_CHUNK_ROWS = 1 << 12
+# Smoothing of the slow volatility scales: the EMA 200's, so they forget as fast as it does.
+_SLOW_ALPHA = 2 / (200 + 1)
+# The smallest non-zero return scale, far below any real 1-minute volatility or tick.
+_RETURN_SCALE_FLOOR = 1e-9
 _ATR_FLOOR = 1e-9  # times close: the smallest divisor of the MACD 12/26/9 family
 _MINUTES_PER_DAY = 1440
 _MINUTES_PER_WEEK = 7 * _MINUTES_PER_DAY
@@ -198,26 +211,53 @@ def _iter_features(candles: pd.DataFrame) -> Iterator[tuple[str, np.ndarray]]:
     true_range = np.fmax(high, previous_close) - np.fmin(low, previous_close)
     del previous_close
     atr_14 = _ema(true_range, alpha=1 / 14)
+    # Slow volatility scales (see the module docstring): the EMA-200 RMS of log returns, the unit
+    # of the return terms, and the EMA-200 true range, the reference of ATR 14 and bar range.
+    return_scale = _return_scale(log_return)
+    range_scale = _ema(true_range, alpha=_SLOW_ALPHA)
 
-    yield "log_return", log_return
+    # |r| c <= TR max(1, c / c_-1) and the ATR includes TR / 14, so |value| <= 14 max(1, c / c_-1).
+    normalised_return = _divide(log_return * close, atr_14, neutral=0.0)
+    yield "log_return", normalised_return
     for lag in (1, 2, 3):
-        yield f"log_return_lag_{lag}", _lag(log_return, lag)
+        yield f"log_return_lag_{lag}", _lag(normalised_return, lag)
+    del normalised_return
     yield from _volume_ratios(volume)
-    yield from _moving_averages(close, log_close, log_return, true_range, atr_14)
-    yield "atr_14", atr_14 / close
-    yield from _price_channels(high, low, close, log_close)
+    # Windowed sums of the true range: n times the mean true range of the last n bars.
+    range_sums = {window: _rolling_sum(true_range, window) for window in (5, 10, 20, 50, 200)}
+    yield from _moving_averages(close, log_close, log_return, atr_14, range_sums, return_scale)
+    del range_sums[5], range_sums[10]  # the channels need 20, 50 and 200 only
+    yield "atr_14", _divide(atr_14, range_scale, neutral=1.0)
+    yield from _price_channels(high, low, close, range_sums)
+    del range_sums
     for window in (5, 10, 20, 50):
-        yield f"roc_{window}", _diff(log_close, window)
+        yield f"roc_{window}", _divide(_diff(log_close, window), return_scale, neutral=0.0)
 
     return_mean_50 = _rolling_mean(log_return, 50)
     return_mean_square_50 = _rolling_mean(log_return * log_return, 50)
     volatility_50 = np.sqrt(np.maximum(return_mean_square_50 - return_mean_50**2, 0.0))
     del return_mean_50
-    yield from _volatilities(high, low, log_return, volatility_50, true_range, atr_14)
+    volatility_200 = _rolling_std(log_return, 200)
+    yield from _volatilities(
+        high, low, log_return, volatility_50, volatility_200, true_range, atr_14, range_scale
+    )
     yield from _candle_shapes(open_, high, low, close)
     yield from _calendar(candles["timestamp"])
-    yield from _return_statistics(log_close, log_return, volatility_50)
+    yield from _return_statistics(log_close, log_return, volatility_200)
     yield from _volume_flow(high, low, close, volume, log_return, return_mean_square_50, true_range)
+
+
+def _return_scale(log_return: np.ndarray) -> np.ndarray:
+    """RMS of the log returns so far, EMA-200 weighted, floored at _RETURN_SCALE_FLOOR unless 0.
+
+    0 (no non-zero return yet, and on the first bar, which has no return) gives the price terms
+    their neutral value; the MACD 5/35 signal line is an EMA of them and must not start from NaN.
+    On a long flat stretch the RMS decays towards 0 while the rounding noise of an EMA
+    difference does not: the floor keeps that noise from being blown up.
+    """
+    scale = np.zeros_like(log_return)
+    scale[1:] = np.sqrt(_ema(log_return[1:] * log_return[1:], alpha=_SLOW_ALPHA))
+    return np.where(scale > 0, np.maximum(scale, _RETURN_SCALE_FLOOR), 0.0)
 
 
 def _volume_ratios(volume: np.ndarray) -> Iterator[tuple[str, np.ndarray]]:
@@ -231,20 +271,21 @@ def _moving_averages(
     close: np.ndarray,
     log_close: np.ndarray,
     log_return: np.ndarray,
-    true_range: np.ndarray,
     atr_14: np.ndarray,
+    range_sums: dict[int, np.ndarray],
+    return_scale: np.ndarray,
 ) -> Iterator[tuple[str, np.ndarray]]:
     """Price vs SMA and EMA, RSI, MACD and Bollinger bands."""
     moments = {window: _rolling_price_moments(close, window) for window in (5, 10, 20, 50, 200)}
     for window, (average, _) in moments.items():
         # In units of the window's mean true range: |close - SMA| <= (window - 1) mean TR, so the
         # value stays bounded however quiet the market gets, and a flat window gives 0.
-        range_sum = _rolling_sum(true_range, window)
-        distance = _divide(window * (close - average), range_sum, neutral=0.0)
+        distance = _divide(window * (close - average), range_sums[window], neutral=0.0)
         yield f"price_vs_sma_{window}", distance
     ema = {span: _ema(close, alpha=2 / (span + 1)) for span in (5, 10, 12, 20, 26, 35, 50, 200)}
     for span in (5, 10, 20, 50, 200):
-        yield f"price_vs_ema_{span}", log_close - np.log(ema[span])
+        distance = _divide(log_close - np.log(ema[span]), return_scale, neutral=0.0)
+        yield f"price_vs_ema_{span}", distance
 
     abs_change = np.abs(_diff(close, 1))
     for window in (14, 21, 30):
@@ -259,7 +300,7 @@ def _moving_averages(
         # 2/27 per bar), but its rounding noise is not: the floor keeps long flat stretches, on
         # which the ATR decays to 0, from blowing that noise up.
         (12, 26): (ema[12] - ema[26]) / np.maximum(atr_14, _ATR_FLOOR * close),
-        (5, 35): np.log(ema[5] / ema[35]),
+        (5, 35): _divide(np.log(ema[5] / ema[35]), return_scale, neutral=0.0),
     }
     for (fast, slow), line in macd_lines.items():
         signal = _ema(line, alpha=2 / (9 + 1))
@@ -278,11 +319,12 @@ def _moving_averages(
         # rounding noise of near-flat windows to the range the formula can reach.
         reach = np.sqrt(window - 1) / 4.0
         yield f"bb_position_{window}", np.clip(position, 0.5 - reach, 0.5 + reach)
-        yield f"bb_width_{window}", 4.0 * sigma / average
+        # Bollinger over Keltner width (the "squeeze"): 4 sigma / mean TR <= 4 (window - 1).
+        yield f"bb_width_{window}", _divide(4.0 * window * sigma, range_sums[window], neutral=0.0)
 
 
 def _price_channels(
-    high: np.ndarray, low: np.ndarray, close: np.ndarray, log_close: np.ndarray
+    high: np.ndarray, low: np.ndarray, close: np.ndarray, range_sums: dict[int, np.ndarray]
 ) -> Iterator[tuple[str, np.ndarray]]:
     """Stochastic oscillator, distances to the n-bar high and low, Aroon."""
     highest = _RunningExtremes(high)
@@ -293,8 +335,12 @@ def _price_channels(
         yield f"stoch_k_{window}", stoch_k
         yield f"stoch_d_{window}", _rolling_mean(stoch_k, 3)
     for window in (20, 50, 200):
-        yield f"distance_to_high_{window}", log_close - np.log(highest.over(window))
-        yield f"distance_to_low_{window}", log_close - np.log(-lowest.over(window))
+        # In units of the window's mean true range: a high lies at most window mean TRs away.
+        range_sum = range_sums[window]
+        to_high = _divide(window * (close - highest.over(window)), range_sum, neutral=0.0)
+        yield f"distance_to_high_{window}", to_high
+        to_low = _divide(window * (close + lowest.over(window)), range_sum, neutral=0.0)
+        yield f"distance_to_low_{window}", to_low
     # Aroon 25 looks at the current bar and the 25 before it.
     yield "aroon_up_25", 100.0 * (25 - highest.bars_since_extreme(25 + 1)) / 25
     yield "aroon_down_25", 100.0 * (25 - lowest.bars_since_extreme(25 + 1)) / 25
@@ -305,20 +351,28 @@ def _volatilities(
     low: np.ndarray,
     log_return: np.ndarray,
     volatility_50: np.ndarray,
+    volatility_200: np.ndarray,
     true_range: np.ndarray,
     atr_14: np.ndarray,
+    range_scale: np.ndarray,
 ) -> Iterator[tuple[str, np.ndarray]]:
-    volatility_20, volatility_200 = (_rolling_std(log_return, window) for window in (20, 200))
-    yield "volatility_20", volatility_20
-    yield "volatility_50", volatility_50
-    yield "volatility_ratio_20_200", _divide(volatility_20, volatility_200, neutral=1.0)
+    volatility_20 = _rolling_std(log_return, 20)
+    yield "volatility_20", _divide(volatility_20, volatility_200, neutral=1.0)
+    yield "volatility_50", _divide(volatility_50, volatility_200, neutral=1.0)
+    del volatility_20
+    square_return = log_return * log_return
+    down_square_sum = _rolling_sum(np.where(log_return < 0, square_return, 0.0), 50)
+    yield (
+        "downside_volatility_share_50",
+        _divide(down_square_sum, _rolling_sum(square_return, 50), neutral=0.5),
+    )
     atr_50 = _ema(true_range, alpha=1 / 50)
     yield "atr_ratio_14_50", _divide(atr_14, atr_50, neutral=1.0)
     # At most 1 / alpha = 14 (the ATR includes this bar); 0 / 0 only on flat bars, hence 0.
     yield "true_range_ratio", _divide(true_range, atr_14, neutral=0.0)
-    bar_range = np.log(high / low)
-    yield "bar_range", bar_range
-    parkinson_50 = np.sqrt(_rolling_mean(bar_range * bar_range, 50) / (4.0 * np.log(2.0)))
+    yield "bar_range", _divide(high - low, range_scale, neutral=0.0)
+    log_range = np.log(high / low)
+    parkinson_50 = np.sqrt(_rolling_mean(log_range * log_range, 50) / (4.0 * np.log(2.0)))
     yield "parkinson_ratio_50", _divide(parkinson_50, volatility_50, neutral=1.0)
 
 
@@ -345,11 +399,11 @@ def _calendar(timestamps: pd.Series) -> Iterator[tuple[str, np.ndarray]]:
 
 
 def _return_statistics(
-    log_close: np.ndarray, log_return: np.ndarray, volatility_50: np.ndarray
+    log_close: np.ndarray, log_return: np.ndarray, volatility_200: np.ndarray
 ) -> Iterator[tuple[str, np.ndarray]]:
-    yield "return_zscore_50", _divide(log_return, volatility_50, neutral=0.0)
-    roc_50 = _diff(log_close, 50)
-    yield "trend_tstat_50", _divide(roc_50, volatility_50 * np.sqrt(50.0), neutral=0.0)
+    roc_200 = _diff(log_close, 200)
+    yield "trend_tstat_200", _divide(roc_200, volatility_200 * np.sqrt(200.0), neutral=0.0)
+    del roc_200
     is_up = np.where(np.isnan(log_return), np.nan, log_return > 0)
     yield "up_bar_share_50", _rolling_mean(is_up, 50)
 
@@ -395,6 +449,11 @@ def _volume_flow(
     )
     signed_volume = _rolling_sum(np.sign(log_return) * volume, 20)
     yield "signed_volume_share_20", _divide(signed_volume, volume_sum[20], neutral=0.0)
+    # Close location value: +1 at the high, -1 at the low, 0 mid-range or on a flat bar.
+    close_location = _divide((close - low) - (high - close), high - low, neutral=0.0)
+    money_flow = _rolling_sum(close_location * volume, 20)
+    yield "chaikin_money_flow_20", _divide(money_flow, volume_sum[20], neutral=0.0)
+    del close_location, money_flow
 
     abs_return = np.abs(log_return)
     volume_mean_50 = volume_sum[50] / 50
