@@ -7,7 +7,8 @@ One place for the layout, shared by the Dagster assets, the trainers and `v8_mod
     processors/processor_{SYMBOL}_v8.json the fitted processor (the processor channel's file)
     models/{SYMBOL}/...                   the entry point's SM_MODEL_DIR/{SYMBOL}/ + run_info.json
     production/{SYMBOL}/...               the promoted model + promotion.json
-    reports/gate_report.md, .json         the summary over all symbols
+    reports/gate_report.md, .json         the summary over all symbols (figures embedded)
+    reports/gate_report_linked.md         the same, linking reports/figures/{SYMBOL}_*.png
 """
 
 from __future__ import annotations
