@@ -1,4 +1,5 @@
-"""Shared fixtures: a throw-away Dagster instance, an S3 test server, a webhook receiver.
+"""Shared fixtures: a throw-away Dagster instance, an S3 test server, the SageMaker emulator,
+a webhook receiver.
 
 Every server binds 127.0.0.1 on a free port (port 0) and is stopped by its fixture.
 """
@@ -11,10 +12,12 @@ import threading
 import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
 import boto3
 import dagster as dg
 import pytest
+from sagemaker_emulator import SageMakerEmulator, running_emulator
 
 S3_REGION = "us-east-2"
 
@@ -59,6 +62,14 @@ def moto_server(monkeypatch) -> Iterator[str]:
         reset = urllib.request.Request(f"{endpoint}/moto-api/reset", method="POST")
         urllib.request.urlopen(reset, timeout=10).close()
         server.stop()
+
+
+@pytest.fixture
+def emulator(
+    moto_server: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> Iterator[SageMakerEmulator]:
+    with running_emulator(moto_server, monkeypatch, tmp_path) as emulated:
+        yield emulated
 
 
 @pytest.fixture

@@ -3,7 +3,6 @@
 import json
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -13,20 +12,11 @@ from sagemaker_emulator import (
     ROLE_ARN,
     SageMakerEmulator,
     provision_account,
-    running_emulator,
 )
 
 from crpbot_assets.cli import main
 
 CONSOLE_SCRIPT = Path(sys.executable).with_name("crpbot")
-
-
-@pytest.fixture
-def emulator(
-    moto_server: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
-) -> Iterator[SageMakerEmulator]:
-    with running_emulator(moto_server, monkeypatch, tmp_path) as emulated:
-        yield emulated
 
 
 def test_sagemaker_request_shows_the_seeds_job(tmp_path: Path) -> None:

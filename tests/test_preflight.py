@@ -1,8 +1,5 @@
 """Preflight against the local test server: every failure found and named, none hiding another."""
 
-from collections.abc import Iterator
-from pathlib import Path
-
 import boto3
 import pytest
 from botocore.stub import Stubber
@@ -14,7 +11,6 @@ from sagemaker_emulator import (
     ROLE_NAME,
     SageMakerEmulator,
     provision_account,
-    running_emulator,
     tiny_dataset,
 )
 
@@ -24,14 +20,6 @@ from crpbot_assets.sagemaker.settings import SageMakerSettings
 
 SAMPLE = b"timestamp,open,high,low,close,volume\n" + b"0" * 799_963  # 800 KB, like the original
 SYMBOLS = ("BTC", "ETH", "SOL")
-
-
-@pytest.fixture
-def emulator(
-    moto_server: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
-) -> Iterator[SageMakerEmulator]:
-    with running_emulator(moto_server, monkeypatch, tmp_path) as emulated:
-        yield emulated
 
 
 def statuses(report) -> dict[str, Status]:

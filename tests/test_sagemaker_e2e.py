@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import json
 import warnings
-from collections.abc import Iterator
-from pathlib import Path
 
 import dagster as dg
 import pytest
@@ -17,7 +15,6 @@ from sagemaker_emulator import (
     SageMakerEmulator,
     emulated_trainer,
     provision_account,
-    running_emulator,
 )
 
 from crpbot_assets.assets import (
@@ -40,14 +37,6 @@ from crpbot_assets.sagemaker.trainer import SageMakerTrainer
 from crpbot_assets.storage import StorageResource
 from crpbot_assets.trainers import LocalTrainer
 from v8_model.gates import GATE_NAMES
-
-
-@pytest.fixture
-def emulator(
-    moto_server: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
-) -> Iterator[SageMakerEmulator]:
-    with running_emulator(moto_server, monkeypatch, tmp_path) as emulated:
-        yield emulated
 
 
 def test_one_symbol_end_to_end(emulator: SageMakerEmulator, capsys: pytest.CaptureFixture) -> None:

@@ -10,8 +10,6 @@ import os
 import signal
 import threading
 import warnings
-from collections.abc import Iterator
-from pathlib import Path
 
 import dagster as dg
 import pytest
@@ -21,7 +19,6 @@ from sagemaker_emulator import (
     SageMakerEmulator,
     emulated_trainer,
     provision_account,
-    running_emulator,
     training_inputs,
 )
 
@@ -29,15 +26,6 @@ from crpbot_assets.assets import model
 from crpbot_assets.profiles import ProfileResource
 from crpbot_assets.sagemaker.trainer import SageMakerTrainer
 from crpbot_assets.storage import StorageResource
-
-
-@pytest.fixture
-def emulator(
-    moto_server: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
-) -> Iterator[SageMakerEmulator]:
-    with running_emulator(moto_server, monkeypatch, tmp_path) as emulated:
-        yield emulated
-
 
 # Long enough to be stopped mid-training, bounded by the emulator's own deadline anyway.
 LONG_RUN = {"epochs": "1000", "patience": "1000"}

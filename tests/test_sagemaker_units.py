@@ -7,7 +7,6 @@ import tarfile
 import threading
 import time
 import tomllib
-from collections.abc import Iterator
 from pathlib import Path
 
 import boto3
@@ -20,7 +19,6 @@ from sagemaker_emulator import (
     ROLE_ARN,
     SageMakerEmulator,
     provision_account,
-    running_emulator,
     tiny_processor,
 )
 
@@ -48,14 +46,6 @@ from v8_model.train import EpochStats
 
 REPO = Path(__file__).resolve().parents[1]
 FAST = RetryPolicy(attempts=4, base_delay_s=0.001, max_delay_s=0.002)
-
-
-@pytest.fixture
-def emulator(
-    moto_server: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
-) -> Iterator[SageMakerEmulator]:
-    with running_emulator(moto_server, monkeypatch, tmp_path) as emulated:
-        yield emulated
 
 
 def request_for(settings: SageMakerSettings, code_uri: str = "s3://b/code/", **kwargs) -> dict:
