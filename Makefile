@@ -31,6 +31,7 @@ lint: setup
 	$(BIN)/ruff format --check .
 
 bench: setup
+	$(BIN)/python bench/synthetic.py
 	$(BIN)/python bench/features.py
 	$(BIN)/python bench/train_cpu.py
 
