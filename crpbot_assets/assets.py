@@ -3,7 +3,7 @@
     candles → features → processor → model → production_model
                                           └─(all partitions)→ gate_report
 
-Assets hand data to each other through the storage root (the layout in crpbot_assets.storage),
+Assets hand data to each other through the storage root (the layout in v8_model.layout),
 not through an IO manager: the trainer — local or SageMaker — reads the very files the seed names.
 Every asset after `candles` carries an automation condition (crpbot_assets.automation): when
 candles change, the rest follows; when a refresh finds nothing new, nothing runs.
