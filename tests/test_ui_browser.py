@@ -54,7 +54,12 @@ def materialized(tmp_path_factory) -> tuple[Path, Path, dg.ExecuteInProcessResul
             run_config=small_run_config(str(root)),
             raise_on_error=False,
         )
-    assert result.success
+        report = defs.resolve_job_def("gate_report_job").execute_in_process(
+            instance=instance,
+            run_config={"resources": small_run_config(str(root))["resources"]},
+            raise_on_error=False,
+        )
+    assert result.success and report.success
     return home, root, result
 
 
@@ -107,3 +112,31 @@ def test_model_checks_page_shows_the_five_gates_with_their_status(
     expect(page.get_by_text("Latest execution")).to_be_visible()
     expect(page.get_by_text(SYMBOL, exact=True)).to_be_visible()
     page.screenshot(path=SCREENSHOTS / "model_checks.png")
+
+
+def _open_markdown(page: Page, metadata_key: str) -> None:
+    """Open a Markdown metadata entry's dialog from the asset's latest event."""
+    row = page.locator("tr", has=page.get_by_text(metadata_key, exact=True))
+    row.get_by_text("Show Markdown").click()
+
+
+def _expect_rendered_image(page: Page) -> None:
+    image = page.get_by_role("dialog").locator("img").first
+    expect(image).to_be_visible()
+    # Decoded, not a broken-image icon: the embedded PNG has its real width.
+    assert image.evaluate("img => img.complete && img.naturalWidth") > 100
+
+
+def test_model_figures_and_the_gate_report_render_in_the_ui(webserver: Webserver, page: Page):
+    page.goto(f"{webserver.url}/assets/model?view=events&partition={SYMBOL}")
+    _open_markdown(page, "figure_loss_curves")
+    _expect_rendered_image(page)
+    page.screenshot(path=SCREENSHOTS / "model_figure.png")
+    page.keyboard.press("Escape")
+
+    page.goto(f"{webserver.url}/assets/gate_report?view=events")
+    _open_markdown(page, "report")
+    dialog = page.get_by_role("dialog")
+    expect(dialog).to_contain_text(SYMBOL)
+    _expect_rendered_image(page)
+    page.screenshot(path=SCREENSHOTS / "gate_report.png")
