@@ -85,12 +85,20 @@ def test_pure_random_walk_scores_like_the_majority_baseline():
     """Nothing is predictable; beating the baseline by more than 2 points would mean leakage."""
     metrics = _outcome(signal=0.0, seed=11).metrics
     gap = metrics["test_accuracy"] - metrics["baseline_accuracy"]
+    print(
+        f"random walk: test {metrics['test_accuracy']:.4f} vs baseline "
+        f"{metrics['baseline_accuracy']:.4f}"
+    )
     assert abs(gap) <= 0.02, metrics
 
 
 def test_planted_signal_beats_the_majority_baseline():
     outcome = _outcome(signal=0.2, seed=12)
     metrics = outcome.metrics
+    print(
+        f"planted signal: test {metrics['test_accuracy']:.4f} vs baseline "
+        f"{metrics['baseline_accuracy']:.4f}, macro-F1 {metrics['macro_f1']:.4f}"
+    )
     assert metrics["test_accuracy"] >= metrics["baseline_accuracy"] + PLANTED_SIGNAL_MARGIN, metrics
     assert metrics["macro_f1"] > metrics["baseline_macro_f1"] + PLANTED_SIGNAL_MARGIN
     assert outcome.all_gates_passed, metrics["gates"]
