@@ -10,7 +10,6 @@ candles change, the rest follows; when a refresh finds nothing new, nothing runs
 """
 
 import hashlib
-import io
 import json
 import tempfile
 from pathlib import Path
@@ -138,7 +137,7 @@ class ModelConfig(dg.Config):
 def _read_source(source: str) -> pd.DataFrame:
     """A parquet file by path or URI, through the same store code as the root."""
     folder, _, name = source.rstrip("/").rpartition("/")
-    return pd.read_parquet(io.BytesIO(open_store(folder or ".").read_bytes(name)))
+    return open_store(folder or ".").read_parquet(name)
 
 
 def _validation_failure(error: CandleValidationError) -> dg.Failure:

@@ -129,8 +129,6 @@ def add_sagemaker_request_command(subparsers: argparse._SubParsersAction) -> Non
 
 
 def _predict(args: argparse.Namespace) -> int:
-    import io
-
     import pandas as pd
 
     from crpbot_assets.storage import default_root
@@ -151,7 +149,7 @@ def _predict(args: argparse.Namespace) -> int:
                 file=sys.stderr,
             )
             return EXIT_FAILED
-        candles = pd.read_parquet(io.BytesIO(store.read_bytes(key)))
+        candles = store.read_parquet(key)
     try:
         # Only the rows needed: the warm-up history plus the predictions asked for.
         predictions = predict_latest(

@@ -8,7 +8,6 @@ The layout of the objects under the root is `v8_model.layout`.
 
 from __future__ import annotations
 
-import io
 import os
 from pathlib import Path
 
@@ -59,12 +58,8 @@ class StorageResource(dg.ConfigurableResource):
         return self.store.uri(key)
 
     def read_parquet(self, key: str) -> pd.DataFrame:
-        return pd.read_parquet(io.BytesIO(self.store.read_bytes(key)))
+        return self.store.read_parquet(key)
 
     def write_parquet(self, key: str, frame: pd.DataFrame) -> int:
         """Write `frame` atomically; returns the size in bytes."""
-        buffer = io.BytesIO()
-        frame.to_parquet(buffer, index=False)
-        data = buffer.getvalue()
-        self.store.write_bytes(key, data)
-        return len(data)
+        return self.store.write_parquet(key, frame)

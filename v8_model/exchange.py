@@ -26,14 +26,13 @@ object that has ccxt's `fetch_ohlcv`, `id` and `rateLimit` (the tests use a fake
 from __future__ import annotations
 
 import dataclasses
-import io
 import logging
 import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -45,7 +44,7 @@ from v8_model.data import (
     CandleValidationError,
     validate_candles,
 )
-from v8_model.storage import open_store
+from v8_model.storage import Store, open_store
 
 DEFAULT_EXCHANGE = "coinbase"
 DEFAULT_QUOTE = "USD"
@@ -75,19 +74,6 @@ _MINUTE = pd.Timedelta(minutes=1)
 _logger = logging.getLogger(__name__)
 
 TimestampLike = pd.Timestamp | datetime | str
-
-
-class CandleStore(Protocol):
-    """What `update_candles` needs of a store (`v8_model.storage.Store` is one)."""
-
-    def uri(self, key: str) -> str: ...
-
-    def exists(self, key: str) -> bool: ...
-
-    def read_bytes(self, key: str) -> bytes: ...
-
-    def write_bytes(self, key: str, data: bytes) -> None:
-        """Replace `key` atomically."""
 
 
 class ExchangeFetchError(RuntimeError):
@@ -250,7 +236,7 @@ def fetch_candle_pages(
 
 
 def update_candles(
-    store: CandleStore | str | Path,
+    store: Store | str | Path,
     key: str,
     exchange: Any,
     market: str,
@@ -332,12 +318,12 @@ def update_candles(
             pages, rows_added, duplicates = pages + 1, rows_added + added, duplicates + dropped
             pending += 1
             if pending >= pages_per_write:
-                _write(store, key, stored)
+                store.write_parquet(key, stored)
                 pending = 0
     finally:
         # Pages validated before a failure (or the end) are kept; the failing page never is.
         if pending:
-            _write(store, key, stored)
+            store.write_parquet(key, stored)
 
     say(f"{exchange_id} {market}: {pages} page(s), {rows_added} candles added, {retries} retries")
     return CandleUpdate(
@@ -492,10 +478,10 @@ def _conflict(
     )
 
 
-def _read_stored(store: CandleStore, key: str, uri: str, max_gap: pd.Timedelta) -> pd.DataFrame:
+def _read_stored(store: Store, key: str, uri: str, max_gap: pd.Timedelta) -> pd.DataFrame:
     if not store.exists(key):
         return _empty_candles()
-    frame = pd.read_parquet(io.BytesIO(store.read_bytes(key)))
+    frame = store.read_parquet(key)
     # The file should hold what an earlier call wrote; a broken one stops before any download.
     validate_candles(frame, source=uri, max_gap=max_gap, min_rows=0)
     frame = frame[list(CANDLE_COLUMNS)].astype({"timestamp": TIMESTAMP_DTYPE})
@@ -506,12 +492,6 @@ def _empty_candles() -> pd.DataFrame:
     frame = pd.DataFrame({c: pd.Series(dtype=np.float64) for c in VALUE_COLUMNS})
     frame.insert(0, "timestamp", pd.Series(dtype=TIMESTAMP_DTYPE))
     return frame
-
-
-def _write(store: CandleStore, key: str, frame: pd.DataFrame) -> None:
-    buffer = io.BytesIO()
-    frame.to_parquet(buffer, index=False)
-    store.write_bytes(key, buffer.getvalue())
 
 
 def _minute_ceil(value: TimestampLike) -> pd.Timestamp:

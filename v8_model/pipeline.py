@@ -61,25 +61,40 @@ def _scored_rows(dataset: pd.DataFrame, rows: slice, scores: np.ndarray) -> tupl
     return segment.loc[known], segment_scores[known]
 
 
+def _scores_and_split(
+    dataset: pd.DataFrame, horizon: int
+) -> tuple[np.ndarray, ChronologicalSplit]:
+    scores = forward_return_scores(dataset["close"], horizon)
+    return scores, chronological_split(len(dataset), horizon=horizon)
+
+
+def _fit_on_training_segment(
+    dataset: pd.DataFrame,
+    scores: np.ndarray,
+    split: ChronologicalSplit,
+    symbol: str | None,
+    horizon: int,
+) -> V8FeatureProcessor:
+    train_rows, train_scores = _scored_rows(dataset, split.train, scores)
+    return V8FeatureProcessor(FEATURE_NAMES, horizon, symbol).fit(train_rows, train_scores)
+
+
 def fit_processor(
     dataset: pd.DataFrame, symbol: str | None = None, horizon: int = DEFAULT_HORIZON
 ) -> V8FeatureProcessor:
     """Fit the scaler and label thresholds on the training segment of a features dataset."""
-    scores = forward_return_scores(dataset["close"], horizon)
-    split = chronological_split(len(dataset), horizon=horizon)
-    train_rows, train_scores = _scored_rows(dataset, split.train, scores)
-    return V8FeatureProcessor(FEATURE_NAMES, horizon, symbol).fit(train_rows, train_scores)
+    scores, split = _scores_and_split(dataset, horizon)
+    return _fit_on_training_segment(dataset, scores, split, symbol, horizon)
 
 
 def prepare_segments(
     dataset: pd.DataFrame, processor: V8FeatureProcessor | None = None, symbol: str | None = None
 ) -> PreparedData:
     """Split the dataset, fit (or reuse) the processor, and scale and label each segment."""
+    horizon = processor.horizon if processor is not None else DEFAULT_HORIZON
+    scores, split = _scores_and_split(dataset, horizon)
     if processor is None:
-        processor = fit_processor(dataset, symbol)
-    horizon = processor.horizon
-    scores = forward_return_scores(dataset["close"], horizon)
-    split = chronological_split(len(dataset), horizon=horizon)
+        processor = _fit_on_training_segment(dataset, scores, split, symbol, horizon)
 
     def segment(rows: slice) -> Segment:
         kept, kept_scores = _scored_rows(dataset, rows, scores)

@@ -13,6 +13,7 @@ credential chain.
 
 from __future__ import annotations
 
+import io
 import os
 import shutil
 import tempfile
@@ -23,6 +24,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO
+
+import pandas as pd
 
 S3_SCHEME = "s3://"
 
@@ -108,6 +111,17 @@ class Store(ABC):
 
     def read_text(self, key: str) -> str:
         return self.read_bytes(key).decode("utf-8")
+
+    def read_parquet(self, key: str) -> pd.DataFrame:
+        return pd.read_parquet(io.BytesIO(self.read_bytes(key)))
+
+    def write_parquet(self, key: str, frame: pd.DataFrame) -> int:
+        """Write `frame` (without its index) atomically; returns the size in bytes."""
+        buffer = io.BytesIO()
+        frame.to_parquet(buffer, index=False)
+        data = buffer.getvalue()
+        self.write_bytes(key, data)
+        return len(data)
 
 
 class LocalStore(Store):
