@@ -61,9 +61,7 @@ def _scored_rows(dataset: pd.DataFrame, rows: slice, scores: np.ndarray) -> tupl
     return segment.loc[known], segment_scores[known]
 
 
-def _scores_and_split(
-    dataset: pd.DataFrame, horizon: int
-) -> tuple[np.ndarray, ChronologicalSplit]:
+def _scores_and_split(dataset: pd.DataFrame, horizon: int) -> tuple[np.ndarray, ChronologicalSplit]:
     scores = forward_return_scores(dataset["close"], horizon)
     return scores, chronological_split(len(dataset), horizon=horizon)
 
