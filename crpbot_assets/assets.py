@@ -29,7 +29,6 @@ from crpbot_assets.profiles import (
 )
 from crpbot_assets.report import (
     FIGURES_FOLDER,
-    REPORT_LINKED_MARKDOWN_KEY,
     embedded_images,
     symbol_figures,
     write_report,
@@ -38,6 +37,7 @@ from crpbot_assets.sagemaker.dagster_objects import TRAINING_POOL
 from crpbot_assets.storage import (
     PROMOTION_FILE,
     REPORT_JSON_KEY,
+    REPORT_LINKED_MARKDOWN_KEY,
     REPORT_MARKDOWN_KEY,
     RUN_INFO_FILE,
     StorageResource,

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from crpbot_assets.storage import (
     PROMOTION_FILE,
     REPORT_JSON_KEY,
+    REPORT_LINKED_MARKDOWN_KEY,
     REPORT_MARKDOWN_KEY,
     RUN_INFO_FILE,
     StorageResource,
@@ -35,7 +36,6 @@ from v8_model.gates import GATE_NAMES
 from v8_model.plots import markdown_image, metrics_figures
 
 NOT_TRAINED = "not trained"
-REPORT_LINKED_MARKDOWN_KEY = "reports/gate_report_linked.md"
 FIGURES_FOLDER = "figures"  # beside the reports, so the linked report's paths are relative
 # Alt text of each figure of v8_model.plots.metrics_figures, in its display order.
 FIGURE_TITLES = {

@@ -18,6 +18,7 @@ from pydantic import Field, PrivateAttr
 from v8_model.layout import (  # noqa: F401 - the layout, re-exported for the assets
     PROMOTION_FILE,
     REPORT_JSON_KEY,
+    REPORT_LINKED_MARKDOWN_KEY,
     REPORT_MARKDOWN_KEY,
     RUN_INFO_FILE,
     candles_key,

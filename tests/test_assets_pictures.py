@@ -20,8 +20,9 @@ import pytest
 from PIL import Image
 
 from crpbot_assets.definitions import defs
-from crpbot_assets.report import FIGURE_TITLES, REPORT_LINKED_MARKDOWN_KEY
+from crpbot_assets.report import FIGURE_TITLES
 from v8_model.gates import GATE_NAMES
+from v8_model.layout import REPORT_LINKED_MARKDOWN_KEY
 from v8_model.plots import PNG_MAGIC
 
 ARTIFACTS = Path(__file__).resolve().parents[1] / "test-artifacts" / "gate_report"

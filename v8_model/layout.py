@@ -20,6 +20,7 @@ RUN_INFO_FILE = "run_info.json"
 PROMOTION_FILE = "promotion.json"
 REPORT_MARKDOWN_KEY = "reports/gate_report.md"
 REPORT_JSON_KEY = "reports/gate_report.json"
+REPORT_LINKED_MARKDOWN_KEY = "reports/gate_report_linked.md"
 
 
 def candles_key(symbol: str) -> str:
