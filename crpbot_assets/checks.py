@@ -22,7 +22,7 @@ from crpbot_assets.profiles import Profile, ProfileResource
 from crpbot_assets.storage import StorageResource, features_key
 from v8_model.data import VALUE_COLUMNS
 from v8_model.features import FEATURE_NAMES
-from v8_model.gates import GATE_NAMES
+from v8_model.gates import GATE_DESCRIPTIONS, GATE_NAMES
 
 FEATURE_DTYPE = np.dtype("float32")
 _MAX_NAMED = 5  # columns or rows quoted in a message; counts cover the rest
@@ -63,14 +63,6 @@ FEATURES_CHECK_SPECS = [
     _spec("timestamps_increasing", "features", "timestamps are tz-aware and strictly increasing"),
     _spec("finite_values", "features", "no NaN or Inf in OHLCV or any feature"),
 ]
-
-GATE_DESCRIPTIONS = {
-    "feature_normalization": "gate 1: scaled test features have |mean| < 0.1 and |std - 1| < 0.1",
-    "logit_range": "gate 2: every test logit within ±15",
-    "confidence_calibration": "gate 3: under 10% of test samples with max probability > 0.99",
-    "class_balance": "gate 4: every class predicted for 15%-60% of test samples",
-    "no_nan_inf": "gate 5: no NaN or Inf logits",
-}
 
 # Reported by the entry point through Pipes; a failed gate fails the step and stops promotion.
 GATE_CHECK_SPECS = [_spec(name, "model", GATE_DESCRIPTIONS[name]) for name in GATE_NAMES]

@@ -28,6 +28,19 @@ MAX_OVERCONFIDENT_SHARE = 0.10
 CLASS_SHARE_BAND = (0.15, 0.60)
 ECE_BINS = 15
 
+_LOW_SHARE, _HIGH_SHARE = CLASS_SHARE_BAND
+# What each gate demands, in words, from the thresholds above (shown as the checks' descriptions).
+GATE_DESCRIPTIONS = {
+    "feature_normalization": f"gate 1: scaled test features have |mean| < "
+    f"{NORMALIZATION_TOLERANCE} and |std - 1| < {NORMALIZATION_TOLERANCE}",
+    "logit_range": f"gate 2: every test logit within ±{MAX_ABS_LOGIT:g}",
+    "confidence_calibration": f"gate 3: under {MAX_OVERCONFIDENT_SHARE:.0%} of test samples "
+    f"with max probability > {OVERCONFIDENT_PROBABILITY}",
+    "class_balance": f"gate 4: every class predicted for {_LOW_SHARE:.0%}-{_HIGH_SHARE:.0%} of "
+    "test samples",
+    "no_nan_inf": "gate 5: no NaN or Inf logits",
+}
+
 
 @dataclass(frozen=True)
 class GateResult:
