@@ -46,16 +46,18 @@ class GateAlert:
     run_id: str
     run_url: str
 
+    @property
+    def shown_value(self) -> str:
+        return "n/a" if self.value is None else f"{self.value:.6g}"
+
     def text(self) -> str:
-        value = "n/a" if self.value is None else f"{self.value:.6g}"
         return (
-            f"crpbot V8 gate failed: {self.symbol} {self.gate} = {value} "
+            f"crpbot V8 gate failed: {self.symbol} {self.gate} = {self.shown_value} "
             f"(threshold: {self.threshold or 'n/a'}); run {self.run_id}: {self.run_url}"
         )
 
     def slack_payload(self) -> dict:
         """Slack incoming-webhook JSON: `text` for notifications, blocks for the layout."""
-        value = "n/a" if self.value is None else f"{self.value:.6g}"
         return {
             "text": f":rotating_light: {self.text()}",
             "blocks": [
@@ -72,7 +74,7 @@ class GateAlert:
                     "fields": [
                         {"type": "mrkdwn", "text": f"*Symbol*\n{self.symbol}"},
                         {"type": "mrkdwn", "text": f"*Gate*\n{self.gate}"},
-                        {"type": "mrkdwn", "text": f"*Value*\n{value}"},
+                        {"type": "mrkdwn", "text": f"*Value*\n{self.shown_value}"},
                         {"type": "mrkdwn", "text": f"*Threshold*\n{self.threshold or 'n/a'}"},
                         {"type": "mrkdwn", "text": f"*Run*\n<{self.run_url}|{self.run_id[:8]}>"},
                     ],
