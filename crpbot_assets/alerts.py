@@ -15,11 +15,13 @@ import json
 import logging
 import os
 import urllib.error
+import urllib.parse
 import urllib.request
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 
 import dagster as dg
+from dagster._core.storage.asset_check_execution_record import AssetCheckExecutionRecordStatus
 
 from v8_model.gates import GATE_NAMES
 
@@ -34,6 +36,7 @@ HANDLED_KEPT = HISTORY_PER_GATE * len(GATE_NAMES)
 MAX_ATTEMPTS = 20  # deliveries tried per alert before it is given up (and logged as such)
 MAX_PENDING = 100
 WEBHOOK_TIMEOUT_SECONDS = 5.0
+FAILED = AssetCheckExecutionRecordStatus.FAILED
 
 
 @dataclass(frozen=True)
@@ -101,6 +104,13 @@ class WebhookError(RuntimeError):
 
 
 def post_webhook(url: str, payload: dict, timeout: float = WEBHOOK_TIMEOUT_SECONDS) -> None:
+    parts = urllib.parse.urlsplit(url.strip())
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        # urllib's own error would quote the URL, and the URL is the secret.
+        raise WebhookError(
+            f"{WEBHOOK_ENV_VAR} is not an http(s) URL: expected https://host/path "
+            f"(scheme {parts.scheme or 'missing'!r}); fix the setting"
+        )
     request = urllib.request.Request(
         url,
         data=json.dumps(payload).encode("utf-8"),
@@ -136,9 +146,11 @@ def _new_failures(instance: dg.DagsterInstance, handled: set[int], ui_url: str) 
             dg.AssetCheckKey(MODEL_ASSET, gate), limit=HISTORY_PER_GATE
         )
         for record in records:
-            evaluation = record.evaluation
-            if record.id in handled or evaluation is None or evaluation.passed:
+            # Only executed evaluations: a run that failed upstream leaves its checks PLANNED
+            # (no `passed`, nothing measured), and those are not gate failures.
+            if record.id in handled or record.status is not FAILED:
                 continue
+            evaluation = record.evaluation
             metadata = dict(evaluation.metadata or {})
             value = _metadata_value(metadata, "value")
             threshold = _metadata_value(metadata, "threshold")

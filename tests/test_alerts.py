@@ -28,7 +28,22 @@ class GateOutcomes(dg.Config):
     failing: dict[str, float] = {}  # gate name → measured value
 
 
-@dg.asset(name="model", partitions_def=symbol_partitions, check_specs=GATE_CHECK_SPECS)
+class UpstreamOutcome(dg.Config):
+    fail: bool = False
+
+
+@dg.asset(name="features", partitions_def=symbol_partitions)
+def stand_in_features(config: UpstreamOutcome) -> None:
+    if config.fail:
+        raise dg.Failure(description="upstream failed on purpose")
+
+
+@dg.asset(
+    name="model",
+    partitions_def=symbol_partitions,
+    check_specs=GATE_CHECK_SPECS,
+    deps=[stand_in_features],
+)
 def stand_in_model(config: GateOutcomes):
     yield dg.MaterializeResult()
     for gate in GATE_NAMES:
@@ -42,7 +57,8 @@ def stand_in_model(config: GateOutcomes):
 
 def record_gates(instance: dg.DagsterInstance, symbol: str, failing: dict[str, float]) -> str:
     result = dg.materialize(
-        [stand_in_model],
+        [stand_in_model, stand_in_features],
+        selection=[stand_in_model],
         partition_key=symbol,
         instance=instance,
         run_config={"ops": {"model": {"config": {"failing": failing}}}},
@@ -166,3 +182,57 @@ def test_a_late_failure_below_the_newest_handled_id_is_still_alerted(dagster_ins
     )
     assert len(sent) == 1 and "BTC logit_range = 30" in sent[0]
     assert set(cursor.handled) == {newest.id, older.id}
+
+
+def run_failing_upstream(instance: dg.DagsterInstance, symbol: str) -> None:
+    """A run whose `features` fails: the gate checks of `model` stay planned, never executed."""
+    result = dg.materialize(
+        [stand_in_features, stand_in_model],
+        partition_key=symbol,
+        instance=instance,
+        run_config={"ops": {"features": {"config": {"fail": True}}}},
+        raise_on_error=False,
+    )
+    assert not result.success
+
+
+def test_alerts_survive_runs_that_failed_upstream(dagster_instance, alert_env):
+    run_failing_upstream(dagster_instance, "BTC")  # planned-only gate records, first
+    record_gates(dagster_instance, "ETH", {})  # executed and passed
+    record_gates(dagster_instance, "SOL", {"class_balance": 0.8})  # executed and failed
+    run_failing_upstream(dagster_instance, "ETH")  # planned-only records, newest
+    history = dagster_instance.event_log_storage.get_asset_check_execution_history(
+        dg.AssetCheckKey(dg.AssetKey("model"), "class_balance"), limit=10
+    )
+    assert {record.status.value for record in history} == {"PLANNED", "SUCCEEDED", "FAILED"}
+
+    summary, cursor = tick(dagster_instance, None)
+    assert summary == "1 new failed gate(s), 1 alert(s) sent, 0 pending"
+    assert len(alert_env.messages) == 1
+    assert "SOL class_balance = 0.8" in alert_env.messages[0]["text"]
+
+    # A later failure, after more upstream failures, is still posted: the sensor keeps working.
+    run_failing_upstream(dagster_instance, "SOL")
+    record_gates(dagster_instance, "BTC", {"logit_range": 31.0, "no_nan_inf": 3.0})
+    summary, _ = tick(dagster_instance, cursor)
+    assert summary == "2 new failed gate(s), 2 alert(s) sent, 0 pending"
+    assert [m["text"].split(" = ")[0].split(": ")[-1] for m in alert_env.messages[1:]] == [
+        "BTC logit_range",
+        "BTC no_nan_inf",
+    ]
+
+
+@pytest.mark.parametrize(
+    "bad_url", ["hooks.example.test/services/SECRET-TOKEN", "ftp://x/SECRET-TOKEN"]
+)
+def test_a_webhook_url_without_http_scheme_is_named_not_leaked(dagster_instance, caplog, bad_url):
+    record_gates(dagster_instance, "BTC", {"logit_range": 50.0})
+    logger = logging.getLogger("test_alerts")
+    with caplog.at_level(logging.INFO, logger="test_alerts"):
+        cursor, summary = process_gate_alerts(
+            dagster_instance, AlertCursor(), webhook_url=bad_url, ui_url="http://ui", log=logger
+        )  # the tick completes: no exception
+    assert summary == "1 new failed gate(s), 0 alert(s) sent, 1 pending"
+    assert f"{WEBHOOK_ENV_VAR} is not an http(s) URL" in caplog.text
+    assert "SECRET-TOKEN" not in caplog.text and "SECRET-TOKEN" not in summary
+    assert "SECRET-TOKEN" not in cursor.to_json()
