@@ -35,7 +35,6 @@ from crpbot_assets.report import (
 )
 from crpbot_assets.sagemaker.dagster_objects import TRAINING_POOL
 from crpbot_assets.storage import (
-    PROMOTION_FILE,
     REPORT_JSON_KEY,
     REPORT_LINKED_MARKDOWN_KEY,
     REPORT_MARKDOWN_KEY,
@@ -45,7 +44,7 @@ from crpbot_assets.storage import (
     features_key,
     model_folder,
     processor_key,
-    production_folder,
+    production_version_folder,
 )
 from crpbot_assets.trainers import ModelTrainer, utc_now
 from v8_model.data import DEFAULT_MAX_GAP, DEFAULT_MIN_ROWS, CandleValidationError, validate_candles
@@ -62,6 +61,7 @@ from v8_model.gates import GATE_NAMES
 from v8_model.net import CONFIG_FILE, WEIGHTS_FILE
 from v8_model.pipeline import fit_processor
 from v8_model.processor import processor_filename
+from v8_model.promotion import PromotionError, folder_digests, promote, verify_files
 from v8_model.storage import open_store
 from v8_model.synthetic import MINUTES_PER_DAY, generate_candles
 
@@ -398,13 +398,15 @@ def model(
         "cost_usd": run_info["cost_usd"],
     }
     figures = _figure_metadata(context, storage, symbol)
+    # What promotion may copy: the files exactly as this step trained and gated them.
+    staged = {STAGED_FILES_METADATA: dg.MetadataValue.json(folder_digests(storage.store, folder))}
     for result in invocation.get_results():
         if isinstance(result, dg.MaterializeResult):
             # The entry point's metadata, then where it ran and the pictures; nothing else of
             # the Pipes result changes.
             yield dg.MaterializeResult(
                 asset_key=result.asset_key,
-                metadata={**(result.metadata or {}), **where, **figures},
+                metadata={**(result.metadata or {}), **where, **staged, **figures},
                 check_results=result.check_results,
                 data_version=result.data_version,
                 tags=result.tags,
@@ -429,22 +431,54 @@ def _figure_metadata(
     }
 
 
+STAGED_FILES_METADATA = "staged_files"  # on `model`: name → {bytes, sha256} as trained and gated
+
+
+def _trained_record(context: dg.AssetExecutionContext, symbol: str) -> tuple[str, dict]:
+    """The latest `model` materialization of `symbol`: its run id and the staged files' hashes.
+
+    The hashes live in the instance's event log, not beside the files, so a staged folder that
+    was truncated, replaced or half-overwritten after training cannot vouch for itself.
+    """
+    latest = dg.AssetRecordsFilter(asset_key=model.key, asset_partitions=[symbol])
+    records = context.instance.fetch_materializations(latest, limit=1).records
+    materialization = records[0].asset_materialization if records else None
+    if materialization is None or STAGED_FILES_METADATA not in materialization.metadata:
+        raise dg.Failure(
+            description=f"refusing to promote {symbol}: no `model` materialization with recorded "
+            f"file hashes in this Dagster instance; materialize `model` for {symbol} first"
+        )
+    return records[0].run_id, dict(materialization.metadata[STAGED_FILES_METADATA].value)
+
+
 @dg.asset(
     partitions_def=symbol_partitions,
     deps=[model],
     group_name=GROUP,
     kinds={"pytorch"},
     automation_condition=RETRAIN_CONDITION,
-    description="The model promoted to production/{SYMBOL}/, only when every gate passed",
+    description="The model promoted to production/{SYMBOL}/ as a new version, only when every "
+    "gate passed and every staged file matches the hashes its training run recorded",
 )
 def production_model(
     context: dg.AssetExecutionContext, storage: StorageResource
 ) -> dg.MaterializeResult:
     symbol = context.partition_key
-    source, target = model_folder(symbol), production_folder(symbol)
-    metrics = json.loads(storage.store.read_text(f"{source}/{METRICS_FILE}"))
+    store, source = storage.store, model_folder(symbol)
+    training_run_id, recorded = _trained_record(context, symbol)
+    required = {WEIGHTS_FILE, CONFIG_FILE, METRICS_FILE, RUN_INFO_FILE, processor_filename(symbol)}
+    missing = sorted(required - set(recorded))
+    if missing:
+        raise dg.Failure(description=f"refusing to promote {symbol}: {source}/ lacks {missing}")
+    fix = f"retrain {symbol} (materialize `model`, then `production_model`)"
+    try:
+        # metrics.json is read only once its bytes are the ones the training run recorded.
+        staged = verify_files(store, source, recorded, what="the training run", fix=fix)
+    except PromotionError as error:
+        raise dg.Failure(description=f"refusing to promote {symbol}: {error}") from error
+    metrics = json.loads(staged[METRICS_FILE])
     # The blocking gate checks already keep this asset from running after a failed gate; the
-    # stored metrics are checked again so that no path promotes a failed model.
+    # recorded metrics are checked again so that no path promotes a failed model.
     failed = [name for name in GATE_NAMES if not metrics["gates"][name]["passed"]]
     if failed or not metrics["all_gates_passed"]:
         raise dg.Failure(
@@ -452,31 +486,24 @@ def production_model(
             f"{storage.uri(source)}/{METRICS_FILE}",
             metadata={"failed_gates": failed},
         )
-    names = [key.removeprefix(f"{source}/") for key in storage.store.list_keys(source)]
-    required = {WEIGHTS_FILE, CONFIG_FILE, METRICS_FILE, RUN_INFO_FILE, processor_filename(symbol)}
-    missing = sorted(required - set(names))
-    if missing:
-        raise dg.Failure(description=f"refusing to promote {symbol}: {source}/ lacks {missing}")
-    files = {}
-    for name in names:
-        data = storage.store.read_bytes(f"{source}/{name}")
-        storage.store.write_bytes(f"{target}/{name}", data)
-        files[name] = {"bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()}
-    run_info = json.loads(storage.store.read_text(f"{source}/{RUN_INFO_FILE}"))
-    promotion = {
-        "symbol": symbol,
+    run_info = json.loads(staged[RUN_INFO_FILE])
+    record = {
         "job_name": run_info["job_name"],
+        "trained_in_dagster_run": training_run_id,
         "promoted_at": utc_now(),
         "dagster_run_id": context.run.run_id,
-        "files": files,
     }
-    # Written last: a reader that finds the promotion record finds every file it lists.
-    storage.store.write_text(f"{target}/{PROMOTION_FILE}", json.dumps(promotion, indent=1))
+    try:
+        pointer = promote(store, symbol, source, recorded, record)
+    except PromotionError as error:
+        raise dg.Failure(description=f"refusing to promote {symbol}: {error}") from error
     return dg.MaterializeResult(
         metadata={
-            "uri": storage.uri(target),
+            "uri": storage.uri(production_version_folder(symbol, pointer.version)),
+            "version": pointer.version,
+            "previous_versions": list(pointer.previous),
             "job_name": run_info["job_name"],
-            "files": dg.MetadataValue.json(files),
+            "files": dg.MetadataValue.json(recorded),
             "test_accuracy": metrics["test_accuracy"],
             "baseline_accuracy": metrics["baseline_accuracy"],
         }

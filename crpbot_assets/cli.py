@@ -3,6 +3,7 @@
     crpbot preflight [--role-arn ARN] [--bucket B] [--region R] [--instance-type T] [--symbols ...]
     crpbot sagemaker-request SYMBOL [same flags]
     crpbot predict SYMBOL [--root ROOT] [--candles FILE] [--last N]
+    crpbot rollback SYMBOL [--root ROOT]
 
 Settings come from the environment (see crpbot_assets.sagemaker.settings.ENV_VARS) and the
 flags win. Each subcommand is one `add_*_command` function that registers its parser and its
@@ -177,10 +178,42 @@ def add_predict_command(subparsers: argparse._SubParsersAction) -> None:
     parser.set_defaults(handler=_predict)
 
 
+def _rollback(args: argparse.Namespace) -> int:
+    from crpbot_assets.storage import default_root
+    from v8_model.promotion import PromotionError, rollback
+    from v8_model.storage import open_store
+
+    store = open_store(args.root or default_root())
+    try:
+        left, pointer = rollback(store, args.symbol)
+    except PromotionError as error:
+        print(f"crpbot rollback: {error}", file=sys.stderr)
+        return EXIT_FAILED
+    print(
+        f"{args.symbol}: production now serves version {pointer.version} (was {left}); "
+        f"{len(pointer.previous)} earlier version(s) left to roll back to"
+    )
+    return 0
+
+
+def add_rollback_command(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "rollback",
+        help="serve SYMBOL's previously promoted production model again",
+        description="Switches production/{SYMBOL}/current.json back to the version promoted "
+        "before the current one, after checking its files against their recorded sha256. The "
+        "version left is removed.",
+    )
+    parser.add_argument("symbol", type=_symbol, help=f"one of {', '.join(SYMBOLS)}")
+    parser.add_argument("--root", help="storage root, a folder or s3://bucket/prefix [CRPBOT_ROOT]")
+    parser.set_defaults(handler=_rollback)
+
+
 COMMANDS: tuple[Callable[[argparse._SubParsersAction], None], ...] = (
     add_preflight_command,
     add_sagemaker_request_command,
     add_predict_command,
+    add_rollback_command,
 )
 
 

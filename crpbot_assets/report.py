@@ -1,7 +1,7 @@
 """The gate report: what every symbol's latest model measured, as JSON and Markdown, with pictures.
 
 Read from what the trainers stored (`models/{SYMBOL}/metrics.json` and `run_info.json`) and what
-promotion stored (`production/{SYMBOL}/promotion.json`); a symbol with no model files is reported
+promotion stored (the serving version's `promotion.json`); a symbol with no model files is reported
 as not trained, never filled in.
 
 Each trained symbol gets the four figures of `v8_model.plots` (loss curves, confusion matrix,
@@ -29,11 +29,11 @@ from crpbot_assets.storage import (
     RUN_INFO_FILE,
     StorageResource,
     model_folder,
-    production_folder,
 )
 from v8_model.entrypoint import METRICS_FILE
 from v8_model.gates import GATE_NAMES
 from v8_model.plots import markdown_image, metrics_figures
+from v8_model.promotion import current_folder
 
 NOT_TRAINED = "not trained"
 FIGURES_FOLDER = "figures"  # beside the reports, so the linked report's paths are relative
@@ -117,7 +117,8 @@ def symbol_entry(storage: StorageResource, symbol: str) -> dict:
     if metrics is None:
         return {"status": NOT_TRAINED}
     run_info = _read_json(storage, f"{folder}/{RUN_INFO_FILE}") or {}
-    promotion = _read_json(storage, f"{production_folder(symbol)}/{PROMOTION_FILE}") or {}
+    serving = current_folder(storage.store, symbol)
+    promotion = {} if serving is None else _read_json(storage, f"{serving}/{PROMOTION_FILE}") or {}
     job_name = run_info.get("job_name")
     entry = {
         "status": "passed" if metrics["all_gates_passed"] else "failed",

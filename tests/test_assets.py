@@ -10,7 +10,9 @@ segment spans a full week. Synthetic volatility clustering is off for the same r
 a week of test data is one volatility regime. Training is one epoch at batch 1024.
 """
 
+import hashlib
 import json
+import shutil
 from pathlib import Path
 
 import boto3
@@ -25,6 +27,9 @@ from crpbot_assets.checks import FEATURES_CHECK_NAMES
 from crpbot_assets.definitions import defs
 from v8_model.features import FEATURE_NAMES, FEATURES_DATASET_COLUMNS
 from v8_model.gates import GATE_NAMES, MAX_ABS_LOGIT
+from v8_model.predict import load_production_model
+from v8_model.promotion import current_folder
+from v8_model.storage import open_store
 
 SMALL_PROFILE = {
     "name": "demo",
@@ -110,9 +115,10 @@ def test_passing_symbol_writes_every_artifact(scenario):
     )
     model_files = {p.name for p in (root / "models" / "ETH").iterdir()}
     assert model_files == MODEL_FILES | {"processor_ETH_v8.json"}
-    production = {p.name for p in (root / "production" / "ETH").iterdir()}
+    serving = root / current_folder(open_store(root), "ETH")
+    production = {p.name for p in serving.iterdir()}
     assert production == model_files | {"promotion.json"}
-    promotion = json.loads((root / "production" / "ETH" / "promotion.json").read_text())
+    promotion = json.loads((serving / "promotion.json").read_text())
     run_info = json.loads((root / "models" / "ETH" / "run_info.json").read_text())
     assert promotion["job_name"] == run_info["job_name"]
     assert run_info["trainer"] == "local" and run_info["cost_usd"] == 0.0
@@ -233,9 +239,10 @@ def test_s3_root_runs_the_same_graph(s3_bucket, dagster_instance):
         "crpbot/processors/processor_ETH_v8.json",
         "crpbot/models/ETH/weights.npz",
         "crpbot/models/ETH/run_info.json",
-        "crpbot/production/ETH/weights.npz",
-        "crpbot/production/ETH/promotion.json",
+        "crpbot/production/ETH/current.json",
     } <= keys
+    serving = current_folder(open_store(root), "ETH")
+    assert {f"crpbot/{serving}/weights.npz", f"crpbot/{serving}/promotion.json"} <= keys
     assert materialization(result, "features")["uri"] == f"{root}/data/ETH_features.parquet"
 
 
@@ -264,15 +271,45 @@ def test_main_command_exit_code(monkeypatch, capsys, tmp_path):
         main_command.main(["--symbols", "DOGE"])
 
 
-def test_production_model_refuses_a_failed_model_even_when_run_alone(scenario):
-    """Defence in depth: without the blocking checks in the run, the stored metrics still decide."""
-    result = defs.resolve_job_def("symbol_pipeline").execute_in_process(
-        partition_key="BTC",
-        instance=dg.DagsterInstance.ephemeral(),
-        run_config={"resources": {"storage": {"config": {"root": str(scenario["root"])}}}},
+def promote_alone(instance: dg.DagsterInstance, root: Path, symbol: str):
+    return defs.resolve_job_def("symbol_pipeline").execute_in_process(
+        partition_key=symbol,
+        instance=instance,
+        run_config={"resources": {"storage": {"config": {"root": str(root)}}}},
         asset_selection=[dg.AssetKey("production_model")],
         raise_on_error=False,
     )
+
+
+def tree_digest(folder: Path) -> dict[str, str]:
+    return {
+        path.relative_to(folder).as_posix(): hashlib.sha256(path.read_bytes()).hexdigest()
+        for path in sorted(folder.rglob("*"))
+        if path.is_file()
+    }
+
+
+def test_production_model_refuses_truncated_staged_weights(scenario, tmp_path):
+    """Promotion copies only the bytes the training step recorded; production stays as it was."""
+    root = tmp_path / "root"
+    shutil.copytree(scenario["root"], root)
+    weights = root / "models" / "ETH" / "weights.npz"
+    weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
+    before = tree_digest(root / "production")
+
+    result = promote_alone(scenario["instance"], root, "ETH")
+    assert not result.success
+    [failure] = result.get_step_failure_events()
+    description = failure.step_failure_data.user_failure_data.description
+    assert description.startswith("refusing to promote ETH: ")
+    assert "models/ETH/weights.npz has sha256" in description and "Fix: retrain ETH" in description
+    assert tree_digest(root / "production") == before
+    assert load_production_model(root, "ETH")[0] is not None  # the good model still serves
+
+
+def test_production_model_refuses_a_failed_model_even_when_run_alone(scenario):
+    """Defence in depth: without the blocking checks in the run, the stored metrics still decide."""
+    result = promote_alone(scenario["instance"], scenario["root"], "BTC")
     assert not result.success
     [failure] = result.get_step_failure_events()
     description = failure.step_failure_data.user_failure_data.description

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,10 +27,10 @@ from v8_model.predict import (
     load_production_model,
     predict,
     predict_latest,
-    production_folder,
 )
 from v8_model.processor import V8FeatureProcessor, processor_filename
-from v8_model.storage import open_store
+from v8_model.promotion import current_folder, folder_digests, promote
+from v8_model.storage import Store, open_store
 from v8_model.synthetic import generate_candles
 from v8_model.train import TrainConfig, predict_logits, train_model
 
@@ -78,16 +79,28 @@ def _write_model(directory: Path, trained: Trained, processor: V8FeatureProcesso
     (processor or trained.processor).save(directory / PROCESSOR_FILE)
 
 
+def _promote(store: Store, trained: Trained) -> None:
+    """Stage the model under models/BTC/ as a trainer does, then promote it."""
+    with tempfile.TemporaryDirectory() as staged:
+        _write_model(Path(staged), trained)
+        for path in Path(staged).iterdir():
+            store.upload_file(path, f"models/{SYMBOL}/{path.name}")
+    digests = folder_digests(store, f"models/{SYMBOL}")
+    promote(store, SYMBOL, f"models/{SYMBOL}", digests, {"job_name": "test"})
+
+
 @pytest.fixture
 def root(tmp_path, trained) -> Path:
     """A storage root holding production/BTC/ as promotion leaves it, minus promotion.json."""
     root = tmp_path / "root"
-    _write_model(root / production_folder(SYMBOL), trained)
+    _promote(open_store(root), trained)
+    (_model_dir(root) / PROMOTION_FILE).unlink()
     return root
 
 
 def _model_dir(root: Path) -> Path:
-    return root / production_folder(SYMBOL)
+    """The serving version's folder."""
+    return root / current_folder(open_store(root), SYMBOL)
 
 
 def _write_promotion(root: Path) -> None:
@@ -154,12 +167,11 @@ def test_loads_a_model_directory_itself_and_a_consistent_promotion(root):
 
 def test_loads_from_s3(s3_bucket, root, trained):
     store = open_store(f"s3://{s3_bucket}/crpbot")
-    for path in _model_dir(root).iterdir():
-        store.upload_file(path, f"{production_folder(SYMBOL)}/{path.name}")
+    _promote(store, trained)
     model, _ = load_production_model(store.root, SYMBOL)
     assert model.state_dict().keys() == trained.model.state_dict().keys()
 
-    with pytest.raises(ProductionModelError, match=f"{store.root}/production/ETH/config.json"):
+    with pytest.raises(ProductionModelError, match=f"{store.root}/production/ETH/current.json"):
         load_production_model(store.root, "ETH")
 
 
@@ -167,14 +179,14 @@ def test_missing_production_model(tmp_path):
     with pytest.raises(ProductionModelError) as error:
         load_production_model(tmp_path / "empty", SYMBOL)
     message = str(error.value)
-    assert "production/BTC/config.json" in message
+    assert "production/BTC/current.json" in message
     assert "production_model" in message  # what to do about it
 
 
 @pytest.mark.parametrize("file_name", [PROCESSOR_FILE, CONFIG_FILE, WEIGHTS_FILE])
 def test_missing_file(root, file_name):
     (_model_dir(root) / file_name).unlink()
-    with pytest.raises(ProductionModelError, match=f"BTC/{file_name}: not found"):
+    with pytest.raises(ProductionModelError, match=f"/{file_name}: not found"):
         load_production_model(root, SYMBOL)
 
 

@@ -6,7 +6,8 @@ One place for the layout, shared by the Dagster assets, the trainers and `v8_mod
     data/{SYMBOL}_features.parquet        the training channel's file
     processors/processor_{SYMBOL}_v8.json the fitted processor (the processor channel's file)
     models/{SYMBOL}/...                   the entry point's SM_MODEL_DIR/{SYMBOL}/ + run_info.json
-    production/{SYMBOL}/...               the promoted model + promotion.json
+    production/{SYMBOL}/current.json      which promoted version serves (v8_model.promotion)
+    production/{SYMBOL}/versions/{V}/...  one promoted model + promotion.json, kept for rollback
     reports/gate_report.md, .json         the summary over all symbols (figures embedded)
     reports/gate_report_linked.md         the same, linking reports/figures/{SYMBOL}_*.png
 """
@@ -18,6 +19,7 @@ from v8_model.processor import processor_filename
 
 RUN_INFO_FILE = "run_info.json"
 PROMOTION_FILE = "promotion.json"
+PRODUCTION_POINTER_FILE = "current.json"
 REPORT_MARKDOWN_KEY = "reports/gate_report.md"
 REPORT_JSON_KEY = "reports/gate_report.json"
 REPORT_LINKED_MARKDOWN_KEY = "reports/gate_report_linked.md"
@@ -42,5 +44,10 @@ def model_folder(symbol: str) -> str:
 
 
 def production_folder(symbol: str) -> str:
-    """The promoted copy of `model_folder`, with promotion.json written last."""
+    """The symbol's production versions and the pointer to the one that serves."""
     return f"production/{symbol}"
+
+
+def production_version_folder(symbol: str, version: str) -> str:
+    """One promoted copy of `model_folder`, with promotion.json."""
+    return f"{production_folder(symbol)}/versions/{version}"

@@ -1,10 +1,11 @@
 """SELL/HOLD/BUY probabilities from a symbol's production model on the latest candles.
 
-Production layout: `<root>/production/{SYMBOL}/` holds what the training entry point writes to
+Production layout (v8_model.promotion): `<root>/production/{SYMBOL}/current.json` names the
+serving version; its folder `versions/{VERSION}/` holds what the training entry point writes to
 SM_MODEL_DIR/{SYMBOL}/ (`weights.npz`, `config.json`, `processor_{SYMBOL}_v8.json`,
-`metrics.json`), plus the `promotion.json` that Dagster's `production_model` asset writes last,
-with the sha256 of every file it promoted. `<root>` is a local folder or `s3://bucket/prefix`
-(v8_model.storage); a model directory itself (e.g. SM_MODEL_DIR/{SYMBOL}) is accepted too.
+`metrics.json`), plus the `promotion.json` with the sha256 of every file promoted. `<root>` is a
+local folder or `s3://bucket/prefix` (v8_model.storage); a model directory itself (e.g.
+SM_MODEL_DIR/{SYMBOL}) is accepted too.
 
 The features are the training code's own (`compute_features`, the processor's scaler, the net's
 forward pass through `predict_logits`), so a prediction equals the batch evaluation's for the
@@ -25,9 +26,10 @@ from v8_model.data import CandleValidationError, validate_candles
 from v8_model.defaults import CLASS_NAMES
 from v8_model.features import WARMUP_ROWS, compute_features
 from v8_model.gates import softmax
-from v8_model.layout import PROMOTION_FILE, production_folder
+from v8_model.layout import PRODUCTION_POINTER_FILE, PROMOTION_FILE, production_folder
 from v8_model.net import CONFIG_FILE, WEIGHTS_FILE, ModelLoadError, V8TradingNet, load_model
 from v8_model.processor import ProcessorLoadError, V8FeatureProcessor, processor_filename
+from v8_model.promotion import PromotionError, current_folder
 from v8_model.storage import Store, open_store
 from v8_model.train import predict_logits
 
@@ -64,19 +66,24 @@ def _model_files(symbol: str) -> tuple[str, ...]:
 
 
 def _locate(store: Store, symbol: str) -> str:
-    """The key folder holding the symbol's model: production/{SYMBOL}, or the root itself.
+    """The key folder holding the symbol's model: its serving production version, or the root.
 
-    A folder holding any of the model files is the one meant; the files it lacks are then
-    reported one by one, rather than as "no model at all".
+    A root holding any of the model files is a model directory itself; the files it lacks are
+    then reported one by one, rather than as "no model at all".
     """
-    for folder in (production_folder(symbol), ""):
-        if any(store.exists(_key(folder, name)) for name in _model_files(symbol)):
-            return folder
+    try:
+        serving = current_folder(store, symbol)
+    except PromotionError as error:
+        raise ProductionModelError(str(error)) from error
+    if serving is not None:
+        return serving
+    if any(store.exists(name) for name in _model_files(symbol)):
+        return ""
     raise ProductionModelError(
         f"no model for {symbol} under {store.root}: expected "
-        f"{store.uri(production_folder(symbol))}/{CONFIG_FILE} (or a model directory holding "
-        f"{CONFIG_FILE}); promote a model that passed its gates (materialize `production_model` "
-        f"for partition {symbol}) or point at the folder that holds it"
+        f"{store.uri(production_folder(symbol))}/{PRODUCTION_POINTER_FILE} (or a model directory "
+        f"holding {CONFIG_FILE}); promote a model that passed its gates (materialize "
+        f"`production_model` for partition {symbol}) or point at the folder that holds it"
     )
 
 

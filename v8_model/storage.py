@@ -106,6 +106,10 @@ class Store(ABC):
     def list_keys(self, folder: str = "") -> list[str]:
         """Sorted keys of the objects under the folder `folder` (recursively; "" = everything)."""
 
+    @abstractmethod
+    def delete(self, key: str) -> None:
+        """Remove the object `key`; nothing happens when it does not exist."""
+
     def write_text(self, key: str, text: str) -> None:
         self.write_bytes(key, text.encode("utf-8"))
 
@@ -156,6 +160,15 @@ class LocalStore(Store):
             for path in start.rglob("*")
             if path.is_file() and not path.name.startswith(".")
         )
+
+    def delete(self, key: str) -> None:
+        path = self.path(key)
+        path.unlink(missing_ok=True)
+        # Empty folders left behind would read as leftovers of a half-removed version.
+        for parent in path.parents:
+            if parent == Path(self.root) or not parent.is_dir() or any(parent.iterdir()):
+                break
+            parent.rmdir()
 
     def _existing(self, key: str) -> Path:
         path = self.path(key)
@@ -227,6 +240,9 @@ class S3Store(Store):
         ):
             keys.extend(item["Key"][strip:] for item in page.get("Contents", []))
         return sorted(keys)
+
+    def delete(self, key: str) -> None:
+        self.client.delete_object(Bucket=self.bucket, Key=self._key(key))
 
     @contextmanager
     def _not_found(self, key: str) -> Iterator[None]:

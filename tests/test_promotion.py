@@ -1,0 +1,138 @@
+"""Production versions behind one pointer: promotion verifies, switches atomically, rolls back."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import boto3
+import pytest
+
+from crpbot_assets.cli import main as crpbot
+from v8_model.promotion import (
+    KEEP_VERSIONS,
+    PromotionError,
+    current_folder,
+    folder_digests,
+    promote,
+    read_pointer,
+    rollback,
+)
+from v8_model.storage import Store, open_store
+
+SYMBOL = "BTC"
+STAGED = f"models/{SYMBOL}"
+
+
+def stage(store: Store, weights: bytes) -> dict[str, dict]:
+    """Write a model's files to the staging folder; returns the hashes training records."""
+    store.write_bytes(f"{STAGED}/weights.npz", weights)
+    store.write_text(f"{STAGED}/config.json", json.dumps({"weights": weights.hex()[:8]}))
+    return folder_digests(store, STAGED)
+
+
+def tree_digest(root: Path) -> dict[str, str]:
+    return {
+        path.relative_to(root).as_posix(): hashlib.sha256(path.read_bytes()).hexdigest()
+        for path in sorted(root.rglob("*"))
+        if path.is_file()
+    }
+
+
+def serving_weights(store: Store) -> bytes:
+    return store.read_bytes(f"{current_folder(store, SYMBOL)}/weights.npz")
+
+
+def test_promotion_copies_verified_files_into_a_new_version(tmp_path):
+    store = open_store(tmp_path)
+    recorded = stage(store, b"first model")
+    pointer = promote(store, SYMBOL, STAGED, recorded, {"job_name": "job-1"})
+    assert serving_weights(store) == b"first model"
+    promotion = json.loads(store.read_text(f"{current_folder(store, SYMBOL)}/promotion.json"))
+    assert promotion["files"] == recorded and promotion["job_name"] == "job-1"
+    assert pointer.previous == ()
+
+
+def test_truncated_staged_weights_are_refused_and_production_is_untouched(tmp_path):
+    store = open_store(tmp_path)
+    promote(store, SYMBOL, STAGED, stage(store, b"good model" * 100), {"job_name": "job-1"})
+    recorded = stage(store, b"new model" * 100)
+    weights = tmp_path / STAGED / "weights.npz"
+    weights.write_bytes(weights.read_bytes()[:50])  # truncated after training recorded it
+    before = tree_digest(tmp_path / "production")
+
+    with pytest.raises(PromotionError) as error:
+        promote(store, SYMBOL, STAGED, recorded, {"job_name": "job-2"})
+    message = str(error.value)
+    assert f"{STAGED}/weights.npz has sha256" in message and "(50 bytes)" in message
+    assert "Nothing was changed" in message and "Fix: retrain BTC" in message
+    assert tree_digest(tmp_path / "production") == before
+    assert serving_weights(store) == b"good model" * 100
+
+
+def test_a_missing_staged_file_is_refused(tmp_path):
+    store = open_store(tmp_path)
+    recorded = stage(store, b"model")
+    store.delete(f"{STAGED}/config.json")
+    with pytest.raises(PromotionError, match="config.json is missing"):
+        promote(store, SYMBOL, STAGED, recorded, {})
+    assert read_pointer(store, SYMBOL) is None
+
+
+def test_rollback_serves_the_previous_version_and_the_cli_says_so(tmp_path, capsys):
+    store = open_store(tmp_path)
+    for number in (1, 2, 3):
+        promote(store, SYMBOL, STAGED, stage(store, f"model {number}".encode()), {})
+    assert serving_weights(store) == b"model 3"
+
+    assert crpbot(["rollback", SYMBOL, "--root", str(tmp_path)]) == 0
+    assert serving_weights(store) == b"model 2"
+    assert "now serves version" in capsys.readouterr().out
+    left, pointer = rollback(store, SYMBOL)
+    assert serving_weights(store) == b"model 1" and pointer.previous == ()
+    assert not store.list_keys(f"production/{SYMBOL}/versions/{left}")  # the version left is gone
+
+    assert crpbot(["rollback", SYMBOL, "--root", str(tmp_path)]) == 1
+    assert "no earlier production version" in capsys.readouterr().err
+    assert crpbot(["rollback", "ETH", "--root", str(tmp_path)]) == 1
+    assert "ETH has no production model" in capsys.readouterr().err
+
+
+def test_rollback_refuses_a_damaged_previous_version(tmp_path):
+    store = open_store(tmp_path)
+    promote(store, SYMBOL, STAGED, stage(store, b"model 1"), {})
+    promote(store, SYMBOL, STAGED, stage(store, b"model 2"), {})
+    previous = read_pointer(store, SYMBOL).previous[0]
+    store.write_bytes(f"production/{SYMBOL}/versions/{previous}/weights.npz", b"tampered")
+    with pytest.raises(PromotionError, match="recorded"):
+        rollback(store, SYMBOL)
+    assert serving_weights(store) == b"model 2"
+
+
+def test_only_the_newest_versions_are_kept(tmp_path):
+    store = open_store(tmp_path)
+    for number in range(KEEP_VERSIONS + 2):
+        promote(store, SYMBOL, STAGED, stage(store, f"model {number}".encode()), {})
+    pointer = read_pointer(store, SYMBOL)
+    versions = {p.name for p in (tmp_path / "production" / SYMBOL / "versions").iterdir()}
+    assert versions == {pointer.version, *pointer.previous}
+    assert len(versions) == KEEP_VERSIONS
+
+
+def test_promotion_and_rollback_on_s3(s3_bucket):
+    store = open_store(f"s3://{s3_bucket}/crpbot")
+    promote(store, SYMBOL, STAGED, stage(store, b"model 1"), {})
+    promote(store, SYMBOL, STAGED, stage(store, b"model 2"), {})
+    rollback(store, SYMBOL)
+    assert serving_weights(store) == b"model 1"
+    keys = [o["Key"] for o in boto3.client("s3").list_objects_v2(Bucket=s3_bucket)["Contents"]]
+    versions = {key.split("/")[4] for key in keys if "/versions/" in key}
+    assert len(versions) == 1  # the version rolled back from was deleted
+
+
+def test_a_corrupt_pointer_is_a_clear_error(tmp_path):
+    store = open_store(tmp_path)
+    store.write_text(f"production/{SYMBOL}/current.json", "{not json")
+    with pytest.raises(PromotionError, match="corrupt production pointer"):
+        current_folder(store, SYMBOL)
