@@ -47,6 +47,7 @@ from crpbot_assets.storage import (
     production_version_folder,
 )
 from crpbot_assets.trainers import ModelTrainer, utc_now
+from crpbot_assets.writers import claim_symbol
 from v8_model.data import DEFAULT_MAX_GAP, DEFAULT_MIN_ROWS, CandleValidationError, validate_candles
 from v8_model.entrypoint import HYPERPARAMETERS, METRICS_FILE
 from v8_model.exchange import (
@@ -254,6 +255,7 @@ def candles(
     profile: ProfileResource,
     exchanges: ExchangeResource,
 ) -> dg.MaterializeResult:
+    claim_symbol(context)
     symbol = context.partition_key
     settings = profile.get()
     days = config.days or settings.days
@@ -304,6 +306,7 @@ def candles(
     description="timestamp + OHLCV + the 72 features: data/{SYMBOL}_features.parquet",
 )
 def features(context: dg.AssetExecutionContext, storage: StorageResource) -> dg.MaterializeResult:
+    claim_symbol(context)
     symbol = context.partition_key
     dataset = build_features_dataset(storage.read_parquet(candles_key(symbol)))
     key = features_key(symbol)
@@ -336,6 +339,7 @@ def features(context: dg.AssetExecutionContext, storage: StorageResource) -> dg.
     description="Scaler and label thresholds fitted on the training segment only",
 )
 def processor(context: dg.AssetExecutionContext, storage: StorageResource) -> dg.MaterializeResult:
+    claim_symbol(context)
     symbol = context.partition_key
     fitted = fit_processor(storage.read_parquet(features_key(symbol)), symbol)
     key = processor_key(symbol)
@@ -382,6 +386,7 @@ def model(
     trainer: ModelTrainer,
     profile: ProfileResource,
 ):
+    claim_symbol(context)
     symbol = context.partition_key
     hyperparameters = _hyperparameters(profile, config.hyperparameters)
     invocation = trainer.train(
@@ -463,6 +468,7 @@ def _trained_record(context: dg.AssetExecutionContext, symbol: str) -> tuple[str
 def production_model(
     context: dg.AssetExecutionContext, storage: StorageResource
 ) -> dg.MaterializeResult:
+    claim_symbol(context)
     symbol = context.partition_key
     store, source = storage.store, model_folder(symbol)
     training_run_id, recorded = _trained_record(context, symbol)

@@ -104,7 +104,10 @@ def get_profile(name: str) -> Profile:
 
 
 def default_profile_name() -> str:
-    return os.environ.get(PROFILE_ENV_VAR, DEFAULT_PROFILE)
+    """The profile named by CRPBOT_PROFILE (default demo); ValueError for an unknown name."""
+    name = os.environ.get(PROFILE_ENV_VAR, DEFAULT_PROFILE)
+    get_profile(name)
+    return name
 
 
 class ProfileResource(dg.ConfigurableResource):

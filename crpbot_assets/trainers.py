@@ -7,6 +7,8 @@ a subprocess on this machine, the SageMaker trainer (crpbot_assets.sagemaker) as
 from __future__ import annotations
 
 import json
+import os
+import shutil
 import sys
 import tempfile
 import time
@@ -27,6 +29,7 @@ from crpbot_assets.storage import (
     processor_key,
 )
 from v8_model.entrypoint import features_filename
+from v8_model.lifetime import PARENT_PID_ENV_VAR, process_exists
 from v8_model.processor import processor_filename
 
 
@@ -97,6 +100,22 @@ def publish_model(
     return [*keys, run_info_key]
 
 
+# The local trainer's emulated containers: "{pid}-{job}-*", removed by the next trainer when the
+# process `pid` was killed before it could remove its own.
+WORK_BASE = Path(tempfile.gettempdir()) / "crpbot-trainer"
+
+
+def remove_orphaned_work_folders() -> list[Path]:
+    """Delete work folders whose owning process no longer exists; returns what was removed."""
+    removed = []
+    for folder in sorted(WORK_BASE.glob("*-*")) if WORK_BASE.is_dir() else []:
+        owner = folder.name.split("-", 1)[0]
+        if folder.is_dir() and owner.isdigit() and not process_exists(int(owner)):
+            shutil.rmtree(folder)
+            removed.append(folder)
+    return removed
+
+
 def utc_now() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds")
 
@@ -159,7 +178,10 @@ class LocalTrainer(ModelTrainer):
     ) -> dg.PipesClientCompletedInvocation:
         job_name = training_job_name(symbol, context.run.run_id)
         started_at, started = utc_now(), time.perf_counter()
-        with tempfile.TemporaryDirectory(prefix=f"{job_name}-") as tmp:
+        for folder in remove_orphaned_work_folders():
+            context.log.warning(f"removed {folder}, left behind by a trainer that was killed")
+        WORK_BASE.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(prefix=f"{os.getpid()}-{job_name}-", dir=WORK_BASE) as tmp:
             container = emulate_training_container(
                 Path(tmp) / "opt_ml", job_name=job_name, hyperparameters=hyperparameters
             )
@@ -169,7 +191,8 @@ class LocalTrainer(ModelTrainer):
                 invocation = dg.PipesSubprocessClient().run(
                     context=context,
                     command=[self.python, "-m", "v8_model.train"],
-                    env=container.env,
+                    # The entry point dies with this process instead of training on as an orphan.
+                    env={**container.env, PARENT_PID_ENV_VAR: str(os.getpid())},
                     cwd=tmp,
                 )
             except Exception as error:

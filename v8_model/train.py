@@ -259,6 +259,10 @@ def train_model(
 
 
 if __name__ == "__main__":
-    from v8_model.entrypoint import main
+    import os
 
+    from v8_model.entrypoint import main
+    from v8_model.lifetime import die_with_parent
+
+    die_with_parent(os.environ)
     raise SystemExit(main())
