@@ -35,5 +35,7 @@ bench: setup
 	$(BIN)/python bench/features.py
 	$(BIN)/python bench/train_cpu.py
 
+# .dagster_home/dagster.yaml is the repo's instance settings: everything else there is runs.
 clean:
-	rm -rf $(VENV) .dagster_home var
+	rm -rf $(VENV) var
+	find .dagster_home -mindepth 1 -maxdepth 1 ! -name dagster.yaml -exec rm -rf {} +
