@@ -23,6 +23,7 @@ from crpbot_assets.automation import GATE_REPORT_CONDITION, RETRAIN_CONDITION
 from crpbot_assets.checks import GATE_CHECK_SPECS
 from crpbot_assets.partitions import symbol_partitions
 from crpbot_assets.profiles import (
+    MIN_COMPLETENESS,
     SYNTHETIC_SIGNAL,
     SYNTHETIC_START,
     ProfileResource,
@@ -148,6 +149,18 @@ def _validation_failure(error: CandleValidationError) -> dg.Failure:
     )
 
 
+def _with_symbol(template: str, symbol: str, setting: str) -> str:
+    """`template` with '{symbol}' replaced; any other placeholder is the user's to fix."""
+    try:
+        return template.format(symbol=symbol)
+    except (KeyError, IndexError, ValueError) as error:
+        raise dg.Failure(
+            description=f"candles config {setting}={template!r}: only the placeholder "
+            f"'{{symbol}}' is replaced ({type(error).__name__}: {error}); write literal braces "
+            "as '{{' and '}}'"
+        ) from error
+
+
 def _max_gap(config: CandlesConfig) -> pd.Timedelta:
     try:
         max_gap = pd.Timedelta(config.max_gap)
@@ -192,7 +205,7 @@ def _download_candles(
     symbol = context.partition_key
     key = candles_key(symbol)
     uri = storage.uri(key)
-    market = config.market.format(symbol=symbol) if config.market else market_for(symbol)
+    market = _with_symbol(config.market, symbol, "market") if config.market else market_for(symbol)
     source = f"exchange {config.exchange} {market}"
     previous = _previous_source(context, uri)
     if previous is not None and previous != source and storage.store.exists(key):
@@ -275,12 +288,21 @@ def candles(
     else:
         if not config.path:
             raise dg.Failure(description="candles config source='parquet' needs a `path`")
-        source = config.path.format(symbol=symbol)
+        source = _with_symbol(config.path, symbol, "path")
         frame = _read_source(source)
     try:
         validate_candles(frame, source=source, max_gap=_max_gap(config))
     except CandleValidationError as error:
         raise _validation_failure(error) from error
+    # Refused before writing: the stored candles (which `crpbot predict` reads) stay as they were.
+    if len(frame) < settings.min_rows:
+        raise dg.Failure(
+            description=f"{source}: {len(frame)} candles; the {settings.name} profile needs at "
+            f"least {settings.min_rows} ({settings.min_coverage_days:g} days of 1-minute candles, "
+            f"{MIN_COMPLETENESS:.0%} complete). Nothing was stored. Fix: supply a longer history "
+            "of candles, or choose a profile with a shorter minimum.",
+            metadata={"rows": len(frame), "min_rows": settings.min_rows},
+        )
     key = candles_key(symbol)
     size = storage.write_parquet(key, frame)
     return dg.MaterializeResult(

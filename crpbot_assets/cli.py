@@ -25,6 +25,8 @@ from pydantic import ValidationError
 from v8_model.defaults import SYMBOLS
 
 if TYPE_CHECKING:
+    import pandas as pd
+
     from crpbot_assets.sagemaker.settings import SageMakerSettings
 
 # A handler receives the parsed arguments and returns the exit code.
@@ -129,28 +131,48 @@ def add_sagemaker_request_command(subparsers: argparse._SubParsersAction) -> Non
     parser.set_defaults(handler=_sagemaker_request)
 
 
-def _predict(args: argparse.Namespace) -> int:
+def _read_candles(args: argparse.Namespace, root: str) -> pd.DataFrame:
+    """The candles to predict on: --candles, else the stored candles of the symbol."""
     import pandas as pd
 
-    from crpbot_assets.storage import default_root
     from v8_model.layout import candles_key
-    from v8_model.predict import MIN_PREDICT_CANDLES, format_predictions, predict_latest
     from v8_model.storage import open_store
 
-    root = args.root or default_root()
     if args.candles:
-        candles = pd.read_parquet(args.candles)
-    else:
-        store = open_store(root)
-        key = candles_key(args.symbol)
-        if not store.exists(key):
-            print(
-                f"crpbot predict: no candles at {store.uri(key)}; materialize `candles` for "
-                f"{args.symbol} or pass --candles FILE",
-                file=sys.stderr,
-            )
-            return EXIT_FAILED
-        candles = store.read_parquet(key)
+        return pd.read_parquet(args.candles)
+    store = open_store(root)
+    key = candles_key(args.symbol)
+    if not store.exists(key):
+        raise FileNotFoundError(
+            f"no candles at {store.uri(key)}; materialize `candles` for {args.symbol} or pass "
+            "--candles FILE"
+        )
+    return store.read_parquet(key)
+
+
+def _predict(args: argparse.Namespace) -> int:
+    import pyarrow
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    from crpbot_assets.storage import default_root
+    from v8_model.predict import MIN_PREDICT_CANDLES, format_predictions, predict_latest
+
+    root = args.root or default_root()
+    where = args.candles or f"the stored candles of {args.symbol} under {root}"
+    try:
+        candles = _read_candles(args, root)
+    except FileNotFoundError as error:
+        print(f"crpbot predict: {error}", file=sys.stderr)
+        return EXIT_FAILED
+    except (OSError, pyarrow.ArrowException, BotoCoreError, ClientError) as error:
+        # Unreadable or unreachable: say which file, not a pyarrow/botocore traceback.
+        print(
+            f"crpbot predict: cannot read {where}: {type(error).__name__}: {error}. Fix: check "
+            "that the file is a parquet file of candles and that the storage is reachable "
+            "(credentials, AWS_ENDPOINT_URL, network)",
+            file=sys.stderr,
+        )
+        return EXIT_FAILED
     try:
         # Only the rows needed: the warm-up history plus the predictions asked for.
         predictions = predict_latest(
@@ -159,8 +181,25 @@ def _predict(args: argparse.Namespace) -> int:
     except ValueError as error:  # a missing/corrupt model or unusable candles: the user's to fix
         print(f"crpbot predict: {error}", file=sys.stderr)
         return EXIT_FAILED
+    except (OSError, BotoCoreError, ClientError) as error:
+        print(
+            f"crpbot predict: cannot read the production model under {root}: "
+            f"{type(error).__name__}: {error}. Fix: check that the storage is reachable",
+            file=sys.stderr,
+        )
+        return EXIT_FAILED
     print(format_predictions(predictions.tail(args.last)))
     return 0
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number of rows >= 1, got {text!r}")
+    return value
 
 
 def add_predict_command(subparsers: argparse._SubParsersAction) -> None:
@@ -174,7 +213,9 @@ def add_predict_command(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("symbol", type=_symbol, help=f"one of {', '.join(SYMBOLS)}")
     parser.add_argument("--root", help="storage root, a folder or s3://bucket/prefix [CRPBOT_ROOT]")
     parser.add_argument("--candles", help="a parquet file of 1-minute candles to predict on")
-    parser.add_argument("--last", type=int, default=10, help="how many latest rows to print")
+    parser.add_argument(
+        "--last", type=_positive_int, default=10, help="how many latest rows to print (>= 1)"
+    )
     parser.set_defaults(handler=_predict)
 
 

@@ -27,6 +27,8 @@ Rules, checked in this order; the first one broken raises `CandleValidationError
     DEFAULT_HORIZON + 1, is the longest feature window plus the label horizon plus one, so at
     least one row has both a full feature window and a label. An empty frame breaks this
     rule (or rule 1): with no rows there is nothing to type-check.
+12. constant series: close, and volume, each take more than one value (an all-zero or
+    constant volume, or a price that never moves, is a placeholder, not a market).
 
 Each message names the source (e.g. the file path), the rule, the column, how many rows
 offend, the first few offending rows (0-based positions with their timestamps and values) and
@@ -223,6 +225,18 @@ def validate_candles(
 
     if n < min_rows:
         raise _too_few_rows(source, n, min_rows, why)
+    for c in ("close", "volume"):
+        if n > 1 and (values[c] == values[c][0]).all():
+            raise CandleValidationError(
+                f"{source}: rule '{c} varies' is broken: all {n} rows have "
+                f"{c}={values[c][0]:.10g}. A market's {c} changes from minute to minute; a "
+                f"constant {c} leaves the features and labels without information.\nFix: check "
+                "that the source holds real candles of this market, not a placeholder or a "
+                "filled-in copy.",
+                source=source,
+                rule="constant_series",
+                columns=(c,),
+            )
 
 
 def _check_columns(df: pd.DataFrame, source: str) -> None:

@@ -66,6 +66,13 @@ class V8FeatureProcessor:
     def fit(self, train_features: pd.DataFrame, train_scores: np.ndarray) -> V8FeatureProcessor:
         """Fit the scaler on training feature rows and the label thresholds on their scores."""
         matrix = self._matrix(train_features)
+        if len(matrix) == 0:
+            raise ValueError(
+                "the training segment has no row with a label: the volatility-scaled forward "
+                "return is undefined where the price never moves (zero trailing volatility). "
+                "Fix: check that the candles' close price varies (a constant or placeholder "
+                "price series is not a market)"
+            )
         if not np.all(np.isfinite(matrix)):
             raise ValueError("training features contain NaN/Inf; the scaler cannot be fitted")
         self.scaler = StandardScaler().fit(matrix)

@@ -30,6 +30,17 @@ import pandas as pd
 S3_SCHEME = "s3://"
 
 
+def _umask() -> int:
+    mask = os.umask(0o022)  # reading the umask means setting it; put it straight back
+    os.umask(mask)
+    return mask
+
+
+# mkstemp creates 0600 files; a written object gets the mode a plain open() would give it, so a
+# separate serving user can read production/ where the umask allows.
+_FILE_MODE = 0o666 & ~_umask()
+
+
 def atomic_write_bytes(path: str | Path, data: bytes) -> None:
     """Write `data` to a temporary file beside `path`, fsync it, then rename it over `path`."""
     with _atomic_target(path) as tmp:
@@ -47,6 +58,7 @@ def _atomic_target(path: str | Path) -> Iterator[IO[bytes]]:
     target.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
     try:
+        os.fchmod(fd, _FILE_MODE)
         with os.fdopen(fd, "wb") as tmp:
             yield tmp
             tmp.flush()
@@ -220,6 +232,7 @@ class S3Store(Store):
         target = Path(local_path)
         target.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+        os.fchmod(fd, _FILE_MODE)
         os.close(fd)
         try:
             with self._not_found(key):
