@@ -69,7 +69,7 @@ def claim_symbol(context: dg.AssetExecutionContext) -> None:
     symbol = context.partition_key
     instance = context.instance
     fail_orphaned_runs(instance, context.log)
-    own = instance.get_run_record_by_id(context.run_id)
+    own = instance.get_run_record_by_id(context.run.run_id)
     own_start = own.start_time if own is not None and own.start_time is not None else float("inf")
     records = instance.get_run_records(
         filters=dg.RunsFilter(statuses=IN_PROGRESS, tags={PARTITION_TAG: symbol})
@@ -77,9 +77,9 @@ def claim_symbol(context: dg.AssetExecutionContext) -> None:
     earlier = [
         record
         for record in records
-        if record.dagster_run.run_id != context.run_id
+        if record.dagster_run.run_id != context.run.run_id
         and record.start_time is not None
-        and (record.start_time, record.dagster_run.run_id) < (own_start, context.run_id)
+        and (record.start_time, record.dagster_run.run_id) < (own_start, context.run.run_id)
     ]
     if earlier:
         first = min(earlier, key=lambda record: record.start_time)

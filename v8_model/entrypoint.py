@@ -31,13 +31,15 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
+import pyarrow.parquet as pq
 
 from v8_model.defaults import DEFAULT_PATIENCE, DEFAULT_SEED, SYMBOLS
-from v8_model.features import FEATURES_DATASET_COLUMNS
+from v8_model.features import FEATURE_NAMES, FEATURES_DATASET_COLUMNS
 from v8_model.gates import GATE_NAMES
 from v8_model.net import save_model
-from v8_model.pipeline import SymbolOutcome, train_and_evaluate
+from v8_model.pipeline import SymbolOutcome, prepare_segments, train_on_segments
 from v8_model.processor import V8FeatureProcessor, processor_filename
 from v8_model.storage import atomic_write_text
 from v8_model.train import EpochStats, TrainConfig
@@ -195,13 +197,22 @@ def read_features_dataset(path: Path) -> pd.DataFrame:
         raise FileNotFoundError(
             f"training data {path} not found: upload {path.name} to the training channel"
         )
-    dataset = pd.read_parquet(path)
-    missing = [column for column in FEATURES_DATASET_COLUMNS if column not in dataset.columns]
+    parquet = pq.ParquetFile(path)
+    present = set(parquet.schema_arrow.names)
+    missing = [column for column in FEATURES_DATASET_COLUMNS if column not in present]
     if missing:
         raise ValueError(
             f"{path}: missing {len(missing)} of {len(FEATURES_DATASET_COLUMNS)} columns, "
             f"first {missing[:5]}; rebuild it with v8_model.features.build_features_dataset"
         )
+    # Only what training reads, one column at a time into one float32 matrix: the decoded
+    # column is the only transient, and no whole-table Arrow or pandas copy is ever held.
+    features = np.empty((parquet.metadata.num_rows, len(FEATURE_NAMES)), dtype=np.float32)
+    for position, name in enumerate(FEATURE_NAMES):
+        features[:, position] = parquet.read(columns=[name]).column(0).to_numpy()
+    dataset = pd.DataFrame(features, columns=list(FEATURE_NAMES), copy=False)
+    dataset.insert(0, "close", parquet.read(columns=["close"]).column(0).to_numpy())
+    dataset.insert(0, "timestamp", parquet.read(columns=["timestamp"]).column(0).to_pandas())
     return dataset
 
 
@@ -246,10 +257,16 @@ def _report_to_pipes(pipes, outcome: SymbolOutcome, model_dir: Path) -> None:
 
 
 def _train_symbol(symbol, paths, config, pipes) -> tuple[SymbolOutcome, Path]:
-    dataset = read_features_dataset(paths.training_channel / features_filename(symbol))
     processor = None
     if paths.processor_channel is not None:
         processor = V8FeatureProcessor.load(paths.processor_channel / processor_filename(symbol))
+    # The dataset frame is not kept: once scaled into the float32 segments it is freed, so
+    # training holds one copy of the feature matrix, not two.
+    data = prepare_segments(
+        read_features_dataset(paths.training_channel / features_filename(symbol)),
+        processor,
+        symbol,
+    )
 
     def on_epoch(stats: EpochStats) -> None:
         line = f"symbol={symbol} {stats.line()}"
@@ -258,13 +275,8 @@ def _train_symbol(symbol, paths, config, pipes) -> tuple[SymbolOutcome, Path]:
             pipes.log.info(line)
 
     checkpoint_dir = paths.checkpoint_dir / symbol if paths.checkpoint_dir else None
-    outcome = train_and_evaluate(
-        dataset,
-        symbol=symbol,
-        config=config,
-        processor=processor,
-        on_epoch=on_epoch,
-        checkpoint_dir=checkpoint_dir,
+    outcome = train_on_segments(
+        data, symbol=symbol, config=config, on_epoch=on_epoch, checkpoint_dir=checkpoint_dir
     )
     symbol_dir = paths.model_dir / symbol
     save_model(outcome.training.model, symbol_dir)

@@ -39,6 +39,9 @@ class PreparedData:
     train: Segment
     validation: Segment
     test: Segment
+    rows: int  # of the whole dataset, and its time span
+    first_timestamp: str
+    last_timestamp: str
 
 
 @dataclass
@@ -54,11 +57,11 @@ class SymbolOutcome:
         return all(gate.passed for gate in self.gates.values())
 
 
-def _scored_rows(dataset: pd.DataFrame, rows: slice, scores: np.ndarray) -> tuple:
-    segment = dataset.iloc[rows]
-    segment_scores = scores[rows]
-    known = np.isfinite(segment_scores)
-    return segment.loc[known], segment_scores[known]
+def _scored_positions(rows: slice, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Row positions of `rows` that have a forward return, and those scores."""
+    positions = np.arange(len(scores))[rows]
+    positions = positions[np.isfinite(scores[positions])]
+    return positions, scores[positions]
 
 
 def _scores_and_split(dataset: pd.DataFrame, horizon: int) -> tuple[np.ndarray, ChronologicalSplit]:
@@ -73,8 +76,8 @@ def _fit_on_training_segment(
     symbol: str | None,
     horizon: int,
 ) -> V8FeatureProcessor:
-    train_rows, train_scores = _scored_rows(dataset, split.train, scores)
-    return V8FeatureProcessor(FEATURE_NAMES, horizon, symbol).fit(train_rows, train_scores)
+    positions, train_scores = _scored_positions(split.train, scores)
+    return V8FeatureProcessor(FEATURE_NAMES, horizon, symbol).fit(dataset, train_scores, positions)
 
 
 def fit_processor(
@@ -88,18 +91,34 @@ def fit_processor(
 def prepare_segments(
     dataset: pd.DataFrame, processor: V8FeatureProcessor | None = None, symbol: str | None = None
 ) -> PreparedData:
-    """Split the dataset, fit (or reuse) the processor, and scale and label each segment."""
+    """Split the dataset, fit (or reuse) the processor, and scale and label each segment.
+
+    The result holds no reference to `dataset`: a caller that drops it frees the frame, and
+    only the float32 segments stay in memory for training.
+    """
     horizon = processor.horizon if processor is not None else DEFAULT_HORIZON
     scores, split = _scores_and_split(dataset, horizon)
     if processor is None:
         processor = _fit_on_training_segment(dataset, scores, split, symbol, horizon)
+    timestamps = dataset["timestamp"]
 
     def segment(rows: slice) -> Segment:
-        kept, kept_scores = _scored_rows(dataset, rows, scores)
-        return Segment(processor.transform(kept), processor.labels(kept_scores), kept["timestamp"])
+        positions, kept_scores = _scored_positions(rows, scores)
+        return Segment(
+            processor.transform(dataset, positions),
+            processor.labels(kept_scores),
+            timestamps.iloc[positions].reset_index(drop=True),
+        )
 
     return PreparedData(
-        split, processor, segment(split.train), segment(split.validation), segment(split.test)
+        split,
+        processor,
+        segment(split.train),
+        segment(split.validation),
+        segment(split.test),
+        rows=len(dataset),
+        first_timestamp=str(timestamps.iloc[0]),
+        last_timestamp=str(timestamps.iloc[-1]),
     )
 
 
@@ -113,8 +132,25 @@ def train_and_evaluate(
     checkpoint_dir: Path | None = None,
 ) -> SymbolOutcome:
     """Train one symbol's model and measure it, with its gates, on the held-out test segment."""
+    return train_on_segments(
+        prepare_segments(dataset, processor, symbol),
+        symbol=symbol,
+        config=config,
+        on_epoch=on_epoch,
+        checkpoint_dir=checkpoint_dir,
+    )
+
+
+def train_on_segments(
+    data: PreparedData,
+    *,
+    symbol: str,
+    config: TrainConfig | None = None,
+    on_epoch: Callable[[EpochStats], None] | None = None,
+    checkpoint_dir: Path | None = None,
+) -> SymbolOutcome:
+    """`train_and_evaluate` on segments already prepared (the dataset itself no longer needed)."""
     config = config or TrainConfig()
-    data = prepare_segments(dataset, processor, symbol)
     training = train_model(
         data.train.features,
         data.train.labels,
@@ -131,9 +167,9 @@ def train_and_evaluate(
     metrics.update(
         {
             "symbol": symbol,
-            "rows": int(len(dataset)),
-            "first_timestamp": str(dataset["timestamp"].iloc[0]),
-            "last_timestamp": str(dataset["timestamp"].iloc[-1]),
+            "rows": data.rows,
+            "first_timestamp": data.first_timestamp,
+            "last_timestamp": data.last_timestamp,
             "segment_rows": {
                 "train": len(data.train.labels),
                 "validation": len(data.validation.labels),

@@ -8,7 +8,7 @@ version); loading never unpickles and refuses a file that does not match this co
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -21,6 +21,7 @@ from v8_model.labels import LabelThresholds
 from v8_model.storage import atomic_write_text
 
 FORMAT = "crpbot.v8.processor"
+TRANSFORM_CHUNK_ROWS = 65_536
 FORMAT_VERSION = 1
 
 
@@ -55,27 +56,47 @@ class V8FeatureProcessor:
     def is_fitted(self) -> bool:
         return self.scaler is not None and self.thresholds is not None
 
-    def _matrix(self, features: pd.DataFrame) -> np.ndarray:
+    def _chunks(self, features: pd.DataFrame, rows: np.ndarray | None) -> Iterator[np.ndarray]:
+        """The selected rows' features in float64, TRANSFORM_CHUNK_ROWS rows at a time.
+
+        Chunks bound the float64 working copy: a whole-segment copy would cost 8 bytes per
+        value on top of the float32 dataset, several times the float32 matrix at peak.
+        """
         missing = [name for name in self.feature_names if name not in features.columns]
         if missing:
             raise ValueError(
                 f"features are missing {len(missing)} of the processor's columns: {missing[:5]}"
             )
-        return features.loc[:, list(self.feature_names)].to_numpy(dtype=np.float64)
+        positions = np.arange(len(features)) if rows is None else np.asarray(rows)
+        columns = features.columns.get_indexer(list(self.feature_names))
+        for start in range(0, len(positions), TRANSFORM_CHUNK_ROWS):
+            chunk = positions[start : start + TRANSFORM_CHUNK_ROWS]
+            yield features.iloc[chunk, columns].to_numpy(dtype=np.float64)
 
-    def fit(self, train_features: pd.DataFrame, train_scores: np.ndarray) -> V8FeatureProcessor:
-        """Fit the scaler on training feature rows and the label thresholds on their scores."""
-        matrix = self._matrix(train_features)
-        if len(matrix) == 0:
+    def fit(
+        self,
+        train_features: pd.DataFrame,
+        train_scores: np.ndarray,
+        rows: np.ndarray | None = None,
+    ) -> V8FeatureProcessor:
+        """Fit the scaler on training feature rows and the label thresholds on their scores.
+
+        `rows` selects row positions of `train_features` (default: all); `train_scores` holds
+        one score per selected row.
+        """
+        if (len(train_features) if rows is None else len(rows)) == 0:
             raise ValueError(
                 "the training segment has no row with a label: the volatility-scaled forward "
                 "return is undefined where the price never moves (zero trailing volatility). "
                 "Fix: check that the candles' close price varies (a constant or placeholder "
                 "price series is not a market)"
             )
-        if not np.all(np.isfinite(matrix)):
-            raise ValueError("training features contain NaN/Inf; the scaler cannot be fitted")
-        self.scaler = StandardScaler().fit(matrix)
+        scaler = StandardScaler()
+        for chunk in self._chunks(train_features, rows):
+            if not np.all(np.isfinite(chunk)):
+                raise ValueError("training features contain NaN/Inf; the scaler cannot be fitted")
+            scaler.partial_fit(chunk)
+        self.scaler = scaler
         self.thresholds = LabelThresholds.fit(np.asarray(train_scores), self.horizon)
         return self
 
@@ -83,10 +104,21 @@ class V8FeatureProcessor:
         if not self.is_fitted:
             raise RuntimeError("V8FeatureProcessor is not fitted: call fit() or load() first")
 
-    def transform(self, features: pd.DataFrame) -> np.ndarray:
-        """Scaled feature matrix (float32, rows × 72) in the processor's column order."""
+    def transform(self, features: pd.DataFrame, rows: np.ndarray | None = None) -> np.ndarray:
+        """Scaled feature matrix (float32, rows × 72) in the processor's column order.
+
+        `rows` selects row positions of `features` (default: all), without copying the frame.
+        """
         self._require_fitted()
-        return self.scaler.transform(self._matrix(features)).astype(np.float32)
+        scaled = np.empty(
+            (len(features) if rows is None else len(rows), len(self.feature_names)),
+            dtype=np.float32,
+        )
+        start = 0
+        for chunk in self._chunks(features, rows):
+            scaled[start : start + len(chunk)] = self.scaler.transform(chunk)
+            start += len(chunk)
+        return scaled
 
     def labels(self, scores: np.ndarray) -> np.ndarray:
         self._require_fitted()

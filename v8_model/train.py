@@ -30,7 +30,9 @@ from v8_model.defaults import (
 from v8_model.loss import FocalLoss
 from v8_model.net import V8TradingNet
 
-EVAL_CHUNK_ROWS = 65_536
+# Rows per forward pass in evaluation: each chunk holds ~4 KB of activations per row, so this
+# bounds evaluation at ~35 MB whatever the segment size.
+EVAL_CHUNK_ROWS = 8_192
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,329 @@
+"""Red-team cases end to end against a real Dagster instance: each gives a clear error and
+leaves `production/` (and the stored candles) byte-identical.
+
+One module-wide root holds a promoted ETH model trained on small synthetic data (the same small
+profile as tests/test_assets.py). Every case then feeds one bad input or fault to the real graph
+or the real commands and compares the trees before and after.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import dagster as dg
+import pandas as pd
+import pytest
+from test_assets import small_run_config
+
+from crpbot_assets import main as main_command
+from crpbot_assets.assets import ExchangeResource
+from crpbot_assets.cli import main as crpbot
+from crpbot_assets.definitions import SYMBOL_ASSETS, defs
+from crpbot_assets.profiles import ProfileResource
+from crpbot_assets.storage import StorageResource, candles_key
+from crpbot_assets.trainers import WORK_BASE, ModelTrainer
+from crpbot_assets.writers import PID_TAG
+from v8_model.storage import open_store
+
+SYMBOL = "ETH"  # trains to passing gates on the small profile (see tests/test_assets.py)
+REPO = Path(__file__).resolve().parents[1]
+PROCESS_TIMEOUT = 300
+
+
+def tree_digest(folder: Path) -> dict[str, str]:
+    return {
+        path.relative_to(folder).as_posix(): hashlib.sha256(path.read_bytes()).hexdigest()
+        for path in sorted(folder.rglob("*"))
+        if path.is_file()
+    }
+
+
+@pytest.fixture(scope="module")
+def promoted(tmp_path_factory):
+    """A root with ETH promoted, and the instance that recorded it."""
+    base = tmp_path_factory.mktemp("faults")
+    (base / "home").mkdir()
+    root = base / "root"
+    with dg.instance_for_test(temp_dir=str(base / "home")) as instance:
+        result = defs.resolve_job_def("symbol_pipeline").execute_in_process(
+            partition_key=SYMBOL, instance=instance, run_config=small_run_config(str(root))
+        )
+        assert result.success
+        yield {"root": root, "instance": instance, "base": base}
+
+
+@pytest.fixture
+def unchanged(promoted):
+    """Asserts, after the test, that production/ and the stored candles did not change."""
+    root = promoted["root"]
+    before = tree_digest(root / "production")
+    candles_before = (root / candles_key(SYMBOL)).read_bytes()
+    yield root
+    assert tree_digest(root / "production") == before
+    assert (root / candles_key(SYMBOL)).read_bytes() == candles_before
+
+
+def stored_candles(root: Path) -> pd.DataFrame:
+    return pd.read_parquet(root / candles_key(SYMBOL))
+
+
+def run_with_candles_file(promoted, path: str) -> dg.ExecuteInProcessResult:
+    config = small_run_config(str(promoted["root"]))
+    config["ops"]["candles"]["config"] = {"source": "parquet", "path": path}
+    return defs.resolve_job_def("symbol_pipeline").execute_in_process(
+        partition_key=SYMBOL, instance=promoted["instance"], run_config=config, raise_on_error=False
+    )
+
+
+def first_failure(result: dg.ExecuteInProcessResult) -> tuple[str, str]:
+    """(step, the cause as the main command shows it) of the run's first failed step."""
+    [event, *_] = result.get_step_failure_events()
+    return event.step_key, main_command.failure_summary(result)
+
+
+def _constant(column: str, value: float):
+    def damage(frame: pd.DataFrame) -> pd.DataFrame:
+        columns = ["open", "high", "low", "close"] if column == "price" else [column]
+        return frame.assign(**dict.fromkeys(columns, value))
+
+    return damage
+
+
+@pytest.mark.parametrize(
+    ("damage", "message"),
+    [
+        (_constant("volume", 0.0), "rule 'volume varies' is broken: all"),
+        (_constant("volume", 7.5), "volume=7.5"),
+        (_constant("price", 100.0), "rule 'close varies' is broken"),
+        (lambda frame: frame.iloc[:300], "300 candles; the demo profile needs at least"),
+    ],
+    ids=["all_zero_volume", "constant_volume", "constant_price", "sample_300_rows"],
+)
+def test_bad_candles_are_refused_before_anything_is_stored(
+    promoted, unchanged, tmp_path, damage, message
+):
+    bad = tmp_path / "bad.parquet"
+    damage(stored_candles(unchanged)).to_parquet(bad, index=False)
+    result = run_with_candles_file(promoted, str(bad))
+    assert not result.success
+    step, cause = first_failure(result)
+    assert step == "candles"
+    assert message in cause and str(bad) in cause
+
+
+def test_an_unknown_path_placeholder_names_the_setting(promoted, unchanged, tmp_path):
+    result = run_with_candles_file(promoted, str(tmp_path / "{foo}.parquet"))
+    step, cause = first_failure(result)
+    assert step == "candles"
+    assert "candles config path=" in cause and "only the placeholder '{symbol}'" in cause
+
+
+def test_the_failure_line_shows_the_cause_not_dagsters_wrapper(promoted, unchanged, tmp_path):
+    result = run_with_candles_file(promoted, str(tmp_path / "missing.parquet"))
+    _, cause = first_failure(result)
+    assert "missing.parquet: no such object" in cause
+    assert "Error occurred while executing" not in cause
+
+
+class BlockingTrainer(ModelTrainer):
+    """Holds its run inside the `model` step until the test releases it, then fails it."""
+
+    @property
+    def kind(self) -> str:
+        return "blocking"
+
+    def train(self, context, *, symbol, storage, hyperparameters):
+        BLOCKED.set()
+        assert RELEASE.wait(timeout=PROCESS_TIMEOUT)
+        raise dg.Failure(description="released by the test")
+
+
+BLOCKED, RELEASE = threading.Event(), threading.Event()
+
+
+def test_a_second_run_of_a_symbol_refuses_while_the_first_writes(promoted, unchanged):
+    root, instance = promoted["root"], promoted["instance"]
+    resources = {
+        "storage": StorageResource(root=str(root)),
+        "profile": ProfileResource(name="demo", days=50, min_coverage_days=7, seed=5),
+        "trainer": BlockingTrainer(),
+        "exchanges": ExchangeResource(),
+    }
+    first: dict[str, dg.ExecuteInProcessResult] = {}
+
+    def first_run() -> None:
+        first["result"] = dg.materialize(
+            SYMBOL_ASSETS,
+            selection=["model", "production_model"],
+            partition_key=SYMBOL,
+            instance=instance,
+            resources=resources,
+            raise_on_error=False,
+        )
+
+    BLOCKED.clear()
+    RELEASE.clear()
+    thread = threading.Thread(target=first_run, daemon=True)
+    thread.start()
+    try:
+        assert BLOCKED.wait(timeout=PROCESS_TIMEOUT), "the first run never reached its trainer"
+        second = run_with_candles_file(promoted, str(root / candles_key(SYMBOL)))
+    finally:
+        RELEASE.set()
+        thread.join(timeout=PROCESS_TIMEOUT)
+    assert not second.success
+    step, cause = first_failure(second)
+    assert step == "candles"
+    first_run_id = first["result"].run_id
+    assert f"another run ({first_run_id}" in cause and "started first" in cause
+    assert not first["result"].success  # released with a failure: nothing promoted either way
+
+
+@pytest.fixture
+def copied_root(promoted, tmp_path):
+    """A copy of the promoted root for the main command, whose candles step rewrites candles;
+    asserts afterwards that its production/ did not change."""
+    root = tmp_path / "root"
+    shutil.copytree(promoted["root"], root)
+    before = tree_digest(root / "production")
+    yield root
+    assert tree_digest(root / "production") == before
+
+
+def _main_command(promoted, root: Path, *symbols: str) -> subprocess.Popen:
+    env = {
+        **os.environ,
+        "DAGSTER_HOME": str(promoted["base"] / "main_home"),
+        "CRPBOT_ROOT": str(root),
+        "CRPBOT_PROFILE": "demo",
+    }
+    return subprocess.Popen(
+        [sys.executable, "-m", "crpbot_assets.main", "--symbols", ",".join(symbols)],
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+
+
+def _children(pid: int) -> list[int]:
+    children = []
+    for task in Path(f"/proc/{pid}/task").glob("*"):
+        children += [int(child) for child in (task / "children").read_text().split()]
+    return children
+
+
+def _wait_for_trainer(process: subprocess.Popen) -> int:
+    """The pid of the entry point the main command started (bounded wait)."""
+    deadline = time.monotonic() + PROCESS_TIMEOUT
+    while time.monotonic() < deadline:
+        assert process.poll() is None, process.stdout.read()
+        for child in _children(process.pid):
+            cmdline = Path(f"/proc/{child}/cmdline").read_bytes().split(b"\0")
+            if b"v8_model.train" in cmdline:
+                return child
+        time.sleep(0.2)
+    raise TimeoutError("the main command started no trainer")
+
+
+def _gone_within(pid: int, seconds: float) -> bool:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return True
+        time.sleep(0.2)
+    return False
+
+
+def _trainer_folders() -> set[Path]:
+    return set(WORK_BASE.glob("*")) if WORK_BASE.is_dir() else set()
+
+
+def test_sigterm_stops_the_main_command_and_no_further_symbol_runs(promoted, copied_root):
+    process = _main_command(promoted, copied_root, "ETH", "BTC")
+    trainer = _wait_for_trainer(process)
+    process.send_signal(signal.SIGTERM)
+    output, _ = process.communicate(timeout=PROCESS_TIMEOUT)
+    assert process.returncode == 128 + signal.SIGTERM, output
+    assert "stopped by SIGTERM" in output and "not run: BTC" in output
+    assert "=== BTC" not in output
+    assert _gone_within(trainer, 30)
+
+
+def test_kill_9_leaves_no_orphan_and_the_next_start_cleans_up(promoted, copied_root):
+    folders_before = _trainer_folders()
+    process = _main_command(promoted, copied_root, "ETH")
+    trainer = _wait_for_trainer(process)
+    work_folder = (_trainer_folders() - folders_before).pop()
+    process.kill()
+    process.wait(timeout=PROCESS_TIMEOUT)
+    assert _gone_within(trainer, 60), "the trainer outlived its parent"
+
+    home = promoted["base"] / "main_home"
+    with dg.DagsterInstance.from_config(str(home)) as instance:
+        [stuck] = instance.get_run_records(
+            filters=dg.RunsFilter(statuses=[dg.DagsterRunStatus.STARTED])
+        )
+        assert stuck.dagster_run.tags[PID_TAG] == str(process.pid)
+    # The next start marks the dead run failed; its first training removes the folder.
+    again = _main_command(promoted, copied_root, "ETH")
+    _wait_for_trainer(again)
+    again.send_signal(signal.SIGTERM)
+    output, _ = again.communicate(timeout=PROCESS_TIMEOUT)
+    assert f"run {stuck.dagster_run.run_id} was left in progress" in output
+    assert f"removed {work_folder}" in output
+    assert not work_folder.exists()
+
+
+def test_repeated_symbols_and_an_unknown_profile_are_usage_errors(monkeypatch, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main_command.main(["--symbols", "BTC,btc"])
+    assert exit_info.value.code == 2
+    assert "--symbols lists BTC more than once" in capsys.readouterr().err
+    monkeypatch.setenv("CRPBOT_PROFILE", "fast")
+    with pytest.raises(SystemExit):
+        main_command.main(["--symbols", "BTC"])
+    assert "unknown profile 'fast'; choose one of demo, full" in capsys.readouterr().err
+
+
+def test_predict_explains_unreadable_candles_and_refuses_last_0(
+    promoted, unchanged, tmp_path, capsys, monkeypatch
+):
+    garbage = tmp_path / "candles.parquet"
+    garbage.write_bytes(b"PAR1 this is not parquet")
+    root = str(unchanged)
+    assert crpbot(["predict", SYMBOL, "--root", root, "--candles", str(garbage)]) == 1
+    err = capsys.readouterr().err
+    assert f"cannot read {garbage}" in err and "Traceback" not in err
+
+    monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:9")  # nothing listens on port 9
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-2")
+    monkeypatch.setenv("AWS_MAX_ATTEMPTS", "1")
+    assert crpbot(["predict", SYMBOL, "--root", "s3://unreachable-bucket/crpbot"]) == 1
+    err = capsys.readouterr().err
+    assert "cannot read the stored candles of ETH under s3://unreachable-bucket" in err
+
+    with pytest.raises(SystemExit):
+        crpbot(["predict", SYMBOL, "--root", root, "--last", "0"])
+    assert "expected a whole number of rows >= 1, got '0'" in capsys.readouterr().err
+
+
+def test_artifacts_follow_the_umask_so_a_serving_user_can_read_them(promoted):
+    umask = os.umask(0o022)
+    os.umask(umask)
+    serving = open_store(promoted["root"]).list_keys("production")
+    modes = {oct((promoted["root"] / key).stat().st_mode & 0o777) for key in serving}
+    assert modes == {oct(0o666 & ~umask)}
