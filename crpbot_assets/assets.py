@@ -48,8 +48,9 @@ from crpbot_assets.storage import (
     production_folder,
 )
 from crpbot_assets.trainers import ModelTrainer, utc_now
+from v8_model.config import HYPERPARAMETER_NAMES, SYMBOLS_HYPERPARAMETER, to_hyperparameters
 from v8_model.data import DEFAULT_MAX_GAP, DEFAULT_MIN_ROWS, CandleValidationError, validate_candles
-from v8_model.entrypoint import HYPERPARAMETERS, METRICS_FILE
+from v8_model.evaluation import Evaluation
 from v8_model.exchange import (
     DEFAULT_EXCHANGE,
     ExchangeFetchError,
@@ -59,9 +60,13 @@ from v8_model.exchange import (
 )
 from v8_model.features import FEATURE_NAMES, build_features_dataset
 from v8_model.gates import GATE_NAMES
-from v8_model.net import CONFIG_FILE, WEIGHTS_FILE
-from v8_model.pipeline import fit_processor
-from v8_model.processor import processor_filename
+from v8_model.layout import (
+    CONFIG_FILE,
+    METRICS_FILE,
+    WEIGHTS_FILE,
+    processor_filename,
+)
+from v8_model.segments import fit_processor
 from v8_model.storage import open_store
 from v8_model.synthetic import MINUTES_PER_DAY, generate_candles
 
@@ -260,7 +265,7 @@ def candles(
     if config.source == EXCHANGE:
         return _download_candles(context, config, storage, exchanges, days)
     if config.source == SYNTHETIC:
-        seed = settings.seed if config.seed is None else config.seed
+        seed = settings.train.seed if config.seed is None else config.seed
         source = f"synthetic(days={days}, seed={seed}, signal={config.signal})"
         frame = generate_candles(
             symbol,
@@ -354,14 +359,13 @@ def processor(context: dg.AssetExecutionContext, storage: StorageResource) -> dg
 
 
 def _hyperparameters(profile: ProfileResource, overrides: dict[str, str]) -> dict[str, str]:
-    unknown = sorted(set(overrides) - set(HYPERPARAMETERS))
+    known = {*HYPERPARAMETER_NAMES, SYMBOLS_HYPERPARAMETER}
+    unknown = sorted(set(overrides) - known)
     if unknown:
-        raise dg.Failure(
-            description=f"unknown hyperparameter(s) {unknown}; known: {sorted(HYPERPARAMETERS)}"
-        )
-    if "symbols" in overrides:
+        raise dg.Failure(description=f"unknown hyperparameter(s) {unknown}; known: {sorted(known)}")
+    if SYMBOLS_HYPERPARAMETER in overrides:
         raise dg.Failure(description="'symbols' is set by the partition, not by config")
-    return {**profile.get().hyperparameters(), **overrides}
+    return {**to_hyperparameters(profile.get().train), **overrides}
 
 
 @dg.asset(
@@ -442,11 +446,13 @@ def production_model(
 ) -> dg.MaterializeResult:
     symbol = context.partition_key
     source, target = model_folder(symbol), production_folder(symbol)
-    metrics = json.loads(storage.store.read_text(f"{source}/{METRICS_FILE}"))
+    evaluation = Evaluation.from_json(
+        storage.store.read_text(f"{source}/{METRICS_FILE}"), source=f"{source}/{METRICS_FILE}"
+    )
     # The blocking gate checks already keep this asset from running after a failed gate; the
     # stored metrics are checked again so that no path promotes a failed model.
-    failed = [name for name in GATE_NAMES if not metrics["gates"][name]["passed"]]
-    if failed or not metrics["all_gates_passed"]:
+    failed = [name for name in GATE_NAMES if not evaluation.gates[name].passed]
+    if failed or not evaluation.all_gates_passed:
         raise dg.Failure(
             description=f"refusing to promote {symbol}: gate(s) {failed} failed in "
             f"{storage.uri(source)}/{METRICS_FILE}",
@@ -477,8 +483,8 @@ def production_model(
             "uri": storage.uri(target),
             "job_name": run_info["job_name"],
             "files": dg.MetadataValue.json(files),
-            "test_accuracy": metrics["test_accuracy"],
-            "baseline_accuracy": metrics["baseline_accuracy"],
+            "test_accuracy": evaluation.test_accuracy,
+            "baseline_accuracy": evaluation.baseline_accuracy,
         }
     )
 

@@ -18,7 +18,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from v8_model.entrypoint import FAILURE_REASON_LIMIT
+from v8_model.layout import FAILURE_REASON_LIMIT
 
 HOST = "algo-1"  # SageMaker's name for the first (here: only) host
 CONTENT_TYPES = {"training": "application/x-parquet", "processor": "application/json"}

@@ -31,8 +31,9 @@ from crpbot_assets.storage import (
     model_folder,
     production_folder,
 )
-from v8_model.entrypoint import METRICS_FILE
-from v8_model.gates import GATE_NAMES
+from v8_model.evaluation import Evaluation
+from v8_model.gates import CLASS_SHARE_BAND, GATE_NAMES
+from v8_model.layout import METRICS_FILE
 from v8_model.plots import markdown_image, metrics_figures
 
 NOT_TRAINED = "not trained"
@@ -42,7 +43,8 @@ FIGURE_TITLES = {
     "loss_curves": "training and validation loss per epoch",
     "confusion_matrix": "test confusion matrix",
     "reliability": "reliability diagram with the expected calibration error",
-    "class_mix": "predicted class mix against the 15-60% band",
+    "class_mix": "predicted class mix against the "
+    f"{CLASS_SHARE_BAND[0] * 100:.0f}-{CLASS_SHARE_BAND[1]:.0%} band",
 }
 
 _METRIC_KEYS = (
@@ -74,13 +76,13 @@ def symbol_figures(storage: StorageResource, symbol: str) -> dict[str, bytes]:
 
     Raises ValueError naming the file when the metrics lack what a figure needs.
     """
-    key = f"{model_folder(symbol)}/{METRICS_FILE}"
-    metrics = _read_json(storage, key)
-    if metrics is None:
+    evaluation = read_evaluation(storage, symbol)
+    if evaluation is None:
         return {}
     try:
-        return metrics_figures(metrics)
-    except (KeyError, ValueError) as error:
+        return metrics_figures(evaluation)
+    except ValueError as error:
+        key = f"{model_folder(symbol)}/{METRICS_FILE}"
         raise ValueError(
             f"cannot draw the figures of {storage.uri(key)}: {error!r}; it needs the history, "
             "confusion matrix, reliability table, ECE and class mix that v8_model.train writes "
@@ -110,22 +112,33 @@ def _read_json(storage: StorageResource, key: str) -> dict | None:
     return json.loads(storage.store.read_text(key))
 
 
+def read_evaluation(storage: StorageResource, symbol: str) -> Evaluation | None:
+    """`symbol`'s stored evaluation record; None when it has no model."""
+    key = f"{model_folder(symbol)}/{METRICS_FILE}"
+    if not storage.store.exists(key):
+        return None
+    return Evaluation.from_json(storage.store.read_text(key), source=storage.uri(key))
+
+
 def symbol_entry(storage: StorageResource, symbol: str) -> dict:
     """One symbol's report entry, from its stored metrics, run info and promotion record."""
-    folder = model_folder(symbol)
-    metrics = _read_json(storage, f"{folder}/{METRICS_FILE}")
-    if metrics is None:
+    evaluation = read_evaluation(storage, symbol)
+    if evaluation is None:
         return {"status": NOT_TRAINED}
-    run_info = _read_json(storage, f"{folder}/{RUN_INFO_FILE}") or {}
+    run_info = _read_json(storage, f"{model_folder(symbol)}/{RUN_INFO_FILE}") or {}
     promotion = _read_json(storage, f"{production_folder(symbol)}/{PROMOTION_FILE}") or {}
     job_name = run_info.get("job_name")
     entry = {
-        "status": "passed" if metrics["all_gates_passed"] else "failed",
+        "status": "passed" if evaluation.all_gates_passed else "failed",
         "gates": {
-            name: {key: metrics["gates"][name][key] for key in ("passed", "value", "threshold")}
+            name: {
+                "passed": evaluation.gates[name].passed,
+                "value": evaluation.gates[name].value,
+                "threshold": evaluation.gates[name].threshold,
+            }
             for name in GATE_NAMES
         },
-        **{key: metrics.get(key) for key in _METRIC_KEYS},
+        **{key: getattr(evaluation, key) for key in _METRIC_KEYS},
         **{key: run_info.get(key) for key in _RUN_INFO_KEYS},
         # Promoted means production holds this very model, not an older one.
         "promoted": bool(job_name) and promotion.get("job_name") == job_name,

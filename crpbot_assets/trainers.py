@@ -26,8 +26,7 @@ from crpbot_assets.storage import (
     model_folder,
     processor_key,
 )
-from v8_model.entrypoint import features_filename
-from v8_model.processor import processor_filename
+from v8_model.layout import features_filename, processor_filename
 
 
 class TrainingFailedError(dg.Failure):

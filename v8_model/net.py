@@ -24,12 +24,12 @@ import torch
 from torch import nn
 
 from v8_model.features import FEATURE_NAMES
+from v8_model.layout import CONFIG_FILE, WEIGHTS_FILE
 from v8_model.storage import atomic_write_bytes, atomic_write_text
 
 MODEL_FORMAT = "crpbot.v8.model"
 MODEL_FORMAT_VERSION = 1
-WEIGHTS_FILE = "weights.npz"
-CONFIG_FILE = "config.json"
+EVAL_CHUNK_ROWS = 65_536  # rows per forward pass when predicting: bounded device memory
 
 
 # What np.load raises for a truncated or empty weights.npz.
@@ -139,3 +139,15 @@ def load_model(
     except (KeyError, TypeError, ValueError, RuntimeError, OSError, *_TORN_ARCHIVE_ERRORS) as error:
         raise ModelLoadError(f"{directory}: corrupt or mismatched model files ({error})") from error
     return model.eval()
+
+
+def predict_logits(model: V8TradingNet, features: torch.Tensor | np.ndarray) -> np.ndarray:
+    """Logits for every row, in eval mode and in bounded chunks; returns a float32 array."""
+    device = next(model.parameters()).device
+    features = torch.as_tensor(features, dtype=torch.float32, device=device)
+    was_training = model.training
+    model.eval()
+    with torch.no_grad():
+        chunks = [model(chunk) for chunk in torch.split(features, EVAL_CHUNK_ROWS)]
+    model.train(was_training)
+    return torch.cat(chunks).float().cpu().numpy()

@@ -1,8 +1,10 @@
 """Every SageMaker setting in one place: the Dagster resource's config, with environment fallbacks.
 
-Defaults are the seed's (SPEC §4); only the role has none. The same class backs the `trainer`
-resource in Dagster (`SageMakerTrainer` inherits these fields) and the `crpbot` command line
-(`settings_from_env` + flags), so a setting never has two spellings or two defaults.
+Defaults are the seed's; only the role has none. The same class backs the `trainer` resource in
+Dagster (`SageMakerTrainer` inherits these fields) and the `crpbot` command line
+(`settings_from_env` + flags), so a setting never has two spellings or two defaults. Training
+settings are not here: they are the run profile's `TrainConfig` (`v8_model.config`), rendered as
+the job's hyperparameters.
 """
 
 from __future__ import annotations
@@ -12,8 +14,6 @@ from collections.abc import Mapping
 
 import dagster as dg
 from pydantic import Field
-
-from v8_model.defaults import DEFAULT_BATCH_SIZE, DEFAULT_EPOCHS, DEFAULT_LEARNING_RATE
 
 # The seed's instance count: the entry point trains on one GPU and is not distributed.
 INSTANCE_COUNT = 1
@@ -85,11 +85,6 @@ class SageMakerSettings(dg.Config):
         default=0,
         description="Spot only: MaxWaitTimeInSeconds (>= max_runtime_s); 0 = 2 x max_runtime_s.",
     )
-    epochs: int = Field(default=DEFAULT_EPOCHS, description="Hyperparameter `epochs`.")
-    batch_size: int = Field(default=DEFAULT_BATCH_SIZE, description="Hyperparameter `batch-size`.")
-    learning_rate: float = Field(
-        default=DEFAULT_LEARNING_RATE, description="Hyperparameter `learning-rate`."
-    )
     # 100 MB refuses the original 800 KB samples (125x smaller) and accepts the real files
     # (262-293 MiB for two years of 1-minute candles) with margin; lower it for short histories.
     min_features_mb: float = Field(
@@ -123,14 +118,6 @@ class SageMakerSettings(dg.Config):
     def effective_max_wait_s(self) -> int:
         return self.max_wait_s or 2 * self.max_runtime_s
 
-    def hyperparameters(self) -> dict[str, str]:
-        """The seed's three hyperparameters as SageMaker sends them: strings."""
-        return {
-            "epochs": str(self.epochs),
-            "batch-size": str(self.batch_size),
-            "learning-rate": repr(float(self.learning_rate)),
-        }
-
     def role_account(self) -> str | None:
         match = ROLE_ARN_PATTERN.match(self.role_arn)
         return match.group(1) if match else None
@@ -161,9 +148,6 @@ class SageMakerSettings(dg.Config):
         positive = {
             "volume_size_gb": self.volume_size_gb,
             "max_runtime_s": self.max_runtime_s,
-            "epochs": self.epochs,
-            "batch_size": self.batch_size,
-            "learning_rate": self.learning_rate,
             "poll_interval_s": self.poll_interval_s,
         }
         found.extend(
