@@ -115,13 +115,12 @@ def _convert(name: str, raw: object) -> object:
         ) from error
 
 
-def from_hyperparameters(
-    values: Mapping[str, object], base: TrainConfig | None = None, source: str = "hyperparameters"
-) -> TrainConfig:
-    """`base` (default: the seed's settings) with `values` (SageMaker names, or '_' spellings).
+def decode_hyperparameters(
+    values: Mapping[str, object], source: str = "hyperparameters"
+) -> dict[str, object]:
+    """TrainConfig keyword arguments from hyperparameters (SageMaker names, or '_' spellings).
 
-    Unknown names raise HyperparameterError naming `source`; out-of-range values raise
-    TrainConfig's ValueError.
+    Unknown names and values of the wrong kind raise HyperparameterError naming `source`.
     """
     changes = {}
     for key, raw in values.items():
@@ -132,7 +131,15 @@ def from_hyperparameters(
                 f"known: {', '.join(HYPERPARAMETER_NAMES)}"
             )
         changes[name.replace("-", "_")] = _convert(name, raw)
-    return dataclasses.replace(base or TrainConfig(), **changes)
+    return changes
+
+
+def from_hyperparameters(
+    values: Mapping[str, object], base: TrainConfig | None = None, source: str = "hyperparameters"
+) -> TrainConfig:
+    """`base` (default: the seed's settings) with `values`; out-of-range values raise
+    TrainConfig's ValueError."""
+    return dataclasses.replace(base or TrainConfig(), **decode_hyperparameters(values, source))
 
 
 def add_hyperparameter_arguments(parser: argparse.ArgumentParser) -> None:

@@ -39,7 +39,7 @@ from v8_model.config import (
     HyperparameterError,
     TrainConfig,
     add_hyperparameter_arguments,
-    from_hyperparameters,
+    decode_hyperparameters,
 )
 from v8_model.defaults import SYMBOLS
 from v8_model.evaluation import EpochStats, Evaluation
@@ -121,10 +121,14 @@ def resolve_hyperparameters(
     argv: Sequence[str], paths: ContainerPaths, env: Mapping[str, str]
 ) -> tuple[TrainConfig, str]:
     """The training settings and the raw `symbols` value: defaults, then the file, then flags."""
-    source, values = _file_hyperparameters(paths, env)
-    values = {**values, **_command_line(argv)}  # a flag wins over the file
-    symbols = values.pop(SYMBOLS_HYPERPARAMETER, "")
-    return from_hyperparameters(values, source=source), _symbols_text(symbols)
+    source, from_file = _file_hyperparameters(paths, env)
+    flags = _command_line(argv)
+    symbols = flags.pop(SYMBOLS_HYPERPARAMETER, from_file.pop(SYMBOLS_HYPERPARAMETER, ""))
+    settings = {  # a flag wins over the file; each is checked, even one a flag overrides
+        **decode_hyperparameters(from_file, source),
+        **decode_hyperparameters(flags, "command line"),
+    }
+    return TrainConfig(**settings), _symbols_text(symbols)
 
 
 def _symbols_text(raw: object) -> str:
