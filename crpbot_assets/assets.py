@@ -195,7 +195,7 @@ def _download_candles(
     """The exchange source: append the minutes since the stored file's last candle."""
     symbol = context.partition_key
     key = candles_key(symbol)
-    uri = storage.uri(key)
+    uri = storage.store.uri(key)
     market = config.market.format(symbol=symbol) if config.market else market_for(symbol)
     source = f"exchange {config.exchange} {market}"
     previous = _previous_source(context, uri)
@@ -285,11 +285,11 @@ def candles(
     except CandleValidationError as error:
         raise _validation_failure(error) from error
     key = candles_key(symbol)
-    size = storage.write_parquet(key, frame)
+    size = storage.store.write_parquet(key, frame)
     return dg.MaterializeResult(
         metadata={
             "source": source,
-            "uri": storage.uri(key),
+            "uri": storage.store.uri(key),
             "rows": len(frame),
             "MiB": round(size / MIB, 3),
             "first_timestamp": str(frame["timestamp"].iloc[0]),
@@ -310,13 +310,13 @@ def candles(
 )
 def features(context: dg.AssetExecutionContext, storage: StorageResource) -> dg.MaterializeResult:
     symbol = context.partition_key
-    dataset = build_features_dataset(storage.read_parquet(candles_key(symbol)))
+    dataset = build_features_dataset(storage.store.read_parquet(candles_key(symbol)))
     key = features_key(symbol)
-    size = storage.write_parquet(key, dataset)
+    size = storage.store.write_parquet(key, dataset)
     preview = dataset.loc[: PREVIEW_ROWS - 1, list(PREVIEW_COLUMNS)]
     return dg.MaterializeResult(
         metadata={
-            "uri": storage.uri(key),
+            "uri": storage.store.uri(key),
             "rows": len(dataset),
             "MiB": round(size / MIB, 3),
             "feature_columns": len(FEATURE_NAMES),
@@ -342,14 +342,14 @@ def features(context: dg.AssetExecutionContext, storage: StorageResource) -> dg.
 )
 def processor(context: dg.AssetExecutionContext, storage: StorageResource) -> dg.MaterializeResult:
     symbol = context.partition_key
-    fitted = fit_processor(storage.read_parquet(features_key(symbol)), symbol)
+    fitted = fit_processor(storage.store.read_parquet(features_key(symbol)), symbol)
     key = processor_key(symbol)
     with tempfile.TemporaryDirectory() as tmp:
         storage.store.upload_file(fitted.save(Path(tmp) / processor_filename(symbol)), key)
     thresholds = fitted.thresholds
     return dg.MaterializeResult(
         metadata={
-            "uri": storage.uri(key),
+            "uri": storage.store.uri(key),
             "training_rows": int(fitted.scaler.n_samples_seen_),
             "sell_below": thresholds.sell_below,
             "buy_above": thresholds.buy_above,
@@ -395,7 +395,7 @@ def model(
     run_info = json.loads(storage.store.read_text(f"{folder}/{RUN_INFO_FILE}"))
     where = {
         # The entry point's model_dir was the container's; the model now lives here.
-        "model_dir": dg.MetadataValue.path(storage.uri(folder)),
+        "model_dir": dg.MetadataValue.path(storage.store.uri(folder)),
         "trainer": run_info["trainer"],
         "job_name": run_info["job_name"],
         "instance_type": run_info["instance_type"],
@@ -422,7 +422,7 @@ def _figure_metadata(
 ) -> dict[str, dg.MetadataValue]:
     """The model's figures as Markdown metadata (PNG embedded, ~25 KB each in the event log)."""
     try:
-        figures = symbol_figures(storage, symbol)
+        figures = symbol_figures(storage.store, symbol)
     except ValueError as error:
         # Pictures are a view of the metrics: a trained, gated model is recorded without them.
         context.log.warning(f"model {symbol} is recorded without figures: {error}")
@@ -455,7 +455,7 @@ def production_model(
     if failed or not evaluation.all_gates_passed:
         raise dg.Failure(
             description=f"refusing to promote {symbol}: gate(s) {failed} failed in "
-            f"{storage.uri(source)}/{METRICS_FILE}",
+            f"{storage.store.uri(source)}/{METRICS_FILE}",
             metadata={"failed_gates": failed},
         )
     names = [key.removeprefix(f"{source}/") for key in storage.store.list_keys(source)]
@@ -480,7 +480,7 @@ def production_model(
     storage.store.write_text(f"{target}/{PROMOTION_FILE}", json.dumps(promotion, indent=1))
     return dg.MaterializeResult(
         metadata={
-            "uri": storage.uri(target),
+            "uri": storage.store.uri(target),
             "job_name": run_info["job_name"],
             "files": dg.MetadataValue.json(files),
             "test_accuracy": evaluation.test_accuracy,
@@ -501,17 +501,17 @@ def gate_report(
     context: dg.AssetExecutionContext, storage: StorageResource
 ) -> dg.MaterializeResult:
     symbols = symbol_partitions.get_partition_keys()
-    written = write_report(storage, symbols, generated_at=utc_now())
+    written = write_report(storage.store, symbols, generated_at=utc_now())
     report = written.report
-    context.log.info(f"gate report: {storage.uri(REPORT_MARKDOWN_KEY)}")
+    context.log.info(f"gate report: {storage.store.uri(REPORT_MARKDOWN_KEY)}")
     return dg.MaterializeResult(
         metadata={
             "report": dg.MetadataValue.md(written.markdown),
-            "markdown_uri": storage.uri(REPORT_MARKDOWN_KEY),
-            "linked_markdown_uri": storage.uri(REPORT_LINKED_MARKDOWN_KEY),
-            "figures_uri": storage.uri(f"reports/{FIGURES_FOLDER}"),
+            "markdown_uri": storage.store.uri(REPORT_MARKDOWN_KEY),
+            "linked_markdown_uri": storage.store.uri(REPORT_LINKED_MARKDOWN_KEY),
+            "figures_uri": storage.store.uri(f"reports/{FIGURES_FOLDER}"),
             "figure_files": len(written.figure_keys),
-            "json_uri": storage.uri(REPORT_JSON_KEY),
+            "json_uri": storage.store.uri(REPORT_JSON_KEY),
             "symbols_trained": report["trained"],
             "symbols_passed": report["passed"],
             "total_cost_usd": report["total_cost_usd"],

@@ -228,8 +228,8 @@ def features_checks(
 ):
     """Reads the stored features file once and runs the four features checks on it."""
     key = features_key(context.partition_key)
-    dataset = storage.read_parquet(key)
-    context.log.info(f"checking {storage.uri(key)}: {len(dataset):,} rows")
+    dataset = storage.store.read_parquet(key)
+    context.log.info(f"checking {storage.store.uri(key)}: {len(dataset):,} rows")
     yield check_feature_columns(dataset)
     yield check_enough_history(dataset, profile.get())
     yield check_timestamps_increasing(dataset)

@@ -27,7 +27,6 @@ from crpbot_assets.storage import (
     REPORT_LINKED_MARKDOWN_KEY,
     REPORT_MARKDOWN_KEY,
     RUN_INFO_FILE,
-    StorageResource,
     model_folder,
     production_folder,
 )
@@ -35,6 +34,7 @@ from v8_model.evaluation import Evaluation
 from v8_model.gates import CLASS_SHARE_BAND, GATE_NAMES
 from v8_model.layout import METRICS_FILE
 from v8_model.plots import markdown_image, metrics_figures
+from v8_model.storage import Store
 
 NOT_TRAINED = "not trained"
 FIGURES_FOLDER = "figures"  # beside the reports, so the linked report's paths are relative
@@ -71,12 +71,12 @@ def figure_key(symbol: str, name: str) -> str:
     return f"reports/{FIGURES_FOLDER}/{symbol}_{name}.png"
 
 
-def symbol_figures(storage: StorageResource, symbol: str) -> dict[str, bytes]:
+def symbol_figures(store: Store, symbol: str) -> dict[str, bytes]:
     """The figures of `symbol`'s stored metrics.json as PNG bytes, by name; {} when not trained.
 
     Raises ValueError naming the file when the metrics lack what a figure needs.
     """
-    evaluation = read_evaluation(storage, symbol)
+    evaluation = read_evaluation(store, symbol)
     if evaluation is None:
         return {}
     try:
@@ -84,8 +84,8 @@ def symbol_figures(storage: StorageResource, symbol: str) -> dict[str, bytes]:
     except ValueError as error:
         key = f"{model_folder(symbol)}/{METRICS_FILE}"
         raise ValueError(
-            f"cannot draw the figures of {storage.uri(key)}: {error!r}; it needs the history, "
-            "confusion matrix, reliability table, ECE and class mix that v8_model.train writes "
+            f"cannot draw the figures of {store.uri(key)}: {error!r}; it needs the history, "
+            "confusion matrix, reliability table, ECE and class mix that the entry point writes "
             "(retrain the model to get them)"
         ) from error
 
@@ -106,27 +106,27 @@ def linked_images(symbol: str, figures: Mapping[str, bytes]) -> dict[str, str]:
     }
 
 
-def _read_json(storage: StorageResource, key: str) -> dict | None:
-    if not storage.store.exists(key):
+def _read_json(store: Store, key: str) -> dict | None:
+    if not store.exists(key):
         return None
-    return json.loads(storage.store.read_text(key))
+    return json.loads(store.read_text(key))
 
 
-def read_evaluation(storage: StorageResource, symbol: str) -> Evaluation | None:
+def read_evaluation(store: Store, symbol: str) -> Evaluation | None:
     """`symbol`'s stored evaluation record; None when it has no model."""
     key = f"{model_folder(symbol)}/{METRICS_FILE}"
-    if not storage.store.exists(key):
+    if not store.exists(key):
         return None
-    return Evaluation.from_json(storage.store.read_text(key), source=storage.uri(key))
+    return Evaluation.from_json(store.read_text(key), source=store.uri(key))
 
 
-def symbol_entry(storage: StorageResource, symbol: str) -> dict:
+def symbol_entry(store: Store, symbol: str) -> dict:
     """One symbol's report entry, from its stored metrics, run info and promotion record."""
-    evaluation = read_evaluation(storage, symbol)
+    evaluation = read_evaluation(store, symbol)
     if evaluation is None:
         return {"status": NOT_TRAINED}
-    run_info = _read_json(storage, f"{model_folder(symbol)}/{RUN_INFO_FILE}") or {}
-    promotion = _read_json(storage, f"{production_folder(symbol)}/{PROMOTION_FILE}") or {}
+    run_info = _read_json(store, f"{model_folder(symbol)}/{RUN_INFO_FILE}") or {}
+    promotion = _read_json(store, f"{production_folder(symbol)}/{PROMOTION_FILE}") or {}
     job_name = run_info.get("job_name")
     entry = {
         "status": "passed" if evaluation.all_gates_passed else "failed",
@@ -146,12 +146,12 @@ def symbol_entry(storage: StorageResource, symbol: str) -> dict:
     return entry
 
 
-def build_report(storage: StorageResource, symbols: Sequence[str], generated_at: str) -> dict:
-    entries = {symbol: symbol_entry(storage, symbol) for symbol in symbols}
+def build_report(store: Store, symbols: Sequence[str], generated_at: str) -> dict:
+    entries = {symbol: symbol_entry(store, symbol) for symbol in symbols}
     trained = [e for e in entries.values() if e["status"] != NOT_TRAINED]
     return {
         "generated_at": generated_at,
-        "root": storage.root,
+        "root": store.root,
         "symbols": entries,
         "trained": len(trained),
         "passed": sum(e["status"] == "passed" for e in trained),
@@ -240,11 +240,9 @@ class WrittenReport:
     figure_keys: list[str]
 
 
-def write_report(
-    storage: StorageResource, symbols: Sequence[str], generated_at: str
-) -> WrittenReport:
+def write_report(store: Store, symbols: Sequence[str], generated_at: str) -> WrittenReport:
     """Build the report and write its JSON, both Markdown files and the figure files."""
-    report = build_report(storage, symbols, generated_at)
+    report = build_report(store, symbols, generated_at)
     embedded: dict[str, dict[str, str]] = {}
     linked: dict[str, dict[str, str]] = {}
     figure_keys = []
@@ -252,19 +250,19 @@ def write_report(
         if entry["status"] == NOT_TRAINED:
             continue
         try:
-            figures = symbol_figures(storage, symbol)
+            figures = symbol_figures(store, symbol)
         except ValueError as error:
             # The numbers are still worth reporting; the report says why the pictures are missing.
             entry["figures_error"] = str(error)
             continue
         for name, png in figures.items():
-            storage.store.write_bytes(figure_key(symbol, name), png)
+            store.write_bytes(figure_key(symbol, name), png)
         entry["figures"] = {name: figure_key(symbol, name) for name in figures}
         figure_keys += entry["figures"].values()
         embedded[symbol] = embedded_images(symbol, figures)
         linked[symbol] = linked_images(symbol, figures)
     markdown = render_markdown(report, embedded)
-    storage.store.write_text(REPORT_JSON_KEY, json.dumps(report, indent=1))
-    storage.store.write_text(REPORT_LINKED_MARKDOWN_KEY, render_markdown(report, linked))
-    storage.store.write_text(REPORT_MARKDOWN_KEY, markdown)
+    store.write_text(REPORT_JSON_KEY, json.dumps(report, indent=1))
+    store.write_text(REPORT_LINKED_MARKDOWN_KEY, render_markdown(report, linked))
+    store.write_text(REPORT_MARKDOWN_KEY, markdown)
     return WrittenReport(report=report, markdown=markdown, figure_keys=figure_keys)

@@ -154,3 +154,34 @@ def test_loading_the_dagster_definitions_imports_no_torch():
         [sys.executable, "-c", code], capture_output=True, text=True, timeout=300, check=True
     )
     assert done.stdout.strip() == "False", done.stderr[-2000:]
+
+
+def test_sagemaker_bucket_and_prefix_come_from_an_s3_storage_root(monkeypatch):
+    from crpbot_assets.sagemaker.settings import SageMakerSettings
+
+    monkeypatch.setenv("CRPBOT_ROOT", "s3://team-bucket/v8/runs/")
+    settings = SageMakerSettings()
+    assert (settings.bucket, settings.prefix) == ("team-bucket", "v8/runs")
+    assert settings.storage_root() == "s3://team-bucket/v8/runs"
+    assert SageMakerSettings(bucket="other").bucket == "other"  # an explicit setting still wins
+    monkeypatch.setenv("CRPBOT_ROOT", "/srv/crpbot")  # a local root: the seed's bucket
+    assert (SageMakerSettings().bucket, SageMakerSettings().prefix) == (
+        "crpbot-sagemaker-training",
+        "",
+    )
+
+
+def test_the_loss_comes_from_the_config():
+    import torch
+
+    from v8_model.loss import FocalLoss, build_loss
+
+    focal = build_loss(TrainConfig(focal_alpha=0.5, focal_gamma=1.0, label_smoothing=0.0))
+    assert isinstance(focal, FocalLoss) and (focal.alpha, focal.gamma) == (0.5, 1.0)
+    logits, target = torch.tensor([[2.0, 0.0, -1.0]]), torch.tensor([0])
+    cross_entropy = build_loss(TrainConfig(loss="cross_entropy", label_smoothing=0.0))
+    expected = -torch.log_softmax(logits, dim=1)[0, 0]
+    assert torch.isclose(cross_entropy(logits, target), expected)
+    # Focal loss with gamma 0, alpha 1 and no smoothing is cross-entropy.
+    plain = build_loss(TrainConfig(focal_alpha=1.0, focal_gamma=0.0, label_smoothing=0.0))
+    assert torch.isclose(plain(logits, target), expected)

@@ -9,11 +9,14 @@ the job's hyperparameters.
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Mapping
 
 import dagster as dg
 from pydantic import Field
+
+from crpbot_assets.storage import ROOT_ENV_VAR
 
 # The seed's instance count: the entry point trains on one GPU and is not distributed.
 INSTANCE_COUNT = 1
@@ -41,6 +44,28 @@ ENV_VARS: dict[str, tuple[str, ...]] = {
 }
 
 
+SEED_BUCKET = "crpbot-sagemaker-training"
+
+
+def _root_in_s3() -> tuple[str, str] | None:
+    """(bucket, prefix) of CRPBOT_ROOT when it is an s3:// URI: the bucket is set in one place."""
+    root = os.environ.get(ROOT_ENV_VAR, "")
+    if not root.startswith("s3://"):
+        return None
+    bucket, _, prefix = root.removeprefix("s3://").partition("/")
+    return bucket, prefix.strip("/")
+
+
+def default_bucket() -> str:
+    in_s3 = _root_in_s3()
+    return in_s3[0] if in_s3 else SEED_BUCKET
+
+
+def default_prefix() -> str:
+    in_s3 = _root_in_s3()
+    return in_s3[1] if in_s3 else ""
+
+
 class SettingsError(ValueError):
     """A setting that cannot work; the message names the setting and how to fix it."""
 
@@ -54,12 +79,14 @@ class SageMakerSettings(dg.Config):
         "arn:aws:iam::123456789012:role/SageMakerTraining); env CRPBOT_SAGEMAKER_ROLE_ARN.",
     )
     bucket: str = Field(
-        default="crpbot-sagemaker-training",
-        description="S3 bucket of the storage root (data/, processors/, models/) and job output.",
+        default_factory=default_bucket,
+        description="S3 bucket of the storage root (data/, processors/, models/) and job output; "
+        f"default: the bucket of {ROOT_ENV_VAR} when it is s3://, else {SEED_BUCKET}.",
     )
     prefix: str = Field(
-        default="",
-        description="Key prefix of the storage root inside the bucket: root = s3://bucket/prefix.",
+        default_factory=default_prefix,
+        description="Key prefix of the storage root inside the bucket: root = s3://bucket/prefix; "
+        f"default: the prefix of {ROOT_ENV_VAR} when it is s3://, else none.",
     )
     region: str = Field(default="us-east-2", description="AWS region of the jobs and the bucket.")
     instance_type: str = Field(default="ml.g5.4xlarge", description="Training instance type.")
