@@ -1,4 +1,4 @@
-"""The asset graph of SPEC §3, one partition per symbol, every artifact under the storage root.
+"""The asset graph, one partition per symbol, every artifact under the storage root.
 
     candles → features → processor → model → production_model
                                           └─(all partitions)→ gate_report

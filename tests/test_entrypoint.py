@@ -1,4 +1,4 @@
-"""`python -m v8_model.train` under an emulated SageMaker training container (SPEC §7)."""
+"""`python -m v8_model.train` under an emulated SageMaker training container."""
 
 import json
 import os

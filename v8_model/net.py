@@ -1,7 +1,6 @@
 """V8TradingNet: 72 → 512 → 256 → 128 → 3 with a learned, positive temperature.
 
-Normalization: each hidden block is Linear → LayerNorm → ReLU → Dropout. The original "adaptive
-normalization" trained BatchNorm and evaluated an untrained LayerNorm. LayerNorm normalises each
+Normalization: each hidden block is Linear → LayerNorm → ReLU → Dropout. LayerNorm normalises each
 row by its own statistics, so training and inference use the same trained parameters, and an
 evaluated batch gives exactly its rows' one-by-one outputs.
 

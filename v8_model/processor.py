@@ -1,7 +1,6 @@
 """V8FeatureProcessor: the fitted scaler and label thresholds of one symbol, saved as JSON.
 
-The original pickled the processor as `__main__.V8FeatureProcessor`, which nothing else could load.
-Here the file is plain JSON (feature names, StandardScaler statistics, label thresholds, format
+The file is plain JSON (feature names, StandardScaler statistics, label thresholds, format
 version); loading never unpickles and refuses a file that does not match this code.
 """
 

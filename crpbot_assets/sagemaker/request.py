@@ -20,7 +20,7 @@ from v8_model.layout import processor_filename
 
 TRAINING_CHANNEL = "training"
 PROCESSOR_CHANNEL = "processor"
-PARQUET_CONTENT_TYPE = "application/x-parquet"  # never text/csv (SPEC §4)
+PARQUET_CONTENT_TYPE = "application/x-parquet"  # the channel's files are parquet, never CSV
 _IMAGE_REGION = re.compile(r"\.dkr\.ecr\.([a-z0-9-]+)\.amazonaws\.com(?:\.cn)?/")
 _NUMBER = r"([-+]?[0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?)"
 
