@@ -18,7 +18,12 @@ from v8_model.config import TrainConfig
 
 
 class FocalLoss(nn.Module):
-    def __init__(self, alpha: float = 0.25, gamma: float = 2.0, label_smoothing: float = 0.1):
+    def __init__(
+        self,
+        alpha: float = TrainConfig.focal_alpha,
+        gamma: float = TrainConfig.focal_gamma,
+        label_smoothing: float = TrainConfig.label_smoothing,
+    ):
         super().__init__()
         if not 0.0 <= label_smoothing < 1.0:
             raise ValueError(f"label_smoothing must be in [0, 1), got {label_smoothing}")

@@ -22,6 +22,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from v8_model.config import TrainConfig
 from v8_model.features import FEATURE_NAMES
 from v8_model.layout import CONFIG_FILE, WEIGHTS_FILE
 from v8_model.storage import atomic_write_bytes, atomic_write_text
@@ -45,8 +46,8 @@ class V8TradingNet(nn.Module):
         n_features: int = len(FEATURE_NAMES),
         hidden: Sequence[int] = (512, 256, 128),
         n_classes: int = 3,
-        dropout: float = 0.3,
-        temperature_init: float = 2.5,
+        dropout: float = TrainConfig.dropout,
+        temperature_init: float = TrainConfig.temperature_init,
     ) -> None:
         super().__init__()
         if temperature_init <= 0:
