@@ -120,6 +120,7 @@ ProfileResource = pydantic.create_model(
     "ProfileResource",
     __base__=_ProfileSelection,
     __module__=__name__,
+    __doc__=_ProfileSelection.__doc__,
     **{
         name: (
             _TRAIN_TYPES[name] | None,
