@@ -17,8 +17,9 @@ from pathlib import Path
 
 import torch
 
-from v8_model.entrypoint import features_filename, main
+from v8_model.entrypoint import main
 from v8_model.features import build_features_dataset
+from v8_model.layout import features_filename
 from v8_model.synthetic import generate_candles
 
 

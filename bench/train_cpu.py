@@ -14,10 +14,10 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, TensorDataset
 
-from v8_model.defaults import DEFAULT_BATCH_SIZE
+from v8_model.config import TrainConfig
+from v8_model.loop import train_model
 from v8_model.loss import FocalLoss
 from v8_model.net import V8TradingNet
-from v8_model.train import TrainConfig, train_model
 
 
 def dataloader_epoch(x: np.ndarray, y: np.ndarray, batch_size: int, device: str) -> float:
@@ -46,7 +46,7 @@ def dataloader_epoch(x: np.ndarray, y: np.ndarray, batch_size: int, device: str)
 
 
 def project_epoch(x: np.ndarray, y: np.ndarray, batch_size: int, device: str) -> float:
-    """One epoch of v8_model.train.train_model; its own timer excludes nothing but set-up."""
+    """One epoch of v8_model.loop.train_model; its own timer excludes nothing but set-up."""
     config = TrainConfig(epochs=1, batch_size=batch_size, device=device)
     val_rows = 1_000  # the loop validates once per epoch; keep that cost negligible
     result = train_model(x, y, x[:val_rows], y[:val_rows], config)
@@ -60,7 +60,7 @@ def main() -> None:
     rng = np.random.default_rng(0)
     x = rng.standard_normal((rows, 72)).astype(np.float32)
     y = rng.integers(0, 3, rows).astype(np.int64)
-    batch = DEFAULT_BATCH_SIZE
+    batch = TrainConfig().batch_size
     print(f"rows={rows} batch_size={batch} device={device} threads={torch.get_num_threads()}")
     project = min(project_epoch(x, y, batch, device) for _ in range(repeats))
     loader = min(dataloader_epoch(x, y, batch, device) for _ in range(repeats))

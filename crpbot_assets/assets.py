@@ -1,4 +1,4 @@
-"""The asset graph of SPEC §3, one partition per symbol, every artifact under the storage root.
+"""The asset graph, one partition per symbol, every artifact under the storage root.
 
     candles → features → processor → model → production_model
                                           └─(all partitions)→ gate_report
@@ -49,8 +49,9 @@ from crpbot_assets.storage import (
 )
 from crpbot_assets.trainers import ModelTrainer, utc_now
 from crpbot_assets.writers import claim_symbol
+from v8_model.config import HYPERPARAMETER_NAMES, SYMBOLS_HYPERPARAMETER, to_hyperparameters
 from v8_model.data import DEFAULT_MAX_GAP, DEFAULT_MIN_ROWS, CandleValidationError, validate_candles
-from v8_model.entrypoint import HYPERPARAMETERS, METRICS_FILE
+from v8_model.evaluation import Evaluation
 from v8_model.exchange import (
     DEFAULT_EXCHANGE,
     ExchangeFetchError,
@@ -60,10 +61,14 @@ from v8_model.exchange import (
 )
 from v8_model.features import FEATURE_NAMES, build_features_dataset
 from v8_model.gates import GATE_NAMES
-from v8_model.net import CONFIG_FILE, WEIGHTS_FILE
-from v8_model.pipeline import fit_processor
-from v8_model.processor import processor_filename
+from v8_model.layout import (
+    CONFIG_FILE,
+    METRICS_FILE,
+    WEIGHTS_FILE,
+    processor_filename,
+)
 from v8_model.promotion import PromotionError, folder_digests, promote, verify_files
+from v8_model.segments import fit_processor
 from v8_model.storage import open_store
 from v8_model.synthetic import MINUTES_PER_DAY, generate_candles
 
@@ -204,7 +209,7 @@ def _download_candles(
     """The exchange source: append the minutes since the stored file's last candle."""
     symbol = context.partition_key
     key = candles_key(symbol)
-    uri = storage.uri(key)
+    uri = storage.store.uri(key)
     market = _with_symbol(config.market, symbol, "market") if config.market else market_for(symbol)
     source = f"exchange {config.exchange} {market}"
     previous = _previous_source(context, uri)
@@ -275,7 +280,7 @@ def candles(
     if config.source == EXCHANGE:
         return _download_candles(context, config, storage, exchanges, days)
     if config.source == SYNTHETIC:
-        seed = settings.seed if config.seed is None else config.seed
+        seed = settings.train.seed if config.seed is None else config.seed
         source = f"synthetic(days={days}, seed={seed}, signal={config.signal})"
         frame = generate_candles(
             symbol,
@@ -304,11 +309,11 @@ def candles(
             metadata={"rows": len(frame), "min_rows": settings.min_rows},
         )
     key = candles_key(symbol)
-    size = storage.write_parquet(key, frame)
+    size = storage.store.write_parquet(key, frame)
     return dg.MaterializeResult(
         metadata={
             "source": source,
-            "uri": storage.uri(key),
+            "uri": storage.store.uri(key),
             "rows": len(frame),
             "MiB": round(size / MIB, 3),
             "first_timestamp": str(frame["timestamp"].iloc[0]),
@@ -330,13 +335,13 @@ def candles(
 def features(context: dg.AssetExecutionContext, storage: StorageResource) -> dg.MaterializeResult:
     claim_symbol(context)
     symbol = context.partition_key
-    dataset = build_features_dataset(storage.read_parquet(candles_key(symbol)))
+    dataset = build_features_dataset(storage.store.read_parquet(candles_key(symbol)))
     key = features_key(symbol)
-    size = storage.write_parquet(key, dataset)
+    size = storage.store.write_parquet(key, dataset)
     preview = dataset.loc[: PREVIEW_ROWS - 1, list(PREVIEW_COLUMNS)]
     return dg.MaterializeResult(
         metadata={
-            "uri": storage.uri(key),
+            "uri": storage.store.uri(key),
             "rows": len(dataset),
             "MiB": round(size / MIB, 3),
             "feature_columns": len(FEATURE_NAMES),
@@ -363,14 +368,14 @@ def features(context: dg.AssetExecutionContext, storage: StorageResource) -> dg.
 def processor(context: dg.AssetExecutionContext, storage: StorageResource) -> dg.MaterializeResult:
     claim_symbol(context)
     symbol = context.partition_key
-    fitted = fit_processor(storage.read_parquet(features_key(symbol)), symbol)
+    fitted = fit_processor(storage.store.read_parquet(features_key(symbol)), symbol)
     key = processor_key(symbol)
     with tempfile.TemporaryDirectory() as tmp:
         storage.store.upload_file(fitted.save(Path(tmp) / processor_filename(symbol)), key)
     thresholds = fitted.thresholds
     return dg.MaterializeResult(
         metadata={
-            "uri": storage.uri(key),
+            "uri": storage.store.uri(key),
             "training_rows": int(fitted.scaler.n_samples_seen_),
             "sell_below": thresholds.sell_below,
             "buy_above": thresholds.buy_above,
@@ -380,14 +385,13 @@ def processor(context: dg.AssetExecutionContext, storage: StorageResource) -> dg
 
 
 def _hyperparameters(profile: ProfileResource, overrides: dict[str, str]) -> dict[str, str]:
-    unknown = sorted(set(overrides) - set(HYPERPARAMETERS))
+    known = {*HYPERPARAMETER_NAMES, SYMBOLS_HYPERPARAMETER}
+    unknown = sorted(set(overrides) - known)
     if unknown:
-        raise dg.Failure(
-            description=f"unknown hyperparameter(s) {unknown}; known: {sorted(HYPERPARAMETERS)}"
-        )
-    if "symbols" in overrides:
+        raise dg.Failure(description=f"unknown hyperparameter(s) {unknown}; known: {sorted(known)}")
+    if SYMBOLS_HYPERPARAMETER in overrides:
         raise dg.Failure(description="'symbols' is set by the partition, not by config")
-    return {**profile.get().hyperparameters(), **overrides}
+    return {**to_hyperparameters(profile.get().train), **overrides}
 
 
 @dg.asset(
@@ -418,7 +422,7 @@ def model(
     run_info = json.loads(storage.store.read_text(f"{folder}/{RUN_INFO_FILE}"))
     where = {
         # The entry point's model_dir was the container's; the model now lives here.
-        "model_dir": dg.MetadataValue.path(storage.uri(folder)),
+        "model_dir": dg.MetadataValue.path(storage.store.uri(folder)),
         "trainer": run_info["trainer"],
         "job_name": run_info["job_name"],
         "instance_type": run_info["instance_type"],
@@ -447,7 +451,7 @@ def _figure_metadata(
 ) -> dict[str, dg.MetadataValue]:
     """The model's figures as Markdown metadata (PNG embedded, ~25 KB each in the event log)."""
     try:
-        figures = symbol_figures(storage, symbol)
+        figures = symbol_figures(storage.store, symbol)
     except ValueError as error:
         # Pictures are a view of the metrics: a trained, gated model is recorded without them.
         context.log.warning(f"model {symbol} is recorded without figures: {error}")
@@ -504,14 +508,16 @@ def production_model(
         staged = verify_files(store, source, recorded, what="the training run", fix=fix)
     except PromotionError as error:
         raise dg.Failure(description=f"refusing to promote {symbol}: {error}") from error
-    metrics = json.loads(staged[METRICS_FILE])
+    evaluation = Evaluation.from_json(
+        staged[METRICS_FILE].decode("utf-8"), source=f"{source}/{METRICS_FILE}"
+    )
     # The blocking gate checks already keep this asset from running after a failed gate; the
     # recorded metrics are checked again so that no path promotes a failed model.
-    failed = [name for name in GATE_NAMES if not metrics["gates"][name]["passed"]]
-    if failed or not metrics["all_gates_passed"]:
+    failed = [name for name in GATE_NAMES if not evaluation.gates[name].passed]
+    if failed or not evaluation.all_gates_passed:
         raise dg.Failure(
             description=f"refusing to promote {symbol}: gate(s) {failed} failed in "
-            f"{storage.uri(source)}/{METRICS_FILE}",
+            f"{storage.store.uri(source)}/{METRICS_FILE}",
             metadata={"failed_gates": failed},
         )
     run_info = json.loads(staged[RUN_INFO_FILE])
@@ -527,13 +533,13 @@ def production_model(
         raise dg.Failure(description=f"refusing to promote {symbol}: {error}") from error
     return dg.MaterializeResult(
         metadata={
-            "uri": storage.uri(production_version_folder(symbol, pointer.version)),
+            "uri": store.uri(production_version_folder(symbol, pointer.version)),
             "version": pointer.version,
             "previous_versions": list(pointer.previous),
             "job_name": run_info["job_name"],
             "files": dg.MetadataValue.json(recorded),
-            "test_accuracy": metrics["test_accuracy"],
-            "baseline_accuracy": metrics["baseline_accuracy"],
+            "test_accuracy": evaluation.test_accuracy,
+            "baseline_accuracy": evaluation.baseline_accuracy,
         }
     )
 
@@ -550,17 +556,17 @@ def gate_report(
     context: dg.AssetExecutionContext, storage: StorageResource
 ) -> dg.MaterializeResult:
     symbols = symbol_partitions.get_partition_keys()
-    written = write_report(storage, symbols, generated_at=utc_now())
+    written = write_report(storage.store, symbols, generated_at=utc_now())
     report = written.report
-    context.log.info(f"gate report: {storage.uri(REPORT_MARKDOWN_KEY)}")
+    context.log.info(f"gate report: {storage.store.uri(REPORT_MARKDOWN_KEY)}")
     return dg.MaterializeResult(
         metadata={
             "report": dg.MetadataValue.md(written.markdown),
-            "markdown_uri": storage.uri(REPORT_MARKDOWN_KEY),
-            "linked_markdown_uri": storage.uri(REPORT_LINKED_MARKDOWN_KEY),
-            "figures_uri": storage.uri(f"reports/{FIGURES_FOLDER}"),
+            "markdown_uri": storage.store.uri(REPORT_MARKDOWN_KEY),
+            "linked_markdown_uri": storage.store.uri(REPORT_LINKED_MARKDOWN_KEY),
+            "figures_uri": storage.store.uri(f"reports/{FIGURES_FOLDER}"),
             "figure_files": len(written.figure_keys),
-            "json_uri": storage.uri(REPORT_JSON_KEY),
+            "json_uri": storage.store.uri(REPORT_JSON_KEY),
             "symbols_trained": report["trained"],
             "symbols_passed": report["passed"],
             "total_cost_usd": report["total_cost_usd"],

@@ -3,8 +3,7 @@
 The features checks read the stored file (what the trainer will read), once, and judge it with one
 small function per check. They are blocking: when one fails, `processor`, `model` and
 `production_model` do not run, so no training starts on a bad file. The rows and time coverage a
-file needs come from the run's profile, so a sample (the original trained on 800 KB of samples
-instead of 835 MB) is refused.
+file needs come from the run's profile, so a sample is refused.
 
 The gates are computed by the training entry point and reported through Pipes; here they are only
 declared, one blocking ERROR check per gate on `model`.
@@ -37,7 +36,7 @@ FEATURES_CHECK_NAMES = (
 
 def _spec(name: str, asset: str, description: str) -> dg.AssetCheckSpec:
     # Partitioned checks are a preview feature; their behaviour (per-partition results, blocking)
-    # was verified on the pinned dagster 1.13.27 (SPEC §8), so the warning is silenced here only.
+    # was verified on the pinned dagster 1.13.27, so the warning is silenced here only.
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", dg.PreviewWarning)
         return dg.AssetCheckSpec(
@@ -228,8 +227,8 @@ def features_checks(
 ):
     """Reads the stored features file once and runs the four features checks on it."""
     key = features_key(context.partition_key)
-    dataset = storage.read_parquet(key)
-    context.log.info(f"checking {storage.uri(key)}: {len(dataset):,} rows")
+    dataset = storage.store.read_parquet(key)
+    context.log.info(f"checking {storage.store.uri(key)}: {len(dataset):,} rows")
     yield check_feature_columns(dataset)
     yield check_enough_history(dataset, profile.get())
     yield check_timestamps_increasing(dataset)

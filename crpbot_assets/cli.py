@@ -94,9 +94,11 @@ def add_preflight_command(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _sagemaker_request(args: argparse.Namespace) -> int:
+    from crpbot_assets.profiles import current_profile
     from crpbot_assets.sagemaker.code_bundle import CodeBundle
     from crpbot_assets.sagemaker.request import build_training_job_request, training_image_uri
     from crpbot_assets.trainers import training_job_name
+    from v8_model.config import to_hyperparameters
 
     settings = _settings(args)
     settings.validate_for_launch()
@@ -106,6 +108,8 @@ def _sagemaker_request(args: argparse.Namespace) -> int:
         job_name=training_job_name(args.symbol, "preview"),
         image_uri=training_image_uri(settings),
         code_uri=CodeBundle(settings).uri,
+        # What a Dagster run of the current profile (CRPBOT_PROFILE) sends.
+        hyperparameters=to_hyperparameters(current_profile().train),
     )
     print(json.dumps(request, indent=2))
     # stdout stays pure JSON: with the code bundle uploaded it is a valid standalone job

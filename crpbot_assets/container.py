@@ -1,6 +1,6 @@
 """An emulated SageMaker training container: the `/opt/ml` tree and `SM_*` env in a local folder.
 
-SPEC §7: config files in `input/config/`, one folder per channel in `input/data/NAME/`, model
+The contract: config files in `input/config/`, one folder per channel in `input/data/NAME/`, model
 output in `model/`, the failure reason in `output/failure`, and the env variables the SageMaker
 training toolkit sets. The local trainer runs `python -m v8_model.train` inside such a tree, so
 the entry point is exercised under the same contract it meets in the cloud; tests that emulate
@@ -18,7 +18,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from v8_model.entrypoint import FAILURE_REASON_LIMIT
+from v8_model.layout import FAILURE_REASON_LIMIT
 
 HOST = "algo-1"  # SageMaker's name for the first (here: only) host
 CONTENT_TYPES = {"training": "application/x-parquet", "processor": "application/json"}

@@ -184,8 +184,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     storage = defs.resources["storage"]
     print(f"\nDAGSTER_HOME: {os.environ['DAGSTER_HOME']}")
-    print(f"gate report: {storage.uri(REPORT_MARKDOWN_KEY)}")
-    print(f"             {storage.uri(REPORT_JSON_KEY)}")
+    print(f"gate report: {storage.store.uri(REPORT_MARKDOWN_KEY)}")
+    print(f"             {storage.store.uri(REPORT_JSON_KEY)}")
     failed = {name: why for name, why in outcomes.items() if why}
     for name, why in failed.items():
         print(f"FAILED {name}: {why}", file=sys.stderr)

@@ -1,9 +1,8 @@
-"""Run profiles: how much data and training a run gets. Every size default lives here.
+"""Run profiles: how much data a run gets and how it trains. Every size default lives here.
 
 `demo` is the main command's default: about 60 days of synthetic candles per symbol and a few
 epochs, so all three symbols finish in minutes on a laptop CPU. `full` is the seed's run: two years
-of candles, 100 epochs, batch 256, learning rate 0.001. The hyperparameter values come from
-`v8_model.defaults`, so the library and the orchestration never disagree.
+of candles and `TrainConfig`'s defaults (100 epochs, batch 256, learning rate 0.001).
 
 A run picks its profile through the `profile` resource (run config
 `resources: {profile: {config: {name: full}}}`) or, by default, the env variable CRPBOT_PROFILE.
@@ -11,19 +10,16 @@ A run picks its profile through the `profile` resource (run config
 
 from __future__ import annotations
 
+import dataclasses
 import os
-from dataclasses import dataclass, fields, replace
+import typing
+from dataclasses import dataclass, replace
 
 import dagster as dg
+import pydantic
 from pydantic import Field
 
-from v8_model.defaults import (
-    DEFAULT_BATCH_SIZE,
-    DEFAULT_EPOCHS,
-    DEFAULT_LEARNING_RATE,
-    DEFAULT_PATIENCE,
-    DEFAULT_SEED,
-)
+from v8_model.config import TrainConfig
 from v8_model.synthetic import MINUTES_PER_DAY
 
 PROFILE_ENV_VAR = "CRPBOT_PROFILE"
@@ -44,51 +40,30 @@ class Profile:
     # Candles per symbol: the synthetic market's length, or how far back an exchange download
     # starts when nothing is stored yet.
     days: int
-    epochs: int
-    batch_size: int
-    learning_rate: float
-    patience: int
-    seed: int  # of the synthetic market and of training
     # The features checks refuse a file that covers less than this: a sample, not a history.
     min_coverage_days: float
+    # How the model trains; its seed also seeds the synthetic market.
+    train: TrainConfig
 
     @property
     def min_rows(self) -> int:
         return int(self.min_coverage_days * MINUTES_PER_DAY * MIN_COMPLETENESS)
-
-    def hyperparameters(self) -> dict[str, str]:
-        """The training entry point's hyperparameters (SageMaker style: string values)."""
-        return {
-            "epochs": str(self.epochs),
-            "batch-size": str(self.batch_size),
-            "learning-rate": str(self.learning_rate),
-            "patience": str(self.patience),
-            "seed": str(self.seed),
-        }
 
 
 PROFILES: dict[str, Profile] = {
     "demo": Profile(
         name="demo",
         days=60,
-        # On this data validation loss bottoms out by epoch 2-3; more epochs only cost time.
-        epochs=3,
-        batch_size=DEFAULT_BATCH_SIZE,
-        learning_rate=DEFAULT_LEARNING_RATE,
-        patience=DEFAULT_PATIENCE,
-        seed=DEFAULT_SEED,
         min_coverage_days=30,
+        # On this data validation loss bottoms out by epoch 2-3; more epochs only cost time.
+        train=TrainConfig(epochs=3),
     ),
     "full": Profile(
         name="full",
         days=730,
-        epochs=DEFAULT_EPOCHS,
-        batch_size=DEFAULT_BATCH_SIZE,
-        learning_rate=DEFAULT_LEARNING_RATE,
-        patience=DEFAULT_PATIENCE,
-        seed=DEFAULT_SEED,
         # The seed's files hold two years; one year is the least that is not a sample.
         min_coverage_days=365,
+        train=TrainConfig(),
     ),
 }
 
@@ -110,26 +85,50 @@ def default_profile_name() -> str:
     return name
 
 
-class ProfileResource(dg.ConfigurableResource):
-    """The run's profile by name, with optional per-field overrides (e.g. fewer days in tests)."""
+def current_profile() -> Profile:
+    """The profile CRPBOT_PROFILE names (the default one when unset)."""
+    return get_profile(default_profile_name())
+
+
+class _ProfileSelection(dg.ConfigurableResource):
+    """The run's profile by name, with optional per-field overrides (e.g. fewer days in tests).
+
+    Besides `days` and `min_coverage_days`, every `TrainConfig` field may be overridden (fields
+    generated below, so a training setting is never declared twice).
+    """
 
     name: str = Field(
         default_factory=default_profile_name,
         description=f"demo or full; default: env {PROFILE_ENV_VAR}, else {DEFAULT_PROFILE}",
     )
     days: int | None = None
-    epochs: int | None = None
-    batch_size: int | None = None
-    learning_rate: float | None = None
-    patience: int | None = None
-    seed: int | None = None
     min_coverage_days: float | None = None
 
     def get(self) -> Profile:
         base = get_profile(self.name)
-        overrides = {
-            field.name: getattr(self, field.name)
-            for field in fields(Profile)
-            if field.name != "name" and getattr(self, field.name) is not None
+        train_overrides = {
+            name: getattr(self, name) for name in _TRAIN_FIELDS if getattr(self, name) is not None
         }
-        return replace(base, **overrides)
+        sizing = {
+            name: getattr(self, name)
+            for name in ("days", "min_coverage_days")
+            if getattr(self, name) is not None
+        }
+        return replace(base, train=replace(base.train, **train_overrides), **sizing)
+
+
+_TRAIN_TYPES = typing.get_type_hints(TrainConfig)
+_TRAIN_FIELDS = tuple(field.name for field in dataclasses.fields(TrainConfig))
+ProfileResource = pydantic.create_model(
+    "ProfileResource",
+    __base__=_ProfileSelection,
+    __module__=__name__,
+    __doc__=_ProfileSelection.__doc__,
+    **{
+        name: (
+            _TRAIN_TYPES[name] | None,
+            Field(default=None, description=f"override of the profile's TrainConfig.{name}"),
+        )
+        for name in _TRAIN_FIELDS
+    },
+)

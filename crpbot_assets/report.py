@@ -27,13 +27,14 @@ from crpbot_assets.storage import (
     REPORT_LINKED_MARKDOWN_KEY,
     REPORT_MARKDOWN_KEY,
     RUN_INFO_FILE,
-    StorageResource,
     model_folder,
 )
-from v8_model.entrypoint import METRICS_FILE
-from v8_model.gates import GATE_NAMES
+from v8_model.evaluation import Evaluation
+from v8_model.gates import CLASS_SHARE_BAND, GATE_NAMES
+from v8_model.layout import METRICS_FILE
 from v8_model.plots import markdown_image, metrics_figures
 from v8_model.promotion import current_folder
+from v8_model.storage import Store
 
 NOT_TRAINED = "not trained"
 FIGURES_FOLDER = "figures"  # beside the reports, so the linked report's paths are relative
@@ -42,7 +43,8 @@ FIGURE_TITLES = {
     "loss_curves": "training and validation loss per epoch",
     "confusion_matrix": "test confusion matrix",
     "reliability": "reliability diagram with the expected calibration error",
-    "class_mix": "predicted class mix against the 15-60% band",
+    "class_mix": "predicted class mix against the "
+    f"{CLASS_SHARE_BAND[0] * 100:.0f}-{CLASS_SHARE_BAND[1]:.0%} band",
 }
 
 _METRIC_KEYS = (
@@ -69,21 +71,21 @@ def figure_key(symbol: str, name: str) -> str:
     return f"reports/{FIGURES_FOLDER}/{symbol}_{name}.png"
 
 
-def symbol_figures(storage: StorageResource, symbol: str) -> dict[str, bytes]:
+def symbol_figures(store: Store, symbol: str) -> dict[str, bytes]:
     """The figures of `symbol`'s stored metrics.json as PNG bytes, by name; {} when not trained.
 
     Raises ValueError naming the file when the metrics lack what a figure needs.
     """
-    key = f"{model_folder(symbol)}/{METRICS_FILE}"
-    metrics = _read_json(storage, key)
-    if metrics is None:
+    evaluation = read_evaluation(store, symbol)
+    if evaluation is None:
         return {}
     try:
-        return metrics_figures(metrics)
-    except (KeyError, ValueError) as error:
+        return metrics_figures(evaluation)
+    except ValueError as error:
+        key = f"{model_folder(symbol)}/{METRICS_FILE}"
         raise ValueError(
-            f"cannot draw the figures of {storage.uri(key)}: {error!r}; it needs the history, "
-            "confusion matrix, reliability table, ECE and class mix that v8_model.train writes "
+            f"cannot draw the figures of {store.uri(key)}: {error!r}; it needs the history, "
+            "confusion matrix, reliability table, ECE and class mix that the entry point writes "
             "(retrain the model to get them)"
         ) from error
 
@@ -104,29 +106,40 @@ def linked_images(symbol: str, figures: Mapping[str, bytes]) -> dict[str, str]:
     }
 
 
-def _read_json(storage: StorageResource, key: str) -> dict | None:
-    if not storage.store.exists(key):
+def _read_json(store: Store, key: str) -> dict | None:
+    if not store.exists(key):
         return None
-    return json.loads(storage.store.read_text(key))
+    return json.loads(store.read_text(key))
 
 
-def symbol_entry(storage: StorageResource, symbol: str) -> dict:
+def read_evaluation(store: Store, symbol: str) -> Evaluation | None:
+    """`symbol`'s stored evaluation record; None when it has no model."""
+    key = f"{model_folder(symbol)}/{METRICS_FILE}"
+    if not store.exists(key):
+        return None
+    return Evaluation.from_json(store.read_text(key), source=store.uri(key))
+
+
+def symbol_entry(store: Store, symbol: str) -> dict:
     """One symbol's report entry, from its stored metrics, run info and promotion record."""
-    folder = model_folder(symbol)
-    metrics = _read_json(storage, f"{folder}/{METRICS_FILE}")
-    if metrics is None:
+    evaluation = read_evaluation(store, symbol)
+    if evaluation is None:
         return {"status": NOT_TRAINED}
-    run_info = _read_json(storage, f"{folder}/{RUN_INFO_FILE}") or {}
-    serving = current_folder(storage.store, symbol)
-    promotion = {} if serving is None else _read_json(storage, f"{serving}/{PROMOTION_FILE}") or {}
+    run_info = _read_json(store, f"{model_folder(symbol)}/{RUN_INFO_FILE}") or {}
+    serving = current_folder(store, symbol)
+    promotion = {} if serving is None else _read_json(store, f"{serving}/{PROMOTION_FILE}") or {}
     job_name = run_info.get("job_name")
     entry = {
-        "status": "passed" if metrics["all_gates_passed"] else "failed",
+        "status": "passed" if evaluation.all_gates_passed else "failed",
         "gates": {
-            name: {key: metrics["gates"][name][key] for key in ("passed", "value", "threshold")}
+            name: {
+                "passed": evaluation.gates[name].passed,
+                "value": evaluation.gates[name].value,
+                "threshold": evaluation.gates[name].threshold,
+            }
             for name in GATE_NAMES
         },
-        **{key: metrics.get(key) for key in _METRIC_KEYS},
+        **{key: getattr(evaluation, key) for key in _METRIC_KEYS},
         **{key: run_info.get(key) for key in _RUN_INFO_KEYS},
         # Promoted means production holds this very model, not an older one.
         "promoted": bool(job_name) and promotion.get("job_name") == job_name,
@@ -134,12 +147,12 @@ def symbol_entry(storage: StorageResource, symbol: str) -> dict:
     return entry
 
 
-def build_report(storage: StorageResource, symbols: Sequence[str], generated_at: str) -> dict:
-    entries = {symbol: symbol_entry(storage, symbol) for symbol in symbols}
+def build_report(store: Store, symbols: Sequence[str], generated_at: str) -> dict:
+    entries = {symbol: symbol_entry(store, symbol) for symbol in symbols}
     trained = [e for e in entries.values() if e["status"] != NOT_TRAINED]
     return {
         "generated_at": generated_at,
-        "root": storage.root,
+        "root": store.root,
         "symbols": entries,
         "trained": len(trained),
         "passed": sum(e["status"] == "passed" for e in trained),
@@ -228,11 +241,9 @@ class WrittenReport:
     figure_keys: list[str]
 
 
-def write_report(
-    storage: StorageResource, symbols: Sequence[str], generated_at: str
-) -> WrittenReport:
+def write_report(store: Store, symbols: Sequence[str], generated_at: str) -> WrittenReport:
     """Build the report and write its JSON, both Markdown files and the figure files."""
-    report = build_report(storage, symbols, generated_at)
+    report = build_report(store, symbols, generated_at)
     embedded: dict[str, dict[str, str]] = {}
     linked: dict[str, dict[str, str]] = {}
     figure_keys = []
@@ -240,19 +251,19 @@ def write_report(
         if entry["status"] == NOT_TRAINED:
             continue
         try:
-            figures = symbol_figures(storage, symbol)
+            figures = symbol_figures(store, symbol)
         except ValueError as error:
             # The numbers are still worth reporting; the report says why the pictures are missing.
             entry["figures_error"] = str(error)
             continue
         for name, png in figures.items():
-            storage.store.write_bytes(figure_key(symbol, name), png)
+            store.write_bytes(figure_key(symbol, name), png)
         entry["figures"] = {name: figure_key(symbol, name) for name in figures}
         figure_keys += entry["figures"].values()
         embedded[symbol] = embedded_images(symbol, figures)
         linked[symbol] = linked_images(symbol, figures)
     markdown = render_markdown(report, embedded)
-    storage.store.write_text(REPORT_JSON_KEY, json.dumps(report, indent=1))
-    storage.store.write_text(REPORT_LINKED_MARKDOWN_KEY, render_markdown(report, linked))
-    storage.store.write_text(REPORT_MARKDOWN_KEY, markdown)
+    store.write_text(REPORT_JSON_KEY, json.dumps(report, indent=1))
+    store.write_text(REPORT_LINKED_MARKDOWN_KEY, render_markdown(report, linked))
+    store.write_text(REPORT_MARKDOWN_KEY, markdown)
     return WrittenReport(report=report, markdown=markdown, figure_keys=figure_keys)

@@ -12,7 +12,6 @@ import os
 from pathlib import Path
 
 import dagster as dg
-import pandas as pd
 from pydantic import Field, PrivateAttr
 
 from v8_model.layout import (  # noqa: F401 - the layout, re-exported for the assets
@@ -55,13 +54,3 @@ class StorageResource(dg.ConfigurableResource):
         if self._store is None:  # one client per resource instance, not per call
             self._store = open_store(self.root)
         return self._store
-
-    def uri(self, key: str) -> str:
-        return self.store.uri(key)
-
-    def read_parquet(self, key: str) -> pd.DataFrame:
-        return self.store.read_parquet(key)
-
-    def write_parquet(self, key: str, frame: pd.DataFrame) -> int:
-        """Write `frame` atomically; returns the size in bytes."""
-        return self.store.write_parquet(key, frame)

@@ -28,9 +28,8 @@ from crpbot_assets.storage import (
     model_folder,
     processor_key,
 )
-from v8_model.entrypoint import features_filename
+from v8_model.layout import features_filename, processor_filename
 from v8_model.lifetime import PARENT_PID_ENV_VAR, process_exists
-from v8_model.processor import processor_filename
 
 
 class TrainingFailedError(dg.Failure):

@@ -60,8 +60,8 @@ from moto.servicequotas.responses import ServiceQuotasResponse
 from crpbot_assets.container import emulate_training_container
 from crpbot_assets.sagemaker.trainer import SageMakerTrainer
 from v8_model.features import build_features_dataset
-from v8_model.pipeline import fit_processor
 from v8_model.processor import processor_filename
+from v8_model.segments import fit_processor
 from v8_model.synthetic import generate_candles
 
 CONTAINER_ROOT = "/opt/ml"

@@ -39,7 +39,7 @@ def good_features() -> pd.DataFrame:
 
 def run_checks_and_downstream(root, dataset: pd.DataFrame, instance) -> dg.ExecuteInProcessResult:
     storage = StorageResource(root=str(root))
-    storage.write_parquet(features_key("BTC"), dataset)
+    storage.store.write_parquet(features_key("BTC"), dataset)
     TRAINER_CALLS.clear()
     return dg.materialize(
         [*SYMBOL_ASSETS, features_checks],
@@ -156,7 +156,7 @@ def test_candles_from_an_existing_parquet_file(tmp_path, dagster_instance):
     frame.to_parquet(tmp_path / "SOL_1m.parquet")
     result = materialize_candles(tmp_path, dagster_instance, str(tmp_path / "{symbol}_1m.parquet"))
     assert result.success
-    stored = StorageResource(root=str(tmp_path / "root")).read_parquet(candles_key("SOL"))
+    stored = StorageResource(root=str(tmp_path / "root")).store.read_parquet(candles_key("SOL"))
     pd.testing.assert_frame_equal(stored, frame)
 
 

@@ -22,14 +22,11 @@ from crpbot_assets.profiles import (
 )
 from crpbot_assets.storage import StorageResource, features_key, model_folder, processor_key
 from crpbot_assets.trainers import LocalTrainer
+from v8_model.config import TrainConfig, to_hyperparameters
 from v8_model.defaults import (
-    DEFAULT_BATCH_SIZE,
-    DEFAULT_EPOCHS,
-    DEFAULT_LEARNING_RATE,
     SYMBOLS,
 )
 from v8_model.gates import GATE_NAMES
-from v8_model.train import TrainConfig
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -92,17 +89,17 @@ def test_alert_sensor_runs_by_default():
 
 def test_profiles():
     full = get_profile("full")
-    assert (full.days, full.epochs, full.batch_size, full.learning_rate) == (
+    assert (full.days, full.train.epochs, full.train.batch_size, full.train.learning_rate) == (
         730,
-        DEFAULT_EPOCHS,
-        DEFAULT_BATCH_SIZE,
-        DEFAULT_LEARNING_RATE,
+        100,
+        256,
+        0.001,
     )
-    assert full.hyperparameters()["epochs"] == "100"
+    assert to_hyperparameters(full.train)["epochs"] == "100"
     demo = get_profile("demo")
-    assert demo.days == 60 and demo.epochs < full.epochs
+    assert demo.days == 60 and demo.train.epochs < full.train.epochs
     assert demo.min_rows > 1000  # a 1,000-row sample is refused
-    assert ProfileResource(name="full", epochs=3).get().epochs == 3
+    assert ProfileResource(name="full", epochs=3).get().train.epochs == 3
     with pytest.raises(ValueError, match="unknown profile 'huge'"):
         ProfileResource(name="huge").get()
 

@@ -89,7 +89,7 @@ def failure(result: dg.ExecuteInProcessResult):
 
 
 def stored(root) -> pd.DataFrame:
-    return StorageResource(root=str(root)).read_parquet(candles_key("BTC"))
+    return StorageResource(root=str(root)).store.read_parquet(candles_key("BTC"))
 
 
 def test_exchange_source_downloads_incrementally_with_a_content_version(tmp_path, dagster_instance):

@@ -15,13 +15,16 @@ from sagemaker_emulator import (
 )
 
 from crpbot_assets.cli import main
+from crpbot_assets.profiles import get_profile
+from v8_model.config import TrainConfig, to_hyperparameters
 
 CONSOLE_SCRIPT = Path(sys.executable).with_name("crpbot")
 
 
 def test_sagemaker_request_shows_the_seeds_job(tmp_path: Path) -> None:
     """Through the installed console script, as a user runs it; nothing is sent anywhere."""
-    env = {"PATH": str(CONSOLE_SCRIPT.parent), "HOME": str(tmp_path)}  # no AWS settings at all
+    # No AWS settings at all; the seed's run is the full profile.
+    env = {"PATH": str(CONSOLE_SCRIPT.parent), "HOME": str(tmp_path), "CRPBOT_PROFILE": "full"}
     done = subprocess.run(
         [str(CONSOLE_SCRIPT), "sagemaker-request", "BTC", "--role-arn", ROLE_ARN],
         capture_output=True,
@@ -44,12 +47,13 @@ def test_sagemaker_request_shows_the_seeds_job(tmp_path: Path) -> None:
     (training,) = [c for c in request["InputDataConfig"] if c["ChannelName"] == "training"]
     assert training["ContentType"] == "application/x-parquet"
     assert training["DataSource"]["S3DataSource"]["S3Uri"] == f"s3://{BUCKET}/data/"
-    assert request["HyperParameters"] == {
+    hyperparameters = request["HyperParameters"]
+    assert {key: hyperparameters[key] for key in ("epochs", "batch-size", "learning-rate")} == {
         "epochs": "100",
         "batch-size": "256",
         "learning-rate": "0.001",
-        "symbols": "BTC",
     }
+    assert hyperparameters == {**to_hyperparameters(TrainConfig()), "symbols": "BTC"}
     assert request["OutputDataConfig"] == {"S3OutputPath": f"s3://{BUCKET}/v8-final/output/"}
     assert request["StoppingCondition"] == {"MaxRuntimeInSeconds": 7200}
     assert request["RoleArn"] == ROLE_ARN
@@ -70,6 +74,18 @@ def test_sagemaker_request_takes_flags_and_environment(
     assert ".dkr.ecr.eu-west-1." in request["AlgorithmSpecification"]["TrainingImage"]
     assert request["HyperParameters"]["symbols"] == "ETH"
     assert request["EnableManagedSpotTraining"] is True
+
+
+def test_sagemaker_request_shows_the_current_profiles_training(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
+    """`CRPBOT_PROFILE=demo crpbot sagemaker-request BTC` shows what a demo run sends."""
+    monkeypatch.setenv("CRPBOT_PROFILE", "demo")
+    assert main(["sagemaker-request", "BTC", "--role-arn", ROLE_ARN]) == 0
+    hyperparameters = json.loads(capsys.readouterr().out)["HyperParameters"]
+    demo = get_profile("demo").train
+    assert hyperparameters["epochs"] == str(demo.epochs) == "3"
+    assert hyperparameters == {**to_hyperparameters(demo), "symbols": "BTC"}
 
 
 @pytest.mark.parametrize(

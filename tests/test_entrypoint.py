@@ -1,4 +1,4 @@
-"""`python -m v8_model.train` under an emulated SageMaker training container (SPEC §7)."""
+"""`python -m v8_model.train` under an emulated SageMaker training container."""
 
 import json
 import os
@@ -9,11 +9,11 @@ from pathlib import Path
 
 import pytest
 
-from v8_model.entrypoint import features_filename
 from v8_model.features import build_features_dataset
+from v8_model.layout import features_filename
 from v8_model.net import load_model
-from v8_model.pipeline import fit_processor
 from v8_model.processor import V8FeatureProcessor, processor_filename
+from v8_model.segments import fit_processor
 from v8_model.synthetic import generate_candles
 
 REPO = Path(__file__).resolve().parents[1]

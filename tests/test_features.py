@@ -17,7 +17,7 @@ from v8_model.features import (
     compute_features,
 )
 from v8_model.gates import gate_feature_normalization
-from v8_model.pipeline import prepare_segments
+from v8_model.segments import prepare_segments
 from v8_model.synthetic import generate_candles
 
 DOCS = Path(__file__).resolve().parents[1] / "docs" / "features.md"

@@ -63,12 +63,12 @@ def test_metrics_against_majority_baseline():
     train_labels = np.array([2] * 10 + [0] * 5)
     logits = np.eye(3)[labels] * 3.0  # perfect predictions
     metrics = evaluation_metrics(logits, labels, train_labels)
-    assert metrics["test_accuracy"] == 1.0
-    assert metrics["macro_f1"] == pytest.approx(1.0)
-    assert metrics["baseline_class"] == "BUY"
-    assert metrics["baseline_accuracy"] == pytest.approx(0.5)
-    assert metrics["confusion_matrix"][2][2] == 500
-    assert metrics["class_mix"] == pytest.approx({"SELL": 0.25, "HOLD": 0.25, "BUY": 0.5})
+    assert metrics.test_accuracy == 1.0
+    assert metrics.macro_f1 == pytest.approx(1.0)
+    assert metrics.baseline_class == "BUY"
+    assert metrics.baseline_accuracy == pytest.approx(0.5)
+    assert metrics.confusion_matrix[2][2] == 500
+    assert metrics.class_mix == pytest.approx({"SELL": 0.25, "HOLD": 0.25, "BUY": 0.5})
 
 
 def test_ece_zero_for_calibrated_and_large_for_overconfident():
@@ -79,4 +79,4 @@ def test_ece_zero_for_calibrated_and_large_for_overconfident():
     assert ece < 0.01
     overconfident = np.eye(3)[rng.integers(0, 3, 30_000)] * 0.98 + 0.02 / 3
     ece, table = expected_calibration_error(overconfident, labels)
-    assert ece > 0.5 and sum(row["count"] for row in table) == 30_000
+    assert ece > 0.5 and sum(row.count for row in table) == 30_000

@@ -16,7 +16,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from v8_model.config import TrainConfig
 from v8_model.defaults import CLASS_NAMES
+from v8_model.evaluation import Evaluation
 from v8_model.features import build_features_dataset
 from v8_model.pipeline import train_and_evaluate
 from v8_model.plots import (
@@ -31,7 +33,6 @@ from v8_model.plots import (
     reliability_diagram_png,
 )
 from v8_model.synthetic import generate_candles
-from v8_model.train import TrainConfig
 
 ARTIFACTS = Path(__file__).resolve().parents[1] / "test-artifacts" / "plots"
 MAX_PNG_BYTES = 60_000  # each image lands in Dagster's event log
@@ -53,19 +54,19 @@ def _assert_png(data: bytes) -> None:
 
 
 @pytest.fixture(scope="module")
-def metrics() -> dict:
+def metrics() -> Evaluation:
     candles = generate_candles("BTC", minutes=12 * 1440, seed=1)
     outcome = train_and_evaluate(
         build_features_dataset(candles), symbol="BTC", config=TrainConfig(epochs=2, device="cpu")
     )
-    return outcome.metrics
+    return outcome.evaluation
 
 
 def test_full_set_from_a_real_training_run(metrics):
     figures = metrics_figures(metrics)
     assert list(figures) == ["loss_curves", "confusion_matrix", "reliability", "class_mix"]
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    page = [f"# Figures of a {metrics['epochs_run']}-epoch BTC run (synthetic market)", ""]
+    page = [f"# Figures of a {metrics.epochs_run}-epoch BTC run (synthetic market)", ""]
     for name, png in figures.items():
         _assert_png(png)
         (ARTIFACTS / f"{name}.png").write_bytes(png)

@@ -22,6 +22,7 @@ from sagemaker_emulator import (
     tiny_processor,
 )
 
+from crpbot_assets.profiles import get_profile
 from crpbot_assets.sagemaker import container_bootstrap
 from crpbot_assets.sagemaker.artifacts import ArtifactError, extract_verified
 from crpbot_assets.sagemaker.aws import RetryPolicy, call_with_retries
@@ -40,15 +41,17 @@ from crpbot_assets.sagemaker.request import (
     training_image_uri,
 )
 from crpbot_assets.sagemaker.settings import SageMakerSettings, SettingsError, settings_from_env
-from v8_model.entrypoint import METRICS_FILE, SUMMARY_FILE
+from v8_model.config import TrainConfig, to_hyperparameters
+from v8_model.evaluation import EpochStats
+from v8_model.layout import METRICS_FILE, SUMMARY_FILE
 from v8_model.net import V8TradingNet, save_model
-from v8_model.train import EpochStats
 
 REPO = Path(__file__).resolve().parents[1]
 FAST = RetryPolicy(attempts=4, base_delay_s=0.001, max_delay_s=0.002)
 
 
 def request_for(settings: SageMakerSettings, code_uri: str = "s3://b/code/", **kwargs) -> dict:
+    kwargs.setdefault("hyperparameters", to_hyperparameters(TrainConfig()))
     return build_training_job_request(
         settings,
         symbol="ETH",
@@ -70,7 +73,8 @@ def test_defaults_are_the_seeds_and_only_the_role_is_missing() -> None:
         100,
     )
     assert settings.max_runtime_s == 7200
-    assert settings.hyperparameters() == {
+    seed_run = to_hyperparameters(get_profile("full").train)  # what a full-profile job sends
+    assert {key: seed_run[key] for key in ("epochs", "batch-size", "learning-rate")} == {
         "epochs": "100",
         "batch-size": "256",
         "learning-rate": "0.001",
@@ -145,13 +149,13 @@ def test_flags_beat_environment_beats_defaults() -> None:
 
 def test_request_trains_one_symbol_from_the_seed_layout() -> None:
     settings = SageMakerSettings(role_arn=ROLE_ARN, prefix="team")
-    request = request_for(settings, hyperparameter_overrides={"epochs": "3", "seed": "1"})
-    assert request["HyperParameters"] == {
-        "epochs": "3",  # the run's value wins over the setting
-        "batch-size": "256",
-        "learning-rate": "0.001",
+    rendered = to_hyperparameters(TrainConfig(epochs=3, seed=1))
+    request = request_for(settings, hyperparameters=rendered)
+    assert request["HyperParameters"] == {**rendered, "symbols": "ETH"}
+    assert {key: request["HyperParameters"][key] for key in ("epochs", "seed", "batch-size")} == {
+        "epochs": "3",  # the run's values
         "seed": "1",
-        "symbols": "ETH",
+        "batch-size": "256",
     }
     channels = {c["ChannelName"]: c for c in request["InputDataConfig"]}
     training = channels["training"]

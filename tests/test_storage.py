@@ -98,9 +98,9 @@ def test_storage_resource_parquet_round_trip(root):
             "x": [1.0, 2, 3],
         }
     )
-    size = resource.write_parquet("data/t.parquet", frame)
+    size = resource.store.write_parquet("data/t.parquet", frame)
     assert size == resource.store.info("data/t.parquet").size
-    pd.testing.assert_frame_equal(resource.read_parquet("data/t.parquet"), frame)
+    pd.testing.assert_frame_equal(resource.store.read_parquet("data/t.parquet"), frame)
 
 
 def test_s3_objects_land_under_the_prefix(s3_bucket):

@@ -4,11 +4,13 @@ import numpy as np
 import pytest
 import torch
 
+from v8_model.config import TrainConfig
 from v8_model.features import build_features_dataset
+from v8_model.loop import TrainingDivergedError, train_model
 from v8_model.loss import FocalLoss
+from v8_model.net import predict_logits
 from v8_model.pipeline import train_and_evaluate
 from v8_model.synthetic import generate_candles
-from v8_model.train import TrainConfig, TrainingDivergedError, predict_logits, train_model
 
 # How much better than the majority-class baseline a model must score when a signal is planted.
 PLANTED_SIGNAL_MARGIN = 0.05
@@ -83,25 +85,24 @@ def _outcome(signal: float, seed: int):
 
 def test_pure_random_walk_scores_like_the_majority_baseline():
     """Nothing is predictable; beating the baseline by more than 2 points would mean leakage."""
-    metrics = _outcome(signal=0.0, seed=11).metrics
-    gap = metrics["test_accuracy"] - metrics["baseline_accuracy"]
+    metrics = _outcome(signal=0.0, seed=11).evaluation
+    gap = metrics.test_accuracy - metrics.baseline_accuracy
     print(
-        f"random walk: test {metrics['test_accuracy']:.4f} vs baseline "
-        f"{metrics['baseline_accuracy']:.4f}"
+        f"random walk: test {metrics.test_accuracy:.4f} vs baseline {metrics.baseline_accuracy:.4f}"
     )
     assert abs(gap) <= 0.02, metrics
 
 
 def test_planted_signal_beats_the_majority_baseline():
     outcome = _outcome(signal=0.2, seed=12)
-    metrics = outcome.metrics
+    metrics = outcome.evaluation
     print(
-        f"planted signal: test {metrics['test_accuracy']:.4f} vs baseline "
-        f"{metrics['baseline_accuracy']:.4f}, macro-F1 {metrics['macro_f1']:.4f}"
+        f"planted signal: test {metrics.test_accuracy:.4f} vs baseline "
+        f"{metrics.baseline_accuracy:.4f}, macro-F1 {metrics.macro_f1:.4f}"
     )
-    assert metrics["test_accuracy"] >= metrics["baseline_accuracy"] + PLANTED_SIGNAL_MARGIN, metrics
-    assert metrics["macro_f1"] > metrics["baseline_macro_f1"] + PLANTED_SIGNAL_MARGIN
-    assert outcome.all_gates_passed, metrics["gates"]
+    assert metrics.test_accuracy >= metrics.baseline_accuracy + PLANTED_SIGNAL_MARGIN, metrics
+    assert metrics.macro_f1 > metrics.baseline_macro_f1 + PLANTED_SIGNAL_MARGIN
+    assert metrics.all_gates_passed, metrics.gates
 
 
 class _Interrupted(Exception):

@@ -1,5 +1,8 @@
 """Per-epoch training checkpoints, so a restarted job (a reclaimed spot instance) resumes.
 
+`Progress` is the loop's bookkeeping between epochs; `snapshot` turns it and the torch objects
+into a `TrainingState`, `restore` loads one back into them.
+
 A checkpoint is two files in one folder: `state.npz` (every tensor: weights, the best weights so
 far, AdamW's moments, the random generators) loaded with allow_pickle=False, and `state.json`
 (epoch, history, counters, the learning-rate schedule, the settings it was written with),
@@ -11,12 +14,14 @@ from __future__ import annotations
 
 import io
 import json
-from dataclasses import dataclass
+import math
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from v8_model.evaluation import EpochStats
 from v8_model.storage import atomic_write_bytes, atomic_write_text
 
 ARRAYS_FILE = "state.npz"
@@ -45,6 +50,84 @@ class TrainingState:
     best_val_loss: float
     epochs_without_improvement: int
     fingerprint: dict  # settings and data shape: a checkpoint resumes only the same training
+
+
+@dataclass
+class Progress:
+    """Where the loop stands after its last completed epoch."""
+
+    epoch: int = 0
+    history: list[EpochStats] = field(default_factory=list)
+    best_epoch: int = 0
+    best_val_loss: float = math.inf
+    best_weights: dict[str, torch.Tensor] | None = None  # a copy, never the live weights
+    epochs_without_improvement: int = 0
+
+    def record(self, stats: EpochStats, model: torch.nn.Module) -> None:
+        """Add an epoch; keep a copy of the weights when its validation loss is the best yet."""
+        self.epoch = stats.epoch
+        self.history.append(stats)
+        if math.isfinite(stats.val_loss) and stats.val_loss < self.best_val_loss:
+            self.best_val_loss, self.best_epoch = stats.val_loss, stats.epoch
+            self.best_weights = {name: t.detach().clone() for name, t in model.state_dict().items()}
+            self.epochs_without_improvement = 0
+        else:
+            self.epochs_without_improvement += 1
+
+
+def snapshot(
+    progress: Progress,
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    schedule: torch.optim.lr_scheduler.LRScheduler,
+    shuffle: torch.Generator,
+    fingerprint: dict,
+) -> TrainingState:
+    """The state to save after `progress.epoch` (which must have a best epoch)."""
+    if progress.best_weights is None:
+        raise ValueError("no checkpoint before the first epoch with a finite validation loss")
+    on_cuda = shuffle.device.type == "cuda"
+    return TrainingState(
+        epoch=progress.epoch,
+        model=model.state_dict(),
+        best_model=progress.best_weights,
+        optimizer=optimizer.state_dict(),
+        schedule=schedule.state_dict(),
+        shuffle_rng=shuffle.get_state(),
+        torch_rng=torch.get_rng_state(),
+        cuda_rng=torch.cuda.get_rng_state() if on_cuda else None,
+        history=[vars(stats) for stats in progress.history],
+        best_epoch=progress.best_epoch,
+        best_val_loss=progress.best_val_loss,
+        epochs_without_improvement=progress.epochs_without_improvement,
+        fingerprint=fingerprint,
+    )
+
+
+def restore(
+    state: TrainingState,
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    schedule: torch.optim.lr_scheduler.LRScheduler,
+    shuffle: torch.Generator,
+) -> Progress:
+    """Load `state` into the torch objects and the random generators; return the bookkeeping."""
+    device = shuffle.device
+    model.load_state_dict(state.model)
+    optimizer.load_state_dict(state.optimizer)
+    schedule.load_state_dict(state.schedule)
+    shuffle.set_state(state.shuffle_rng)
+    torch.set_rng_state(state.torch_rng)
+    if device.type == "cuda" and state.cuda_rng is not None:
+        torch.cuda.set_rng_state(state.cuda_rng)
+    return Progress(
+        epoch=state.epoch,
+        history=[EpochStats(**stats) for stats in state.history],
+        best_epoch=state.best_epoch,
+        best_val_loss=state.best_val_loss,
+        best_weights={name: t.to(device) for name, t in state.best_model.items()},
+        epochs_without_improvement=state.epochs_without_improvement,
+    )
 
 
 def _flatten_optimizer(optimizer_state: dict, arrays: dict[str, np.ndarray]) -> dict:

@@ -12,10 +12,4 @@ DEFAULT_HORIZON = 15
 # Trailing window (bars) of the volatility that scales the forward return into a label score.
 LABEL_VOLATILITY_WINDOW = 1440
 
-# The seed's hyperparameters (SPEC §4).
-DEFAULT_EPOCHS = 100
-DEFAULT_BATCH_SIZE = 256
-DEFAULT_LEARNING_RATE = 1e-3
-DEFAULT_WEIGHT_DECAY = 1e-4
-DEFAULT_PATIENCE = 10
-DEFAULT_SEED = 7
+# The training settings (epochs, batch size, ...) are `v8_model.config.TrainConfig`'s fields.

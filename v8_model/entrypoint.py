@@ -1,10 +1,11 @@
 """`python -m v8_model.train`: the SageMaker training-container contract, also run locally.
 
-Contract (SPEC §7), read from the environment, never from hard-coded paths when a variable is set:
+Contract, read from the environment, never from hard-coded paths when a variable is set:
 - training data: `{SYMBOL}_features.parquet` in SM_CHANNEL_TRAINING;
 - optional fitted processors: `processor_{SYMBOL}_v8.json` in SM_CHANNEL_PROCESSOR;
 - hyperparameters: `hyperparameters.json` in SM_INPUT_CONFIG_DIR (or SM_HPS), string or
-  JSON-encoded values, overridden by `--key value` flags (how SageMaker's driver passes them);
+  JSON-encoded values, overridden by `--key value` flags (how SageMaker's driver passes them):
+  every `v8_model.config.TrainConfig` setting, plus `symbols`;
 - output: SM_MODEL_DIR/{SYMBOL}/ (weights.npz, config.json, processor, metrics.json) and
   SM_MODEL_DIR/training_summary.json;
 - checkpoints: with CRPBOT_CHECKPOINT_DIR set (the SageMaker trainer sets it to the checkpoint
@@ -35,26 +36,29 @@ import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
 
-from v8_model.defaults import DEFAULT_PATIENCE, DEFAULT_SEED, SYMBOLS
+from v8_model.config import (
+    SYMBOLS_HYPERPARAMETER,
+    HyperparameterError,
+    TrainConfig,
+    add_hyperparameter_arguments,
+    decode_hyperparameters,
+)
+from v8_model.defaults import SYMBOLS
+from v8_model.evaluation import EpochStats, Evaluation
 from v8_model.features import FEATURE_NAMES, FEATURES_DATASET_COLUMNS
 from v8_model.gates import GATE_NAMES
+from v8_model.layout import (
+    FAILURE_REASON_LIMIT,
+    METRICS_FILE,
+    SUMMARY_FILE,
+    features_filename,
+    processor_filename,
+)
 from v8_model.net import save_model
-from v8_model.pipeline import SymbolOutcome, prepare_segments, train_on_segments
-from v8_model.processor import V8FeatureProcessor, processor_filename
+from v8_model.pipeline import SymbolOutcome, train_on_segments
+from v8_model.processor import V8FeatureProcessor
+from v8_model.segments import prepare_segments
 from v8_model.storage import atomic_write_text
-from v8_model.train import EpochStats, TrainConfig
-
-SUMMARY_FILE = "training_summary.json"
-METRICS_FILE = "metrics.json"
-FAILURE_REASON_LIMIT = 1024  # SageMaker keeps the first 1024 characters as FailureReason
-
-
-class HyperparameterError(ValueError):
-    """A hyperparameter that is unknown or has a value of the wrong kind."""
-
-
-def features_filename(symbol: str) -> str:
-    return f"{symbol}_features.parquet"
 
 
 @dataclass(frozen=True)
@@ -84,64 +88,23 @@ class ContainerPaths:
         )
 
 
-# name → (converter, default); names as SageMaker and the seed spell them.
-HYPERPARAMETERS = {
-    "epochs": (int, TrainConfig.epochs),
-    "batch-size": (int, TrainConfig.batch_size),
-    "learning-rate": (float, TrainConfig.learning_rate),
-    "weight-decay": (float, TrainConfig.weight_decay),
-    "patience": (int, DEFAULT_PATIENCE),
-    "seed": (int, DEFAULT_SEED),
-    "dropout": (float, TrainConfig.dropout),
-    "temperature-init": (float, TrainConfig.temperature_init),
-    "symbols": (str, ""),
-    "device": (str, ""),
-}
-
-
-def _decode(name: str, raw: object) -> object:
-    """Undo SageMaker's encoding: values are strings, sometimes JSON-encoded ('"BTC"', '100')."""
-    if isinstance(raw, str):
-        with contextlib.suppress(json.JSONDecodeError):
-            raw = json.loads(raw)
-    if name == "symbols" and isinstance(raw, list):
-        raw = ",".join(str(item) for item in raw)
-    converter = HYPERPARAMETERS[name][0]
-    try:
-        if converter is int and isinstance(raw, float) and not raw.is_integer():
-            raise ValueError
-        return converter(raw)
-    except (TypeError, ValueError) as error:
-        raise HyperparameterError(
-            f"hyperparameter {name!r}: expected {converter.__name__}, got {raw!r}"
-        ) from error
-
-
-def _file_hyperparameters(paths: ContainerPaths, env: Mapping[str, str]) -> dict[str, object]:
+def _file_hyperparameters(paths: ContainerPaths, env: Mapping[str, str]) -> tuple[str, dict]:
+    """Where the hyperparameters came from and the raw values, SageMaker's own keys left out."""
     path = paths.config_dir / "hyperparameters.json"
     if path.is_file():
         source, text = str(path), path.read_text(encoding="utf-8")
     elif "SM_HPS" in env:
         source, text = "SM_HPS", env["SM_HPS"]
     else:
-        return {}
+        return "defaults", {}
     try:
         raw = json.loads(text)
     except json.JSONDecodeError as error:
         raise HyperparameterError(f"{source}: not valid JSON ({error})") from error
     if not isinstance(raw, dict):
         raise HyperparameterError(f"{source}: expected a JSON object of hyperparameters")
-    values = {}
-    for key, value in raw.items():
-        name = key.replace("_", "-")
-        if key.startswith("sagemaker_"):  # set by SageMaker's own tooling, not ours
-            continue
-        if name not in HYPERPARAMETERS:
-            raise HyperparameterError(
-                f"{source}: unknown hyperparameter {key!r}; known: {', '.join(HYPERPARAMETERS)}"
-            )
-        values[name] = _decode(name, value)
-    return values
+    # sagemaker_* keys are set by SageMaker's own tooling, not ours.
+    return source, {k: v for k, v in raw.items() if not k.startswith("sagemaker_")}
 
 
 class _RaisingParser(argparse.ArgumentParser):
@@ -149,23 +112,40 @@ class _RaisingParser(argparse.ArgumentParser):
         raise HyperparameterError(f"command line: {message}")
 
 
+def _command_line(argv: Sequence[str]) -> dict[str, str]:
+    """The `--name value` flags given, by hyperparameter name."""
+    parser = _RaisingParser(prog="python -m v8_model.train", description=__doc__)
+    add_hyperparameter_arguments(parser)
+    parser.add_argument(f"--{SYMBOLS_HYPERPARAMETER}", dest=SYMBOLS_HYPERPARAMETER, default=None)
+    return {k: v for k, v in vars(parser.parse_args(list(argv))).items() if v is not None}
+
+
 def resolve_hyperparameters(
     argv: Sequence[str], paths: ContainerPaths, env: Mapping[str, str]
-) -> dict[str, object]:
-    """Defaults, then hyperparameters.json / SM_HPS, then command-line flags."""
-    values = {name: default for name, (_, default) in HYPERPARAMETERS.items()}
-    values.update(_file_hyperparameters(paths, env))
-    parser = _RaisingParser(prog="python -m v8_model.train", description=__doc__)
-    for name in HYPERPARAMETERS:
-        parser.add_argument(f"--{name}", f"--{name.replace('-', '_')}", dest=name, default=None)
-    for name, raw in vars(parser.parse_args(list(argv))).items():
-        if raw is not None:
-            values[name] = _decode(name, raw)
-    return values
+) -> tuple[TrainConfig, str]:
+    """The training settings and the raw `symbols` value: defaults, then the file, then flags."""
+    source, from_file = _file_hyperparameters(paths, env)
+    flags = _command_line(argv)
+    symbols = flags.pop(SYMBOLS_HYPERPARAMETER, from_file.pop(SYMBOLS_HYPERPARAMETER, ""))
+    settings = {  # a flag wins over the file; each is checked, even one a flag overrides
+        **decode_hyperparameters(from_file, source),
+        **decode_hyperparameters(flags, "command line"),
+    }
+    return TrainConfig(**settings), _symbols_text(symbols)
 
 
-def _symbols(values: Mapping[str, object], pipes_partition: str | None) -> list[str]:
-    text = str(values["symbols"]).strip()
+def _symbols_text(raw: object) -> str:
+    """`symbols` as SageMaker may encode it: 'BTC,ETH', '"BTC,ETH"' or a JSON list."""
+    if isinstance(raw, str):
+        with contextlib.suppress(json.JSONDecodeError):
+            raw = json.loads(raw)
+    if isinstance(raw, list):
+        raw = ",".join(str(item) for item in raw)
+    return str(raw)
+
+
+def _symbols(text: str, pipes_partition: str | None) -> list[str]:
+    text = text.strip()
     symbols = [s.strip().upper() for s in text.split(",") if s.strip()] if text else []
     if pipes_partition:
         if symbols and symbols != [pipes_partition]:
@@ -175,20 +155,6 @@ def _symbols(values: Mapping[str, object], pipes_partition: str | None) -> list[
             )
         return [pipes_partition]
     return symbols or list(SYMBOLS)
-
-
-def _train_config(values: Mapping[str, object]) -> TrainConfig:
-    return TrainConfig(
-        epochs=values["epochs"],
-        batch_size=values["batch-size"],
-        learning_rate=values["learning-rate"],
-        weight_decay=values["weight-decay"],
-        patience=values["patience"],
-        seed=values["seed"],
-        dropout=values["dropout"],
-        temperature_init=values["temperature-init"],
-        device=values["device"] or None,
-    )
 
 
 def read_features_dataset(path: Path) -> pd.DataFrame:
@@ -228,26 +194,25 @@ def _pipes_session(env: Mapping[str, str]) -> Iterator[object | None]:
         yield pipes
 
 
-def _report_to_pipes(pipes, outcome: SymbolOutcome, model_dir: Path) -> None:
-    metrics = outcome.metrics
+def _report_to_pipes(pipes, evaluation: Evaluation, model_dir: Path) -> None:
     pipes.report_asset_materialization(
         metadata={
             "model_dir": {"raw_value": str(model_dir), "type": "path"},
-            "test_accuracy": metrics["test_accuracy"],
-            "baseline_accuracy": metrics["baseline_accuracy"],
-            "macro_f1": metrics["macro_f1"],
-            "ece": metrics["ece"],
-            "train_seconds": metrics["train_seconds"],
-            "device": metrics["device"],
-            "epochs_run": metrics["epochs_run"],
-            "best_epoch": metrics["best_epoch"],
-            "best_val_loss": metrics["best_val_loss"],
-            "class_mix": {"raw_value": metrics["class_mix"], "type": "json"},
-            "all_gates_passed": metrics["all_gates_passed"],
+            "test_accuracy": evaluation.test_accuracy,
+            "baseline_accuracy": evaluation.baseline_accuracy,
+            "macro_f1": evaluation.macro_f1,
+            "ece": evaluation.ece,
+            "train_seconds": evaluation.train_seconds,
+            "device": evaluation.device,
+            "epochs_run": evaluation.epochs_run,
+            "best_epoch": evaluation.best_epoch,
+            "best_val_loss": evaluation.best_val_loss,
+            "class_mix": {"raw_value": evaluation.class_mix, "type": "json"},
+            "all_gates_passed": evaluation.all_gates_passed,
         }
     )
     for name in GATE_NAMES:
-        gate = outcome.gates[name]
+        gate = evaluation.gates[name]
         pipes.report_asset_check(
             check_name=name,
             passed=gate.passed,
@@ -281,7 +246,7 @@ def _train_symbol(symbol, paths, config, pipes) -> tuple[SymbolOutcome, Path]:
     symbol_dir = paths.model_dir / symbol
     save_model(outcome.training.model, symbol_dir)
     outcome.processor.save(symbol_dir / processor_filename(symbol))
-    atomic_write_text(symbol_dir / METRICS_FILE, json.dumps(outcome.metrics, indent=1))
+    atomic_write_text(symbol_dir / METRICS_FILE, outcome.evaluation.to_json())
     if checkpoint_dir is not None and checkpoint_dir.exists():
         shutil.rmtree(checkpoint_dir)  # done: a later job must not resume a finished training
     return outcome, symbol_dir
@@ -289,36 +254,23 @@ def _train_symbol(symbol, paths, config, pipes) -> tuple[SymbolOutcome, Path]:
 
 def run(argv: Sequence[str], paths: ContainerPaths, env: Mapping[str, str], written: list) -> None:
     with _pipes_session(env) as pipes:
-        values = resolve_hyperparameters(argv, paths, env)
+        config, symbols_text = resolve_hyperparameters(argv, paths, env)
         partition = getattr(pipes, "partition_key", None) if pipes is not None else None
-        symbols = _symbols(values, partition)
-        config = _train_config(values)
+        symbols = _symbols(symbols_text, partition)
         summary = {"symbols": symbols, "hyperparameters": config.to_dict(), "models": {}}
         for symbol in symbols:
             written.append(paths.model_dir / symbol)
             outcome, symbol_dir = _train_symbol(symbol, paths, config, pipes)
-            summary["models"][symbol] = {
-                key: outcome.metrics[key]
-                for key in (
-                    "test_accuracy",
-                    "baseline_accuracy",
-                    "macro_f1",
-                    "ece",
-                    "class_mix",
-                    "train_seconds",
-                    "device",
-                    "all_gates_passed",
-                    "gates",
-                )
-            }
+            evaluation = outcome.evaluation
+            summary["models"][symbol] = evaluation.summary()
             print(
-                f"symbol={symbol} test_accuracy={outcome.metrics['test_accuracy']:.4f} "
-                f"baseline_accuracy={outcome.metrics['baseline_accuracy']:.4f} "
-                f"gates_passed={outcome.all_gates_passed}",
+                f"symbol={symbol} test_accuracy={evaluation.test_accuracy:.4f} "
+                f"baseline_accuracy={evaluation.baseline_accuracy:.4f} "
+                f"gates_passed={evaluation.all_gates_passed}",
                 flush=True,
             )
             if pipes is not None:
-                _report_to_pipes(pipes, outcome, symbol_dir)
+                _report_to_pipes(pipes, evaluation, symbol_dir)
         written.append(paths.model_dir / SUMMARY_FILE)
         atomic_write_text(paths.model_dir / SUMMARY_FILE, json.dumps(summary, indent=1))
 

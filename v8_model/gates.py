@@ -1,4 +1,7 @@
-"""The five quality gates (SPEC §4) and the test-segment metrics reported beside them.
+"""The five quality gates and the test-segment metrics reported beside them.
+
+Each threshold is a constant below, defined once: the gates, their descriptions, the checks and
+the figures all read it from here.
 
 Every function is pure: arrays in, numbers out. Gates are evaluated on the test segment only —
 data the model never trained on and that never chose its checkpoint.
@@ -6,12 +9,11 @@ data the model never trained on and that never chose its checkpoint.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
-
 import numpy as np
 from sklearn.metrics import confusion_matrix, f1_score
 
 from v8_model.defaults import CLASS_NAMES
+from v8_model.evaluation import GateResult, ReliabilityBin, TestMetrics
 
 GATE_NAMES = (
     "feature_normalization",
@@ -42,20 +44,6 @@ GATE_DESCRIPTIONS = {
 }
 
 
-@dataclass(frozen=True)
-class GateResult:
-    """One gate's verdict: the measured value, the threshold it was held to, and the details."""
-
-    name: str
-    passed: bool
-    value: float
-    threshold: str
-    details: dict[str, float] = field(default_factory=dict)
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-
 def softmax(logits: np.ndarray) -> np.ndarray:
     shifted = logits - logits.max(axis=1, keepdims=True)
     exp = np.exp(shifted)
@@ -63,7 +51,7 @@ def softmax(logits: np.ndarray) -> np.ndarray:
 
 
 def gate_feature_normalization(scaled_features: np.ndarray) -> GateResult:
-    """Gate 1: the scaled test features have overall |mean| < 0.1 and |std − 1| < 0.1."""
+    """Gate 1: overall |mean| and |std − 1| of the scaled test features within tolerance."""
     mean = float(np.mean(scaled_features))
     std = float(np.std(scaled_features))
     per_feature_mean = np.abs(scaled_features.mean(axis=0))
@@ -83,7 +71,7 @@ def gate_feature_normalization(scaled_features: np.ndarray) -> GateResult:
 
 
 def gate_logit_range(logits: np.ndarray) -> GateResult:
-    """Gate 2: every logit lies strictly within ±15."""
+    """Gate 2: every logit lies strictly within ±MAX_ABS_LOGIT."""
     low, high = float(np.nanmin(logits)), float(np.nanmax(logits))
     value = max(abs(low), abs(high))
     return GateResult(
@@ -96,7 +84,7 @@ def gate_logit_range(logits: np.ndarray) -> GateResult:
 
 
 def gate_confidence_calibration(logits: np.ndarray) -> GateResult:
-    """Gate 3: fewer than 10% of samples have a max softmax probability above 0.99."""
+    """Gate 3: few samples have a max softmax probability above OVERCONFIDENT_PROBABILITY."""
     max_probability = softmax(logits).max(axis=1)
     share = float(np.mean(max_probability > OVERCONFIDENT_PROBABILITY))
     return GateResult(
@@ -116,7 +104,7 @@ def class_mix(predictions: np.ndarray) -> dict[str, float]:
 
 
 def gate_class_balance(predictions: np.ndarray) -> GateResult:
-    """Gate 4: every class is predicted for between 15% and 60% of samples."""
+    """Gate 4: every class is predicted for a share of samples inside CLASS_SHARE_BAND."""
     mix = class_mix(predictions)
     low, high = CLASS_SHARE_BAND
     # The reported value is the share farthest outside (or closest to leaving) the band.
@@ -159,7 +147,7 @@ def evaluate_gates(scaled_features: np.ndarray, logits: np.ndarray) -> dict[str,
 
 def expected_calibration_error(
     probabilities: np.ndarray, labels: np.ndarray, n_bins: int = ECE_BINS
-) -> tuple[float, list[dict[str, float]]]:
+) -> tuple[float, list[ReliabilityBin]]:
     """ECE over equal-width confidence bins, and the per-bin table for a reliability diagram."""
     confidence = probabilities.max(axis=1)
     correct = probabilities.argmax(axis=1) == labels
@@ -175,18 +163,20 @@ def expected_calibration_error(
         bin_accuracy = float(correct[in_bin].mean())
         ece += count / len(labels) * abs(bin_confidence - bin_accuracy)
         table.append(
-            {
-                "lower": float(edges[index]),
-                "upper": float(edges[index + 1]),
-                "confidence": bin_confidence,
-                "accuracy": bin_accuracy,
-                "count": count,
-            }
+            ReliabilityBin(
+                lower=float(edges[index]),
+                upper=float(edges[index + 1]),
+                confidence=bin_confidence,
+                accuracy=bin_accuracy,
+                count=count,
+            )
         )
     return float(ece), table
 
 
-def evaluation_metrics(logits: np.ndarray, labels: np.ndarray, train_labels: np.ndarray) -> dict:
+def evaluation_metrics(
+    logits: np.ndarray, labels: np.ndarray, train_labels: np.ndarray
+) -> TestMetrics:
     """Accuracy and macro-F1 against the majority-class baseline, ECE, class mix, confusion."""
     class_ids = list(range(len(CLASS_NAMES)))
     safe_logits = np.nan_to_num(logits, nan=0.0, posinf=1e6, neginf=-1e6)
@@ -195,20 +185,20 @@ def evaluation_metrics(logits: np.ndarray, labels: np.ndarray, train_labels: np.
     majority_class = int(np.bincount(train_labels, minlength=len(CLASS_NAMES)).argmax())
     baseline = np.full_like(labels, majority_class)
     ece, reliability = expected_calibration_error(probabilities, labels)
-    return {
-        "test_rows": int(len(labels)),
-        "test_accuracy": float(np.mean(predictions == labels)),
-        "baseline_accuracy": float(np.mean(baseline == labels)),
-        "baseline_class": CLASS_NAMES[majority_class],
-        "macro_f1": float(
+    return TestMetrics(
+        test_rows=int(len(labels)),
+        test_accuracy=float(np.mean(predictions == labels)),
+        baseline_accuracy=float(np.mean(baseline == labels)),
+        baseline_class=CLASS_NAMES[majority_class],
+        macro_f1=float(
             f1_score(labels, predictions, labels=class_ids, average="macro", zero_division=0)
         ),
-        "baseline_macro_f1": float(
+        baseline_macro_f1=float(
             f1_score(labels, baseline, labels=class_ids, average="macro", zero_division=0)
         ),
-        "ece": ece,
-        "reliability": reliability,
-        "class_mix": class_mix(predictions),
-        "true_class_mix": class_mix(labels),
-        "confusion_matrix": confusion_matrix(labels, predictions, labels=class_ids).tolist(),
-    }
+        ece=ece,
+        reliability=reliability,
+        class_mix=class_mix(predictions),
+        true_class_mix=class_mix(labels),
+        confusion_matrix=confusion_matrix(labels, predictions, labels=class_ids).tolist(),
+    )

@@ -2,10 +2,10 @@
 
 score_t = log(close_{t+h} / close_t) / (sigma_t * sqrt(h)), where sigma_t is the std of 1-bar log
 returns over the trailing LABEL_VOLATILITY_WINDOW bars (known at t) and h the horizon. Scaling by
-volatility keeps the classes meaningful in calm and wild regimes alike (the original 1-bar ±1.5%
-rule made nearly every 1-minute label HOLD). The SELL/HOLD and HOLD/BUY thresholds are the 1/3 and
-2/3 quantiles of the training segment's scores, so the classes come out roughly balanced; they are
-stored with the processor and reused unchanged on validation, test and live data.
+volatility keeps the classes meaningful in calm and wild regimes alike. The SELL/HOLD and
+HOLD/BUY thresholds are the 1/3 and 2/3 quantiles of the training segment's scores, so the classes
+come out roughly balanced; they are stored with the processor and reused unchanged on validation,
+test and live data.
 """
 
 from __future__ import annotations

@@ -14,8 +14,15 @@ One place for the layout, shared by the Dagster assets, the trainers and `v8_mod
 
 from __future__ import annotations
 
-from v8_model.entrypoint import features_filename
-from v8_model.processor import processor_filename
+# A leaf module: it imports nothing from the project, so any module may import it.
+
+# Files of a model folder (the entry point's SM_MODEL_DIR/{SYMBOL}/).
+WEIGHTS_FILE = "weights.npz"
+CONFIG_FILE = "config.json"
+METRICS_FILE = "metrics.json"  # the v8_model.evaluation.Evaluation record
+SUMMARY_FILE = "training_summary.json"  # SM_MODEL_DIR/, over every symbol of the job
+# SageMaker keeps the first 1024 characters of the failure file as the job's FailureReason.
+FAILURE_REASON_LIMIT = 1024
 
 RUN_INFO_FILE = "run_info.json"
 PROMOTION_FILE = "promotion.json"
@@ -23,6 +30,14 @@ PRODUCTION_POINTER_FILE = "current.json"
 REPORT_MARKDOWN_KEY = "reports/gate_report.md"
 REPORT_JSON_KEY = "reports/gate_report.json"
 REPORT_LINKED_MARKDOWN_KEY = "reports/gate_report_linked.md"
+
+
+def features_filename(symbol: str) -> str:
+    return f"{symbol}_features.parquet"
+
+
+def processor_filename(symbol: str) -> str:
+    return f"processor_{symbol}_v8.json"
 
 
 def candles_key(symbol: str) -> str:

@@ -1,4 +1,4 @@
-"""FocalLoss(alpha=0.25, gamma=2.0, label_smoothing=0.1), multi-class.
+"""Training losses: multi-class `FocalLoss` (the default) and cross-entropy, built from TrainConfig.
 
 With p = softmax(logits) and the smoothed target q = (1 - s) * one_hot(y) + s / K:
 
@@ -14,9 +14,16 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from v8_model.config import TrainConfig
+
 
 class FocalLoss(nn.Module):
-    def __init__(self, alpha: float = 0.25, gamma: float = 2.0, label_smoothing: float = 0.1):
+    def __init__(
+        self,
+        alpha: float = TrainConfig.focal_alpha,
+        gamma: float = TrainConfig.focal_gamma,
+        label_smoothing: float = TrainConfig.label_smoothing,
+    ):
         super().__init__()
         if not 0.0 <= label_smoothing < 1.0:
             raise ValueError(f"label_smoothing must be in [0, 1), got {label_smoothing}")
@@ -32,3 +39,12 @@ class FocalLoss(nn.Module):
         focal_weight = (1.0 - log_p.exp()).pow(self.gamma)
         per_sample = -(q * focal_weight * log_p).sum(dim=-1)
         return self.alpha * per_sample.mean()
+
+
+def build_loss(config: TrainConfig) -> nn.Module:
+    """The loss the config names, with its parameters."""
+    if config.loss == "focal":
+        return FocalLoss(config.focal_alpha, config.focal_gamma, config.label_smoothing)
+    if config.loss == "cross_entropy":
+        return nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
+    raise ValueError(f"training setting loss {config.loss!r} has no builder")

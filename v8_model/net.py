@@ -1,7 +1,6 @@
 """V8TradingNet: 72 → 512 → 256 → 128 → 3 with a learned, positive temperature.
 
-Normalization: each hidden block is Linear → LayerNorm → ReLU → Dropout. The original "adaptive
-normalization" trained BatchNorm and evaluated an untrained LayerNorm. LayerNorm normalises each
+Normalization: each hidden block is Linear → LayerNorm → ReLU → Dropout. LayerNorm normalises each
 row by its own statistics, so training and inference use the same trained parameters, and an
 evaluated batch gives exactly its rows' one-by-one outputs.
 
@@ -23,13 +22,16 @@ import numpy as np
 import torch
 from torch import nn
 
+from v8_model.config import TrainConfig
 from v8_model.features import FEATURE_NAMES
+from v8_model.layout import CONFIG_FILE, WEIGHTS_FILE
 from v8_model.storage import atomic_write_bytes, atomic_write_text
 
 MODEL_FORMAT = "crpbot.v8.model"
 MODEL_FORMAT_VERSION = 1
-WEIGHTS_FILE = "weights.npz"
-CONFIG_FILE = "config.json"
+# Rows per forward pass when predicting: each chunk holds ~4 KB of activations per row, so this
+# bounds evaluation memory at ~35 MB whatever the segment size.
+EVAL_CHUNK_ROWS = 8_192
 
 
 # What np.load raises for a truncated or empty weights.npz.
@@ -46,8 +48,8 @@ class V8TradingNet(nn.Module):
         n_features: int = len(FEATURE_NAMES),
         hidden: Sequence[int] = (512, 256, 128),
         n_classes: int = 3,
-        dropout: float = 0.3,
-        temperature_init: float = 2.5,
+        dropout: float = TrainConfig.dropout,
+        temperature_init: float = TrainConfig.temperature_init,
     ) -> None:
         super().__init__()
         if temperature_init <= 0:
@@ -139,3 +141,15 @@ def load_model(
     except (KeyError, TypeError, ValueError, RuntimeError, OSError, *_TORN_ARCHIVE_ERRORS) as error:
         raise ModelLoadError(f"{directory}: corrupt or mismatched model files ({error})") from error
     return model.eval()
+
+
+def predict_logits(model: V8TradingNet, features: torch.Tensor | np.ndarray) -> np.ndarray:
+    """Logits for every row, in eval mode and in bounded chunks; returns a float32 array."""
+    device = next(model.parameters()).device
+    features = torch.as_tensor(features, dtype=torch.float32, device=device)
+    was_training = model.training
+    model.eval()
+    with torch.no_grad():
+        chunks = [model(chunk) for chunk in torch.split(features, EVAL_CHUNK_ROWS)]
+    model.train(was_training)
+    return torch.cat(chunks).float().cpu().numpy()

@@ -13,6 +13,7 @@ import base64
 import io
 import math
 from collections.abc import Mapping, Sequence
+from dataclasses import asdict
 
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -20,6 +21,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
 from v8_model.defaults import CLASS_NAMES
+from v8_model.evaluation import Evaluation
 from v8_model.gates import CLASS_SHARE_BAND
 
 FIGURE_SIZE = (5.0, 3.2)  # inches
@@ -192,13 +194,17 @@ def class_mix_png(class_mix: Mapping[str, float]) -> bytes:
     return _png(figure)
 
 
-def metrics_figures(metrics: Mapping) -> dict[str, bytes]:
-    """Every figure of one symbol's metrics.json, by name, in display order."""
+def metrics_figures(evaluation: Evaluation) -> dict[str, bytes]:
+    """Every figure of one symbol's evaluation record, by name, in display order."""
+    if evaluation.history is None:
+        raise ValueError("the record has no 'history' (written before the figures existed)")
     return {
-        "loss_curves": loss_curves_png(metrics["history"]),
-        "confusion_matrix": confusion_matrix_png(metrics["confusion_matrix"], CLASS_NAMES),
-        "reliability": reliability_diagram_png(metrics["reliability"], metrics["ece"]),
-        "class_mix": class_mix_png(metrics["class_mix"]),
+        "loss_curves": loss_curves_png([asdict(stats) for stats in evaluation.history]),
+        "confusion_matrix": confusion_matrix_png(evaluation.confusion_matrix, CLASS_NAMES),
+        "reliability": reliability_diagram_png(
+            [asdict(row) for row in evaluation.reliability], evaluation.ece
+        ),
+        "class_mix": class_mix_png(evaluation.class_mix),
     }
 
 

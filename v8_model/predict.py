@@ -27,11 +27,17 @@ from v8_model.defaults import CLASS_NAMES
 from v8_model.features import WARMUP_ROWS, compute_features
 from v8_model.gates import softmax
 from v8_model.layout import PRODUCTION_POINTER_FILE, PROMOTION_FILE, production_folder
-from v8_model.net import CONFIG_FILE, WEIGHTS_FILE, ModelLoadError, V8TradingNet, load_model
+from v8_model.net import (
+    CONFIG_FILE,
+    WEIGHTS_FILE,
+    ModelLoadError,
+    V8TradingNet,
+    load_model,
+    predict_logits,
+)
 from v8_model.processor import ProcessorLoadError, V8FeatureProcessor, processor_filename
 from v8_model.promotion import PromotionError, current_folder
 from v8_model.storage import Store, open_store
-from v8_model.train import predict_logits
 
 # Candles of history before the first predicted row. The EMA features have infinite memory: an
 # EMA started k bars earlier still carries weight decay^k from its start, which the batch

@@ -1,7 +1,6 @@
 """V8FeatureProcessor: the fitted scaler and label thresholds of one symbol, saved as JSON.
 
-The original pickled the processor as `__main__.V8FeatureProcessor`, which nothing else could load.
-Here the file is plain JSON (feature names, StandardScaler statistics, label thresholds, format
+The file is plain JSON (feature names, StandardScaler statistics, label thresholds, format
 version); loading never unpickles and refuses a file that does not match this code.
 """
 
@@ -18,6 +17,7 @@ from sklearn.preprocessing import StandardScaler
 from v8_model.defaults import DEFAULT_HORIZON
 from v8_model.features import FEATURE_NAMES
 from v8_model.labels import LabelThresholds
+from v8_model.layout import processor_filename  # noqa: F401 - re-exported for callers
 from v8_model.storage import atomic_write_text
 
 FORMAT = "crpbot.v8.processor"
@@ -27,10 +27,6 @@ FORMAT_VERSION = 1
 
 class ProcessorLoadError(ValueError):
     """A processor file that is missing, corrupt or does not match this code."""
-
-
-def processor_filename(symbol: str) -> str:
-    return f"processor_{symbol}_v8.json"
 
 
 class V8FeatureProcessor:

@@ -3,7 +3,7 @@
 Rows are in time order. Each segment is a contiguous block; between two segments `embargo` rows are
 thrown away, so that no training label (which looks `horizon` bars ahead) overlaps a validation
 window, and no validation feature window (up to LONGEST_FEATURE_WINDOW bars back) reaches into
-training rows. A random split, as in the original, leaks neighbouring overlapping samples.
+training rows.
 """
 
 from __future__ import annotations

@@ -17,9 +17,14 @@ from typing import Any
 from botocore.exceptions import ClientError
 
 from crpbot_assets.sagemaker.aws import error_code, parse_s3_uri
-from v8_model.entrypoint import METRICS_FILE, SUMMARY_FILE
-from v8_model.net import CONFIG_FILE, WEIGHTS_FILE, ModelLoadError, load_model
-from v8_model.processor import ProcessorLoadError, V8FeatureProcessor, processor_filename
+from v8_model.layout import (
+    CONFIG_FILE,
+    METRICS_FILE,
+    SUMMARY_FILE,
+    WEIGHTS_FILE,
+    processor_filename,
+)
+from v8_model.processor import ProcessorLoadError, V8FeatureProcessor
 
 ARCHIVE_NAME = "model.tar.gz"
 
@@ -66,6 +71,9 @@ def extract_verified(archive: Path, symbol: str, target_dir: Path) -> Path:
         raise ArtifactError(
             f"{archive.name} is corrupt ({type(error).__name__}: {error}); nothing was promoted"
         ) from error
+    # Loading the weights needs torch: imported here, so loading the Dagster definitions does not.
+    from v8_model.net import ModelLoadError, load_model
+
     symbol_dir = target_dir / symbol
     try:
         load_model(symbol_dir)

@@ -15,11 +15,12 @@ from crpbot_assets.sagemaker.settings import (
     SageMakerSettings,
     SettingsError,
 )
-from v8_model.processor import processor_filename
+from v8_model.config import SYMBOLS_HYPERPARAMETER
+from v8_model.layout import processor_filename
 
 TRAINING_CHANNEL = "training"
 PROCESSOR_CHANNEL = "processor"
-PARQUET_CONTENT_TYPE = "application/x-parquet"  # never text/csv (SPEC §4)
+PARQUET_CONTENT_TYPE = "application/x-parquet"  # the channel's files are parquet, never CSV
 _IMAGE_REGION = re.compile(r"\.dkr\.ecr\.([a-z0-9-]+)\.amazonaws\.com(?:\.cn)?/")
 _NUMBER = r"([-+]?[0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?)"
 
@@ -62,12 +63,9 @@ def image_region(image_uri: str) -> str | None:
     return match.group(1) if match else None
 
 
-def job_hyperparameters(
-    settings: SageMakerSettings, symbol: str, overrides: dict[str, str] | None = None
-) -> dict[str, str]:
-    """Settings' hyperparameters, then the asset's overrides; `symbols` is always this symbol."""
-    values = {**settings.hyperparameters(), **(overrides or {})}
-    values["symbols"] = symbol  # one job per symbol partition
+def job_hyperparameters(hyperparameters: dict[str, str], symbol: str) -> dict[str, str]:
+    """The run's rendered training settings; `symbols` is always this symbol."""
+    values = {**hyperparameters, SYMBOLS_HYPERPARAMETER: symbol}  # one job per symbol partition
     return {key: str(value) for key, value in values.items()}
 
 
@@ -94,7 +92,7 @@ def build_training_job_request(
     job_name: str,
     image_uri: str,
     code_uri: str,
-    hyperparameter_overrides: dict[str, str] | None = None,
+    hyperparameters: dict[str, str],
     environment: dict[str, str] | None = None,
     tags: list[dict[str, str]] | None = None,
 ) -> dict:
@@ -110,7 +108,7 @@ def build_training_job_request(
             "ContainerEntrypoint": ["python", f"{CONTAINER_CODE_DIR}/{BOOTSTRAP_NAME}"],
             "MetricDefinitions": METRIC_DEFINITIONS,
         },
-        "HyperParameters": job_hyperparameters(settings, symbol, hyperparameter_overrides),
+        "HyperParameters": job_hyperparameters(hyperparameters, symbol),
         "InputDataConfig": [
             # All symbols' files sit under data/ (the seed's layout); `symbols` picks one.
             _s3_channel(TRAINING_CHANNEL, f"{root}/data/", PARQUET_CONTENT_TYPE),

@@ -1,19 +1,22 @@
 """Every SageMaker setting in one place: the Dagster resource's config, with environment fallbacks.
 
-Defaults are the seed's (SPEC §4); only the role has none. The same class backs the `trainer`
-resource in Dagster (`SageMakerTrainer` inherits these fields) and the `crpbot` command line
-(`settings_from_env` + flags), so a setting never has two spellings or two defaults.
+Defaults are the seed's; only the role has none. The same class backs the `trainer` resource in
+Dagster (`SageMakerTrainer` inherits these fields) and the `crpbot` command line
+(`settings_from_env` + flags), so a setting never has two spellings or two defaults. Training
+settings are not here: they are the run profile's `TrainConfig` (`v8_model.config`), rendered as
+the job's hyperparameters.
 """
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Mapping
 
 import dagster as dg
 from pydantic import Field
 
-from v8_model.defaults import DEFAULT_BATCH_SIZE, DEFAULT_EPOCHS, DEFAULT_LEARNING_RATE
+from crpbot_assets.storage import ROOT_ENV_VAR
 
 # The seed's instance count: the entry point trains on one GPU and is not distributed.
 INSTANCE_COUNT = 1
@@ -41,6 +44,28 @@ ENV_VARS: dict[str, tuple[str, ...]] = {
 }
 
 
+SEED_BUCKET = "crpbot-sagemaker-training"
+
+
+def _root_in_s3() -> tuple[str, str] | None:
+    """(bucket, prefix) of CRPBOT_ROOT when it is an s3:// URI: the bucket is set in one place."""
+    root = os.environ.get(ROOT_ENV_VAR, "")
+    if not root.startswith("s3://"):
+        return None
+    bucket, _, prefix = root.removeprefix("s3://").partition("/")
+    return bucket, prefix.strip("/")
+
+
+def default_bucket() -> str:
+    in_s3 = _root_in_s3()
+    return in_s3[0] if in_s3 else SEED_BUCKET
+
+
+def default_prefix() -> str:
+    in_s3 = _root_in_s3()
+    return in_s3[1] if in_s3 else ""
+
+
 class SettingsError(ValueError):
     """A setting that cannot work; the message names the setting and how to fix it."""
 
@@ -54,12 +79,14 @@ class SageMakerSettings(dg.Config):
         "arn:aws:iam::123456789012:role/SageMakerTraining); env CRPBOT_SAGEMAKER_ROLE_ARN.",
     )
     bucket: str = Field(
-        default="crpbot-sagemaker-training",
-        description="S3 bucket of the storage root (data/, processors/, models/) and job output.",
+        default_factory=default_bucket,
+        description="S3 bucket of the storage root (data/, processors/, models/) and job output; "
+        f"default: the bucket of {ROOT_ENV_VAR} when it is s3://, else {SEED_BUCKET}.",
     )
     prefix: str = Field(
-        default="",
-        description="Key prefix of the storage root inside the bucket: root = s3://bucket/prefix.",
+        default_factory=default_prefix,
+        description="Key prefix of the storage root inside the bucket: root = s3://bucket/prefix; "
+        f"default: the prefix of {ROOT_ENV_VAR} when it is s3://, else none.",
     )
     region: str = Field(default="us-east-2", description="AWS region of the jobs and the bucket.")
     instance_type: str = Field(default="ml.g5.4xlarge", description="Training instance type.")
@@ -84,11 +111,6 @@ class SageMakerSettings(dg.Config):
     max_wait_s: int = Field(
         default=0,
         description="Spot only: MaxWaitTimeInSeconds (>= max_runtime_s); 0 = 2 x max_runtime_s.",
-    )
-    epochs: int = Field(default=DEFAULT_EPOCHS, description="Hyperparameter `epochs`.")
-    batch_size: int = Field(default=DEFAULT_BATCH_SIZE, description="Hyperparameter `batch-size`.")
-    learning_rate: float = Field(
-        default=DEFAULT_LEARNING_RATE, description="Hyperparameter `learning-rate`."
     )
     # 100 MB refuses the original 800 KB samples (125x smaller) and accepts the real files
     # (262-293 MiB for two years of 1-minute candles) with margin; lower it for short histories.
@@ -123,14 +145,6 @@ class SageMakerSettings(dg.Config):
     def effective_max_wait_s(self) -> int:
         return self.max_wait_s or 2 * self.max_runtime_s
 
-    def hyperparameters(self) -> dict[str, str]:
-        """The seed's three hyperparameters as SageMaker sends them: strings."""
-        return {
-            "epochs": str(self.epochs),
-            "batch-size": str(self.batch_size),
-            "learning-rate": repr(float(self.learning_rate)),
-        }
-
     def role_account(self) -> str | None:
         match = ROLE_ARN_PATTERN.match(self.role_arn)
         return match.group(1) if match else None
@@ -161,9 +175,6 @@ class SageMakerSettings(dg.Config):
         positive = {
             "volume_size_gb": self.volume_size_gb,
             "max_runtime_s": self.max_runtime_s,
-            "epochs": self.epochs,
-            "batch_size": self.batch_size,
-            "learning_rate": self.learning_rate,
             "poll_interval_s": self.poll_interval_s,
         }
         found.extend(

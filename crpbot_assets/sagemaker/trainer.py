@@ -57,8 +57,8 @@ from crpbot_assets.trainers import (
 class SageMakerTrainer(SageMakerSettings, ModelTrainer):
     """Trains on SageMaker GPUs; every field is a setting (see SageMakerSettings).
 
-    Hyperparameters: the fields `epochs`, `batch_size`, `learning_rate` are defaults; the values the
-    `model` asset passes (its run profile) take precedence; `symbols` is always the partition's.
+    Hyperparameters: what the `model` asset passes (its run profile's TrainConfig, rendered, with
+    the asset's overrides); `symbols` is always the partition's.
     """
 
     message_interval_s: float = Field(
@@ -125,7 +125,7 @@ class SageMakerTrainer(SageMakerSettings, ModelTrainer):
             job_name=job_name,
             image_uri=training_image_uri(self),
             code_uri=code_uri,
-            hyperparameter_overrides=hyperparameters,
+            hyperparameters=hyperparameters,
         )
         price = instance_price(self.instance_type, self.price_per_hour_usd)
         client = self.pipes_client(clients)

@@ -1,0 +1,150 @@
+"""Every training setting, defined once: `TrainConfig` and its SageMaker hyperparameter form.
+
+SageMaker passes hyperparameters as a string → string map (values sometimes JSON-encoded) and its
+driver turns them into `--name value` flags; `to_hyperparameters` renders a `TrainConfig` that way
+and `from_hyperparameters` parses it back, so the names are spelled in one place (the field names,
+with '-' for '_'). The entry point's argument parser is generated from the same fields
+(`add_hyperparameter_arguments`). Validation lives in `TrainConfig.__post_init__` only.
+
+No torch import here: the Dagster side renders hyperparameters without loading the trainer.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import dataclasses
+import json
+import math
+import typing
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+# The entry point's one hyperparameter that is not a training setting: which symbols a job trains.
+SYMBOLS_HYPERPARAMETER = "symbols"
+# The loss functions `v8_model.loss.build_loss` knows.
+LOSSES = ("focal", "cross_entropy")
+
+
+class HyperparameterError(ValueError):
+    """A hyperparameter that is unknown or has a value of the wrong kind."""
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """The defaults are the seed's run (100 epochs, batch 256, lr 0.001)."""
+
+    epochs: int = 100
+    batch_size: int = 256
+    learning_rate: float = 1e-3
+    weight_decay: float = 1e-4
+    patience: int = 10  # epochs without a better validation loss before stopping
+    grad_clip: float = 1.0
+    seed: int = 7  # of the weights, the batch order and the profile's synthetic market
+    dropout: float = 0.3
+    temperature_init: float = 2.5
+    loss: str = "focal"
+    focal_alpha: float = 0.25
+    focal_gamma: float = 2.0
+    label_smoothing: float = 0.1
+    device: str | None = None  # None: CUDA when present, else CPU
+
+    def __post_init__(self) -> None:
+        positive = ("epochs", "batch_size", "learning_rate", "patience", "grad_clip")
+        for name in (*positive, "temperature_init", "focal_alpha"):
+            value = getattr(self, name)
+            if not (isinstance(value, int | float) and math.isfinite(value) and value > 0):
+                raise ValueError(f"training setting {name} must be positive, got {value!r}")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"training setting dropout must be in [0, 1), got {self.dropout!r}")
+        if not 0.0 <= self.label_smoothing < 1.0:
+            raise ValueError(
+                f"training setting label_smoothing must be in [0, 1), got {self.label_smoothing!r}"
+            )
+        if self.weight_decay < 0:
+            raise ValueError(f"training setting weight_decay must be >= 0, got {self.weight_decay}")
+        if self.focal_gamma < 0:
+            raise ValueError(f"training setting focal_gamma must be >= 0, got {self.focal_gamma}")
+        if self.loss not in LOSSES:
+            raise ValueError(f"training setting loss must be one of {LOSSES}, got {self.loss!r}")
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+def hyperparameter_name(field_name: str) -> str:
+    """The SageMaker spelling of a TrainConfig field: `batch_size` → `batch-size`."""
+    return field_name.replace("_", "-")
+
+
+_FIELD_TYPES = typing.get_type_hints(TrainConfig)
+HYPERPARAMETER_NAMES: tuple[str, ...] = tuple(
+    hyperparameter_name(field.name) for field in dataclasses.fields(TrainConfig)
+)
+
+
+def to_hyperparameters(config: TrainConfig) -> dict[str, str]:
+    """Every setting as SageMaker sends it (string values); unset optional ones are left out."""
+    rendered = {}
+    for field in dataclasses.fields(config):
+        value = getattr(config, field.name)
+        if value is not None:
+            rendered[hyperparameter_name(field.name)] = (
+                repr(float(value)) if isinstance(value, float) else str(value)
+            )
+    return rendered
+
+
+def _convert(name: str, raw: object) -> object:
+    """One hyperparameter's value, from a string, a JSON-encoded string or a JSON value."""
+    kind = _FIELD_TYPES[name.replace("-", "_")]
+    if isinstance(raw, str):
+        with contextlib.suppress(json.JSONDecodeError):
+            raw = json.loads(raw)
+    if kind == str | None:
+        kind = str
+        if raw in ("", None):
+            return None
+    try:
+        if kind is int and isinstance(raw, float) and not raw.is_integer():
+            raise ValueError
+        return kind(raw)
+    except (TypeError, ValueError) as error:
+        raise HyperparameterError(
+            f"hyperparameter {name!r}: expected {kind.__name__}, got {raw!r}"
+        ) from error
+
+
+def decode_hyperparameters(
+    values: Mapping[str, object], source: str = "hyperparameters"
+) -> dict[str, object]:
+    """TrainConfig keyword arguments from hyperparameters (SageMaker names, or '_' spellings).
+
+    Unknown names and values of the wrong kind raise HyperparameterError naming `source`.
+    """
+    changes = {}
+    for key, raw in values.items():
+        name = hyperparameter_name(key)
+        if name not in HYPERPARAMETER_NAMES:
+            raise HyperparameterError(
+                f"{source}: unknown hyperparameter {key!r}; "
+                f"known: {', '.join(HYPERPARAMETER_NAMES)}"
+            )
+        changes[name.replace("-", "_")] = _convert(name, raw)
+    return changes
+
+
+def from_hyperparameters(
+    values: Mapping[str, object], base: TrainConfig | None = None, source: str = "hyperparameters"
+) -> TrainConfig:
+    """`base` (default: the seed's settings) with `values`; out-of-range values raise
+    TrainConfig's ValueError."""
+    return dataclasses.replace(base or TrainConfig(), **decode_hyperparameters(values, source))
+
+
+def add_hyperparameter_arguments(parser: argparse.ArgumentParser) -> None:
+    """A `--name` flag (and its `--name_with_underscores` spelling) per TrainConfig field."""
+    for name in HYPERPARAMETER_NAMES:
+        field_name = name.replace("-", "_")
+        flags = [f"--{name}"] + ([f"--{field_name}"] if field_name != name else [])
+        parser.add_argument(*flags, dest=name, default=None, metavar=field_name.upper())

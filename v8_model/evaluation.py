@@ -1,0 +1,152 @@
+"""What an evaluation measures, as one typed record: `Evaluation`, stored as `metrics.json`.
+
+The entry point builds it, writes it, and reports it through Dagster Pipes; the assets, the gate
+report and the figures read it back with `Evaluation.from_json`, which refuses unknown, missing or
+mistyped keys with an error naming the file. The record is flat JSON, each nested part its own
+dataclass. To add a section (e.g. the directional-skill figures), add a dataclass and a field
+`name: Section | None = None` at the end of `Evaluation`: a record written before the section
+existed still reads, with the section None.
+
+No torch import here: the Dagster side reads records without loading the trainer.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field, fields
+
+from v8_model.config import TrainConfig
+from v8_model.labels import LabelThresholds
+from v8_model.record import record_from_dict
+
+
+@dataclass(frozen=True)
+class EpochStats:
+    epoch: int
+    train_loss: float
+    val_loss: float
+    val_acc: float
+    learning_rate: float
+
+    def line(self) -> str:
+        """The parseable per-epoch line (SageMaker metric definitions match these names)."""
+        return (
+            f"epoch={self.epoch} train_loss={self.train_loss:.4f} val_loss={self.val_loss:.4f} "
+            f"val_acc={self.val_acc:.4f} lr={self.learning_rate:.6f}"
+        )
+
+
+@dataclass(frozen=True)
+class GateResult:
+    """One gate's verdict: the measured value, the threshold it was held to, and the details."""
+
+    name: str
+    passed: bool
+    value: float
+    threshold: str
+    details: dict[str, float] = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class ReliabilityBin:
+    """One confidence bin of the reliability diagram."""
+
+    lower: float
+    upper: float
+    confidence: float
+    accuracy: float
+    count: int
+
+
+@dataclass(frozen=True, kw_only=True)
+class TestMetrics:
+    """Accuracy and macro-F1 against the majority-class baseline, calibration, class mix."""
+
+    __test__ = False  # not a pytest test class despite the name
+
+    test_rows: int
+    test_accuracy: float
+    baseline_accuracy: float
+    baseline_class: str
+    macro_f1: float
+    baseline_macro_f1: float
+    ece: float
+    reliability: list[ReliabilityBin]
+    class_mix: dict[str, float]
+    true_class_mix: dict[str, float]
+    confusion_matrix: list[list[int]]
+
+
+@dataclass(frozen=True)
+class SegmentRows:
+    train: int
+    validation: int
+    test: int
+
+
+@dataclass(frozen=True, kw_only=True)
+class Evaluation(TestMetrics):
+    """One symbol's trained model measured on its held-out test segment, with its five gates."""
+
+    symbol: str
+    rows: int
+    first_timestamp: str
+    last_timestamp: str
+    segment_rows: SegmentRows
+    embargo_rows: int
+    test_start: str
+    label_thresholds: LabelThresholds
+    train_seconds: float
+    device: str
+    epochs_run: int
+    best_epoch: int
+    best_val_loss: float
+    stopped_early: bool
+    # None only in a record written before the figures existed; the figures need it.
+    history: list[EpochStats] | None = None
+    hyperparameters: TrainConfig
+    gates: dict[str, GateResult]
+    all_gates_passed: bool
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=1)
+
+    @classmethod
+    def from_dict(cls, data: object, source: str = "evaluation") -> Evaluation:
+        """The record in `data`; RecordError naming `source` on unknown, missing or bad keys."""
+        return record_from_dict(cls, data, source)
+
+    @classmethod
+    def from_json(cls, text: str, source: str = "evaluation") -> Evaluation:
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as error:
+            raise ValueError(f"{source}: not valid JSON ({error})") from error
+        return cls.from_dict(data, source)
+
+    def summary(self) -> dict:
+        """The headline figures the training summary lists per symbol."""
+        keys = (
+            "test_accuracy",
+            "baseline_accuracy",
+            "macro_f1",
+            "ece",
+            "class_mix",
+            "train_seconds",
+            "device",
+            "all_gates_passed",
+            "gates",
+        )
+        record = self.to_dict()
+        return {key: record[key] for key in keys}
+
+
+def metrics_fields(metrics: TestMetrics) -> dict:
+    """The TestMetrics part of a record, as keyword arguments for `Evaluation`."""
+    return {item.name: getattr(metrics, item.name) for item in fields(TestMetrics)}

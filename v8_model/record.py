@@ -1,0 +1,84 @@
+"""Strict JSON round-trip for the project's dataclass records (evaluation, training settings).
+
+`record_from_dict(cls, data, source)` rebuilds a dataclass from the plain JSON its `asdict` gave,
+checking every value against the field's type hint: an unknown key, a missing key or a value of
+the wrong kind raises `RecordError` naming the source file, the path to the value and what was
+expected. The one allowance: a field whose default is None (an optional section, such as one a
+later version adds) may be absent, so a record written before that section existed still reads.
+
+Supported hints: dataclasses, `list[X]`, `dict[str, X]`, `X | None`, int, float, bool, str.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from typing import Any, TypeVar
+
+RecordT = TypeVar("RecordT")
+
+
+class RecordError(ValueError):
+    """A stored record that does not match its dataclass."""
+
+
+def _fail(source: str, where: str, expected: str, value: object) -> RecordError:
+    return RecordError(f"{source}: {where or 'record'}: expected {expected}, got {value!r:.80}")
+
+
+def _decode(hint: Any, value: object, source: str, where: str) -> object:
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        arguments = [argument for argument in typing.get_args(hint) if argument is not type(None)]
+        if value is None:
+            return None
+        (inner,) = arguments  # only `X | None` is used by the records
+        return _decode(inner, value, source, where)
+    if dataclasses.is_dataclass(hint):
+        return record_from_dict(hint, value, source, where)
+    if origin is list:
+        if not isinstance(value, list):
+            raise _fail(source, where, "a list", value)
+        (item,) = typing.get_args(hint)
+        return [_decode(item, v, source, f"{where}[{i}]") for i, v in enumerate(value)]
+    if origin is dict:
+        if not isinstance(value, dict) or not all(isinstance(k, str) for k in value):
+            raise _fail(source, where, "an object with string keys", value)
+        _, item = typing.get_args(hint)
+        return {k: _decode(item, v, source, f"{where}.{k}") for k, v in value.items()}
+    if hint is float:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise _fail(source, where, "a number", value)
+        return value
+    if hint in (int, bool, str):
+        if not isinstance(value, hint) or (hint is int and isinstance(value, bool)):
+            raise _fail(source, where, hint.__name__, value)
+        return value
+    raise TypeError(f"{where}: type hint {hint!r} is not supported by record_from_dict")
+
+
+def record_from_dict(cls: type[RecordT], data: object, source: str, where: str = "") -> RecordT:
+    """`cls` rebuilt from `data`; RecordError on unknown, missing or mistyped values."""
+    if not isinstance(data, dict):
+        raise _fail(source, where, f"an object ({cls.__name__})", data)
+    hints = typing.get_type_hints(cls)
+    fields = {field.name: field for field in dataclasses.fields(cls) if field.init}
+    unknown = sorted(set(data) - set(fields))
+    if unknown:
+        raise RecordError(
+            f"{source}: {where or cls.__name__}: unknown key(s) {unknown}; "
+            f"{cls.__name__} has {sorted(fields)}"
+        )
+    optional = {name for name, field in fields.items() if field.default is None}
+    missing = sorted(set(fields) - set(data) - optional)
+    if missing:
+        raise RecordError(f"{source}: {where or cls.__name__}: missing key(s) {missing}")
+    prefix = f"{where}." if where else ""
+    values = {
+        name: _decode(hints[name], value, source, f"{prefix}{name}") for name, value in data.items()
+    }
+    try:
+        return cls(**values)
+    except ValueError as error:  # the record's own validation (e.g. TrainConfig's)
+        raise RecordError(f"{source}: {where or cls.__name__}: {error}") from error
