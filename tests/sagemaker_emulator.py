@@ -20,7 +20,8 @@ thread runs) so that a created job behaves like SageMaker's:
 - stdout/stderr lines go to CloudWatch Logs `/aws/sagemaker/TrainingJobs`, `<job>/algo-1-<t>`;
 - the model directory is tarred to `<S3OutputPath>/<job>/output/model.tar.gz`;
 - TrainingTimeInSeconds and BillableTimeInSeconds (on-demand billing);
-- Service Quotas answers for ServiceCode "sagemaker" from `quotas` (moto knows only "vpc").
+- Service Quotas answers for ServiceCode "sagemaker" from `quotas` (moto knows only "vpc"), by
+  quota code as the project's table assigns them (GetAWSDefaultServiceQuota; no applied values).
 
 Patching the backend (rather than wrapping a boto3 client) keeps the code under test unmodified:
 it cannot tell this server from SageMaker except by speed. Fault injection: `artifact_fault`.
@@ -54,10 +55,12 @@ from moto.core.responses import ActionResult, EmptyResult
 from moto.sagemaker.exceptions import ValidationError
 from moto.sagemaker.models import SageMakerModelBackend
 from moto.sagemaker.responses import SageMakerResponse
+from moto.servicequotas.exceptions import NoSuchResource
 from moto.servicequotas.models import ServiceQuotasBackend
 from moto.servicequotas.responses import ServiceQuotasResponse
 
 from crpbot_assets.container import emulate_training_container
+from crpbot_assets.sagemaker.quotas import QUOTA_CODES, quota_name
 from crpbot_assets.sagemaker.trainer import SageMakerTrainer
 from v8_model.features import build_features_dataset
 from v8_model.pipeline import fit_processor
@@ -71,6 +74,7 @@ ACCOUNT = "123456789012"  # moto's default account
 REGION = "us-east-2"
 BUCKET = "crpbot-sagemaker-training"  # the seed's bucket: the trainer's default
 QUOTA_NAME = "ml.g5.4xlarge for training job usage"
+WARM_POOL_QUOTA_NAME = "ml.g5.4xlarge for training warm pool usage"
 ROLE_NAME = "CrpbotSageMakerTraining"
 ROLE_ARN = f"arn:aws:iam::{ACCOUNT}:role/{ROLE_NAME}"
 SAGEMAKER_TRUST = {
@@ -155,12 +159,18 @@ class SageMakerEmulator:
             response.sagemaker_backend.stop_training_job(response._get_param("TrainingJobName"))
             return EmptyResult()
 
+        codes = {
+            quota_name(instance_type, usage): code
+            for instance_type, by_usage in QUOTA_CODES.items()
+            for usage, code in by_usage.items()
+        }
+
         def quotas(values: dict[str, float]) -> list[dict]:
             return [
                 {
                     "ServiceCode": "sagemaker",
                     "QuotaName": name,
-                    "QuotaCode": f"L-{i:08X}",
+                    "QuotaCode": codes.get(name, f"L-{i:08X}"),
                     "Value": value,
                 }
                 for i, (name, value) in enumerate(sorted(values.items()))
@@ -177,6 +187,20 @@ class SageMakerEmulator:
             # No quota was ever adjusted in this account: AWS's defaults apply (moto lacks it).
             return json.dumps({"Quotas": []})
 
+        original_get = ServiceQuotasResponse.get_service_quota
+
+        def get_service_quota(response: ServiceQuotasResponse) -> str:
+            if json.loads(response.body).get("ServiceCode") == "sagemaker":
+                raise NoSuchResource  # never adjusted: AWS answers with the default only
+            return original_get(response)
+
+        def get_aws_default_service_quota(response: ServiceQuotasResponse) -> str:
+            params = json.loads(response.body)
+            by_code = {quota["QuotaCode"]: quota for quota in quotas(emulator.quotas)}
+            if params.get("ServiceCode") != "sagemaker" or params.get("QuotaCode") not in by_code:
+                raise NoSuchResource
+            return json.dumps({"Quota": by_code[params["QuotaCode"]]})
+
         monkeypatch.setattr(SageMakerResponse, "create_training_job", create_training_job_response)
         monkeypatch.setattr(SageMakerModelBackend, "create_training_job", create_training_job)
         monkeypatch.setattr(
@@ -190,6 +214,13 @@ class SageMakerEmulator:
         )
         monkeypatch.setattr(
             ServiceQuotasResponse, "list_service_quotas", list_service_quotas, raising=False
+        )
+        monkeypatch.setattr(ServiceQuotasResponse, "get_service_quota", get_service_quota)
+        monkeypatch.setattr(
+            ServiceQuotasResponse,
+            "get_aws_default_service_quota",
+            get_aws_default_service_quota,
+            raising=False,
         )
 
     # --- job lifecycle ---------------------------------------------------------------------------
@@ -288,6 +319,8 @@ class SageMakerEmulator:
             "AWS_REGION": region,
             "AWS_DEFAULT_REGION": region,
             "AWS_ENDPOINT_URL": self.endpoint_url,  # stands in for the VPC's route to S3
+            # No route to PyPI (as under network isolation): the bootstrap must not need one here.
+            "PIP_NO_INDEX": "1",
             **CREDENTIALS,  # stands in for the role's credentials
         }
         logs = self.client("logs", region)
@@ -485,12 +518,12 @@ def training_inputs(symbol: str, prefix: str = "") -> dict[str, bytes]:
 
 
 def emulated_trainer(**overrides: Any) -> SageMakerTrainer:
-    """The seed's settings, with test-sized polling and a size threshold for 10-day files."""
+    """The seed's settings, with test-sized polling and a row minimum for 10-day files."""
     settings = {
         "role_arn": ROLE_ARN,
         "bucket": BUCKET,
         "region": REGION,
-        "min_features_mb": 1.0,
+        "min_features_rows": 1_000,
         "poll_interval_s": 0.5,
         "message_interval_s": 0.5,
         **overrides,

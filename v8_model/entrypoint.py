@@ -10,6 +10,8 @@ Contract (SPEC §7), read from the environment, never from hard-coded paths when
 - checkpoints: with CRPBOT_CHECKPOINT_DIR set (the SageMaker trainer sets it to the checkpoint
   path of spot jobs), each symbol's training state is saved there after every epoch and resumed
   after a restart; it is removed once the symbol's model is written;
+- environment: the packages of `job-requirements.txt` and torch >= MIN_TORCH_VERSION are checked
+  first; what is missing is named in the failure reason;
 - failure: on any error the reason goes to the failure file (SM_OUTPUT_FAILURE, else
   SM_OUTPUT_DIR/failure), every output this run wrote is removed, and the exit code is 1.
   It never exits 0 with a model missing.
@@ -36,6 +38,7 @@ import pandas as pd
 from v8_model.defaults import DEFAULT_PATIENCE, DEFAULT_SEED, SYMBOLS
 from v8_model.features import FEATURES_DATASET_COLUMNS
 from v8_model.gates import GATE_NAMES
+from v8_model.job_requirements import check_job_environment
 from v8_model.net import save_model
 from v8_model.pipeline import SymbolOutcome, train_and_evaluate
 from v8_model.processor import V8FeatureProcessor, processor_filename
@@ -276,6 +279,7 @@ def _train_symbol(symbol, paths, config, pipes) -> tuple[SymbolOutcome, Path]:
 
 
 def run(argv: Sequence[str], paths: ContainerPaths, env: Mapping[str, str], written: list) -> None:
+    check_job_environment()  # a missing package or an old torch: say which, before any work
     with _pipes_session(env) as pipes:
         values = resolve_hyperparameters(argv, paths, env)
         partition = getattr(pipes, "partition_key", None) if pipes is not None else None

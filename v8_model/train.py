@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from v8_model.checkpoint import TrainingState, load_training_state, save_training_state
+from v8_model.checkpoint import TrainingState, resume_or_discard, save_training_state
 from v8_model.defaults import (
     DEFAULT_BATCH_SIZE,
     DEFAULT_EPOCHS,
@@ -144,7 +144,7 @@ def train_model(
 
     With `checkpoint_dir`, the state after every epoch is saved there, and a checkpoint found
     there at the start (same settings and data) is resumed: the result equals an uninterrupted
-    run's.
+    run's. An unusable checkpoint there is discarded with a warning, never fatal.
     """
     config = config or TrainConfig()
     device = pick_device(config.device)
@@ -178,7 +178,7 @@ def train_model(
     epochs_without_improvement = 0
     first_epoch = 1
     fingerprint = _fingerprint(config, x_train, y_train) if checkpoint_dir else {}
-    saved = load_training_state(checkpoint_dir, fingerprint) if checkpoint_dir else None
+    saved = resume_or_discard(checkpoint_dir, fingerprint) if checkpoint_dir else None
     if saved is not None:
         model.load_state_dict(saved.model)
         optimizer.load_state_dict(saved.optimizer)
