@@ -20,6 +20,9 @@ thread runs) so that a created job behaves like SageMaker's:
 - stdout/stderr lines go to CloudWatch Logs `/aws/sagemaker/TrainingJobs`, `<job>/algo-1-<t>`;
 - the model directory is tarred to `<S3OutputPath>/<job>/output/model.tar.gz`;
 - TrainingTimeInSeconds and BillableTimeInSeconds (on-demand billing);
+- IAM's policy simulator (SimulatePrincipalPolicy, which moto lacks): every action is allowed
+  except those in `denied_actions` (for a principal in `denied_principals`, or any); a principal
+  in `simulation_forbidden` gets AccessDenied, as a caller without iam:SimulatePrincipalPolicy;
 - Service Quotas answers for ServiceCode "sagemaker" from `quotas` (moto knows only "vpc"), by
   quota code as the project's table assigns them (GetAWSDefaultServiceQuota; no applied values).
 
@@ -52,6 +55,8 @@ import boto3
 import pandas as pd
 import pytest
 from moto.core.responses import ActionResult, EmptyResult
+from moto.iam.exceptions import IAMException
+from moto.iam.responses import IamResponse
 from moto.sagemaker.exceptions import ValidationError
 from moto.sagemaker.models import SageMakerModelBackend
 from moto.sagemaker.responses import SageMakerResponse
@@ -111,6 +116,8 @@ class SageMakerEmulator:
         self.jobs: dict[str, _Job] = {}
         self.artifact_fault: str | None = None  # None, "missing" or "corrupt"
         self.quotas: dict[str, float] = {}  # AWS default values by quota name
+        self.denied_actions: dict[str, set[str]] = {}  # principal ARN → actions it may not do
+        self.simulation_forbidden = False  # the caller may not use the policy simulator
         self.log_lines: dict[str, list[str]] = {}
 
     # --- clients of the emulated platform itself -----------------------------------------------
@@ -201,6 +208,30 @@ class SageMakerEmulator:
                 raise NoSuchResource
             return json.dumps({"Quota": by_code[params["QuotaCode"]]})
 
+        def simulate_principal_policy(response: IamResponse) -> ActionResult:
+            if emulator.simulation_forbidden:
+                raise IAMException(
+                    "AccessDenied", "not authorized to perform: iam:SimulatePrincipalPolicy"
+                )
+            principal = response._get_param("PolicySourceArn")
+            if ":role/" in principal:
+                response.backend.get_role(principal.rsplit("/", 1)[1])  # NoSuchEntity if absent
+            denied = emulator.denied_actions.get(principal, set())
+            resources = response._get_param("ResourceArns", []) or ["*"]
+            results = [
+                {
+                    "EvalActionName": action,
+                    "EvalResourceName": resource,
+                    "EvalDecision": "implicitDeny" if action in denied else "allowed",
+                }
+                for action in response._get_param("ActionNames", [])
+                for resource in resources
+            ]
+            return ActionResult({"EvaluationResults": results, "IsTruncated": False})
+
+        monkeypatch.setattr(
+            IamResponse, "simulate_principal_policy", simulate_principal_policy, raising=False
+        )
         monkeypatch.setattr(SageMakerResponse, "create_training_job", create_training_job_response)
         monkeypatch.setattr(SageMakerModelBackend, "create_training_job", create_training_job)
         monkeypatch.setattr(

@@ -127,17 +127,17 @@ def trusts_sagemaker(policy: Any) -> bool:
 
 
 def iam_principal_arn(caller_arn: str) -> str | None:
-    """The IAM ARN to simulate for the caller: a user or role ARN as is, an assumed-role session
-    as its role (without a path: STS does not return it), None for the account root."""
+    """The IAM ARN to simulate for the caller: a user or role as is, an assumed-role session as
+    its role (without a path: STS does not return it), None for the account root."""
     parts = caller_arn.split(":", 5)
-    if len(parts) < 6:
+    if len(parts) < 6 or parts[5] == "root":
         return None
     partition, service, account, resource = parts[1], parts[2], parts[4], parts[5]
     if service == "sts" and resource.startswith("assumed-role/"):
         return f"arn:{partition}:iam::{account}:role/{resource.split('/')[1]}"
-    if service == "iam" and resource != "root":
-        return caller_arn
-    return None
+    if resource.startswith(("user/", "role/")):
+        return f"arn:{partition}:iam::{account}:{resource}"
+    return caller_arn  # e.g. a federated user: the simulator says whether it can answer
 
 
 def simulate_denied(iam: Any, principal_arn: str, statements: Sequence[Statement]) -> list[str]:
