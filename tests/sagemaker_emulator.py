@@ -45,6 +45,7 @@ import tarfile
 import tempfile
 import threading
 import time
+import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -52,6 +53,7 @@ from pathlib import Path
 from typing import Any
 
 import boto3
+import dagster as dg
 import pandas as pd
 import pytest
 from moto.core.responses import ActionResult, EmptyResult
@@ -560,3 +562,26 @@ def emulated_trainer(**overrides: Any) -> SageMakerTrainer:
         **overrides,
     }
     return SageMakerTrainer(**settings)
+
+
+def materialize_model(
+    trainer: SageMakerTrainer, hyperparameters: dict[str, str] | None = None
+) -> dg.ExecuteInProcessResult:
+    """The project's `model` asset for BTC with `trainer`, storage in the emulated bucket."""
+    from crpbot_assets.assets import model
+    from crpbot_assets.profiles import ProfileResource
+    from crpbot_assets.storage import StorageResource
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", dg.PreviewWarning)
+        return dg.materialize(
+            [model],
+            partition_key="BTC",
+            resources={
+                "storage": StorageResource(root=f"s3://{BUCKET}"),
+                "profile": ProfileResource(name="demo", epochs=1),
+                "trainer": trainer,
+            },
+            run_config={"ops": {"model": {"config": {"hyperparameters": hyperparameters or {}}}}},
+            raise_on_error=False,
+        )

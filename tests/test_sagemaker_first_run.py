@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import logging
 import re
-import warnings
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -26,13 +25,12 @@ from sagemaker_emulator import (
     WARM_POOL_QUOTA_NAME,
     SageMakerEmulator,
     emulated_trainer,
+    materialize_model,
     provision_account,
     training_inputs,
 )
 
 from crpbot_assets import cli
-from crpbot_assets.assets import model
-from crpbot_assets.profiles import ProfileResource
 from crpbot_assets.sagemaker import aws
 from crpbot_assets.sagemaker.code_bundle import CodeBundle
 from crpbot_assets.sagemaker.iam import (
@@ -45,7 +43,6 @@ from crpbot_assets.sagemaker.pipes_client import LOG_GROUP, PipesSageMakerClient
 from crpbot_assets.sagemaker.pricing import instance_price
 from crpbot_assets.sagemaker.request import build_training_job_request, training_image_uri
 from crpbot_assets.sagemaker.settings import SageMakerSettings
-from crpbot_assets.storage import StorageResource
 
 REPO = Path(__file__).resolve().parents[1]
 CALLER = "arn:aws:iam::123456789012:user/moto"  # moto's caller identity, as IAM names it
@@ -67,22 +64,6 @@ def row(table: str, name: str) -> str:
     """The preflight table's line for check `name`."""
     (line,) = [line for line in table.splitlines() if re.match(rf"{name}\s+(PASS|WARN|FAIL)", line)]
     return line
-
-
-def materialize(trainer: Any, hyperparameters: dict | None = None) -> dg.ExecuteInProcessResult:
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", dg.PreviewWarning)
-        return dg.materialize(
-            [model],
-            partition_key="BTC",
-            resources={
-                "storage": StorageResource(root=f"s3://{BUCKET}"),
-                "profile": ProfileResource(name="demo", epochs=1),
-                "trainer": trainer,
-            },
-            run_config={"ops": {"model": {"config": {"hyperparameters": hyperparameters or {}}}}},
-            raise_on_error=False,
-        )
 
 
 # --- 1. region -------------------------------------------------------------------------------
@@ -117,7 +98,7 @@ def test_preflight_cli_names_region_source_iam_and_quotas(
 def test_a_bucket_in_another_region_refuses_the_launch(emulator: SageMakerEmulator) -> None:
     provision_account(emulator, bucket=BUCKET, files=training_inputs("BTC"), region="us-west-2")
     emulator.quotas = {QUOTA_NAME: 1}
-    result = materialize(emulated_trainer())
+    result = materialize_model(emulated_trainer())
     assert not result.success and emulator.jobs == {}  # nothing launched, nothing billed
     texts = [
         e.step_failure_data.user_failure_data.description
@@ -181,7 +162,7 @@ def test_the_policy_covers_every_call_and_every_request_is_valid(
 
     monkeypatch.setattr(aws, "aws_client", recording_client)
     trainer = emulated_trainer(use_spot=True)
-    result = materialize(trainer)
+    result = materialize_model(trainer)
     assert result.success
 
     allowed = {action for s in caller_statements(trainer) for action in s.actions}
@@ -282,7 +263,7 @@ def test_an_error_while_waiting_stops_the_job(
         return client
 
     monkeypatch.setattr(type(trainer), "pipes_client", expiring)
-    result = materialize(trainer, LONG_RUN)
+    result = materialize_model(trainer, LONG_RUN)
     assert not result.success
     (name,) = emulator.jobs
     assert emulator.wait_for_status(name, {"Stopped"}, timeout_s=60) == "Stopped"  # not orphaned

@@ -17,7 +17,7 @@ from enum import StrEnum
 from typing import Any
 
 import boto3
-from botocore.exceptions import BotoCoreError, ClientError
+from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
 
 from crpbot_assets.profiles import default_profile_name, get_profile
 from crpbot_assets.sagemaker.aws import AwsClients, error_code
@@ -87,6 +87,11 @@ class PreflightReport:
 
 
 def _describe(error: ClientError | BotoCoreError) -> str:
+    if isinstance(error, NoCredentialsError):
+        return (
+            f"{error}: give this shell AWS credentials (aws configure / AWS_PROFILE / aws sso "
+            "login, or an instance role)"
+        )
     if isinstance(error, ClientError):
         message = error.response.get("Error", {}).get("Message", "")
         return f"{error_code(error)}: {message}".rstrip(": ")
