@@ -39,7 +39,11 @@ def _settings_flags(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("SageMaker settings (flags beat environment variables)")
     group.add_argument("--role-arn", help="IAM role for the job [CRPBOT_SAGEMAKER_ROLE_ARN]")
     group.add_argument("--bucket", help="S3 bucket [CRPBOT_BUCKET]")
-    group.add_argument("--region", help="AWS region [AWS_REGION, AWS_DEFAULT_REGION]")
+    group.add_argument(
+        "--region",
+        help="AWS region of the jobs and the bucket [CRPBOT_REGION, else us-east-2; "
+        "AWS_REGION / AWS_DEFAULT_REGION are ignored]",
+    )
     group.add_argument("--instance-type", help="training instance type [CRPBOT_INSTANCE_TYPE]")
     group.add_argument(
         "--spot",
@@ -69,10 +73,17 @@ def _symbol(text: str) -> str:
     return symbol
 
 
+def _region_from(args: argparse.Namespace, settings: SageMakerSettings) -> str:
+    from crpbot_assets.sagemaker.settings import region_source
+
+    return region_source(settings.region, os.environ, flag=args.region)
+
+
 def _preflight(args: argparse.Namespace) -> int:
     from crpbot_assets.sagemaker.preflight import run_preflight
 
-    report = run_preflight(_settings(args), symbols=args.symbols)
+    settings = _settings(args)
+    report = run_preflight(settings, symbols=args.symbols, region_from=_region_from(args, settings))
     print(report.table())
     print()
     print(report.summary())
@@ -115,7 +126,8 @@ def _sagemaker_request(args: argparse.Namespace) -> int:
     # stdout stays pure JSON: with the code bundle uploaded it is a valid standalone job
     # (`aws sagemaker create-training-job --cli-input-json`), trained without Pipes.
     print(
-        f"CreateTrainingJob for {args.symbol} in {settings.region}: not sent, nothing uploaded; "
+        f"CreateTrainingJob for {args.symbol} in {settings.region} "
+        f"(region from {_region_from(args, settings)}): not sent, nothing uploaded; "
         "a Dagster launch adds DAGSTER_PIPES_CONTEXT and DAGSTER_PIPES_MESSAGES to Environment "
         "and its run tags to Tags",
         file=sys.stderr,

@@ -41,7 +41,7 @@ class RunInfo:
     """Where and how a model was trained: `models/{SYMBOL}/run_info.json`, read by gate_report.
 
     Every trainer writes it, last, after the model files: `cost_usd` is 0 for local runs; a cloud
-    trainer fills in its billable time and price.
+    trainer fills in its billable time and price, or None when the price is unknown.
     """
 
     symbol: str
@@ -52,7 +52,7 @@ class RunInfo:
     finished_at: str
     wall_seconds: float
     billable_seconds: float = 0.0
-    cost_usd: float = 0.0
+    cost_usd: float | None = 0.0
     hyperparameters: dict[str, str] = field(default_factory=dict)
     dagster_run_id: str = ""
 

@@ -20,7 +20,11 @@ thread runs) so that a created job behaves like SageMaker's:
 - stdout/stderr lines go to CloudWatch Logs `/aws/sagemaker/TrainingJobs`, `<job>/algo-1-<t>`;
 - the model directory is tarred to `<S3OutputPath>/<job>/output/model.tar.gz`;
 - TrainingTimeInSeconds and BillableTimeInSeconds (on-demand billing);
-- Service Quotas answers for ServiceCode "sagemaker" from `quotas` (moto knows only "vpc").
+- IAM's policy simulator (SimulatePrincipalPolicy, which moto lacks): every action is allowed
+  except those in `denied_actions` (for a principal in `denied_principals`, or any); a principal
+  in `simulation_forbidden` gets AccessDenied, as a caller without iam:SimulatePrincipalPolicy;
+- Service Quotas answers for ServiceCode "sagemaker" from `quotas` (moto knows only "vpc"), by
+  quota code as the project's table assigns them (GetAWSDefaultServiceQuota; no applied values).
 
 Patching the backend (rather than wrapping a boto3 client) keeps the code under test unmodified:
 it cannot tell this server from SageMaker except by speed. Fault injection: `artifact_fault`.
@@ -41,6 +45,7 @@ import tarfile
 import tempfile
 import threading
 import time
+import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -48,16 +53,21 @@ from pathlib import Path
 from typing import Any
 
 import boto3
+import dagster as dg
 import pandas as pd
 import pytest
 from moto.core.responses import ActionResult, EmptyResult
+from moto.iam.exceptions import IAMException
+from moto.iam.responses import IamResponse
 from moto.sagemaker.exceptions import ValidationError
 from moto.sagemaker.models import SageMakerModelBackend
 from moto.sagemaker.responses import SageMakerResponse
+from moto.servicequotas.exceptions import NoSuchResource
 from moto.servicequotas.models import ServiceQuotasBackend
 from moto.servicequotas.responses import ServiceQuotasResponse
 
 from crpbot_assets.container import emulate_training_container
+from crpbot_assets.sagemaker.quotas import QUOTA_CODES, quota_name
 from crpbot_assets.sagemaker.trainer import SageMakerTrainer
 from v8_model.features import build_features_dataset
 from v8_model.processor import processor_filename
@@ -71,6 +81,7 @@ ACCOUNT = "123456789012"  # moto's default account
 REGION = "us-east-2"
 BUCKET = "crpbot-sagemaker-training"  # the seed's bucket: the trainer's default
 QUOTA_NAME = "ml.g5.4xlarge for training job usage"
+WARM_POOL_QUOTA_NAME = "ml.g5.4xlarge for training warm pool usage"
 ROLE_NAME = "CrpbotSageMakerTraining"
 ROLE_ARN = f"arn:aws:iam::{ACCOUNT}:role/{ROLE_NAME}"
 SAGEMAKER_TRUST = {
@@ -107,6 +118,8 @@ class SageMakerEmulator:
         self.jobs: dict[str, _Job] = {}
         self.artifact_fault: str | None = None  # None, "missing" or "corrupt"
         self.quotas: dict[str, float] = {}  # AWS default values by quota name
+        self.denied_actions: dict[str, set[str]] = {}  # principal ARN → actions it may not do
+        self.simulation_forbidden = False  # the caller may not use the policy simulator
         self.log_lines: dict[str, list[str]] = {}
 
     # --- clients of the emulated platform itself -----------------------------------------------
@@ -155,12 +168,18 @@ class SageMakerEmulator:
             response.sagemaker_backend.stop_training_job(response._get_param("TrainingJobName"))
             return EmptyResult()
 
+        codes = {
+            quota_name(instance_type, usage): code
+            for instance_type, by_usage in QUOTA_CODES.items()
+            for usage, code in by_usage.items()
+        }
+
         def quotas(values: dict[str, float]) -> list[dict]:
             return [
                 {
                     "ServiceCode": "sagemaker",
                     "QuotaName": name,
-                    "QuotaCode": f"L-{i:08X}",
+                    "QuotaCode": codes.get(name, f"L-{i:08X}"),
                     "Value": value,
                 }
                 for i, (name, value) in enumerate(sorted(values.items()))
@@ -177,6 +196,44 @@ class SageMakerEmulator:
             # No quota was ever adjusted in this account: AWS's defaults apply (moto lacks it).
             return json.dumps({"Quotas": []})
 
+        original_get = ServiceQuotasResponse.get_service_quota
+
+        def get_service_quota(response: ServiceQuotasResponse) -> str:
+            if json.loads(response.body).get("ServiceCode") == "sagemaker":
+                raise NoSuchResource  # never adjusted: AWS answers with the default only
+            return original_get(response)
+
+        def get_aws_default_service_quota(response: ServiceQuotasResponse) -> str:
+            params = json.loads(response.body)
+            by_code = {quota["QuotaCode"]: quota for quota in quotas(emulator.quotas)}
+            if params.get("ServiceCode") != "sagemaker" or params.get("QuotaCode") not in by_code:
+                raise NoSuchResource
+            return json.dumps({"Quota": by_code[params["QuotaCode"]]})
+
+        def simulate_principal_policy(response: IamResponse) -> ActionResult:
+            if emulator.simulation_forbidden:
+                raise IAMException(
+                    "AccessDenied", "not authorized to perform: iam:SimulatePrincipalPolicy"
+                )
+            principal = response._get_param("PolicySourceArn")
+            if ":role/" in principal:
+                response.backend.get_role(principal.rsplit("/", 1)[1])  # NoSuchEntity if absent
+            denied = emulator.denied_actions.get(principal, set())
+            resources = response._get_param("ResourceArns", []) or ["*"]
+            results = [
+                {
+                    "EvalActionName": action,
+                    "EvalResourceName": resource,
+                    "EvalDecision": "implicitDeny" if action in denied else "allowed",
+                }
+                for action in response._get_param("ActionNames", [])
+                for resource in resources
+            ]
+            return ActionResult({"EvaluationResults": results, "IsTruncated": False})
+
+        monkeypatch.setattr(
+            IamResponse, "simulate_principal_policy", simulate_principal_policy, raising=False
+        )
         monkeypatch.setattr(SageMakerResponse, "create_training_job", create_training_job_response)
         monkeypatch.setattr(SageMakerModelBackend, "create_training_job", create_training_job)
         monkeypatch.setattr(
@@ -190,6 +247,13 @@ class SageMakerEmulator:
         )
         monkeypatch.setattr(
             ServiceQuotasResponse, "list_service_quotas", list_service_quotas, raising=False
+        )
+        monkeypatch.setattr(ServiceQuotasResponse, "get_service_quota", get_service_quota)
+        monkeypatch.setattr(
+            ServiceQuotasResponse,
+            "get_aws_default_service_quota",
+            get_aws_default_service_quota,
+            raising=False,
         )
 
     # --- job lifecycle ---------------------------------------------------------------------------
@@ -288,6 +352,8 @@ class SageMakerEmulator:
             "AWS_REGION": region,
             "AWS_DEFAULT_REGION": region,
             "AWS_ENDPOINT_URL": self.endpoint_url,  # stands in for the VPC's route to S3
+            # No route to PyPI (as under network isolation): the bootstrap must not need one here.
+            "PIP_NO_INDEX": "1",
             **CREDENTIALS,  # stands in for the role's credentials
         }
         logs = self.client("logs", region)
@@ -485,14 +551,37 @@ def training_inputs(symbol: str, prefix: str = "") -> dict[str, bytes]:
 
 
 def emulated_trainer(**overrides: Any) -> SageMakerTrainer:
-    """The seed's settings, with test-sized polling and a size threshold for 10-day files."""
+    """The seed's settings, with test-sized polling and a row minimum for 10-day files."""
     settings = {
         "role_arn": ROLE_ARN,
         "bucket": BUCKET,
         "region": REGION,
-        "min_features_mb": 1.0,
+        "min_features_rows": 1_000,
         "poll_interval_s": 0.5,
         "message_interval_s": 0.5,
         **overrides,
     }
     return SageMakerTrainer(**settings)
+
+
+def materialize_model(
+    trainer: SageMakerTrainer, hyperparameters: dict[str, str] | None = None
+) -> dg.ExecuteInProcessResult:
+    """The project's `model` asset for BTC with `trainer`, storage in the emulated bucket."""
+    from crpbot_assets.assets import model
+    from crpbot_assets.profiles import ProfileResource
+    from crpbot_assets.storage import StorageResource
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", dg.PreviewWarning)
+        return dg.materialize(
+            [model],
+            partition_key="BTC",
+            resources={
+                "storage": StorageResource(root=f"s3://{BUCKET}"),
+                "profile": ProfileResource(name="demo", epochs=1),
+                "trainer": trainer,
+            },
+            run_config={"ops": {"model": {"config": {"hyperparameters": hyperparameters or {}}}}},
+            raise_on_error=False,
+        )

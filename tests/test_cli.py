@@ -57,7 +57,7 @@ def test_sagemaker_request_shows_the_seeds_job(tmp_path: Path) -> None:
     assert request["OutputDataConfig"] == {"S3OutputPath": f"s3://{BUCKET}/v8-final/output/"}
     assert request["StoppingCondition"] == {"MaxRuntimeInSeconds": 7200}
     assert request["RoleArn"] == ROLE_ARN
-    assert "in us-east-2: not sent" in done.stderr
+    assert "in us-east-2 (region from default (the seed's bucket region)): not sent" in done.stderr
 
 
 def test_sagemaker_request_takes_flags_and_environment(
@@ -116,13 +116,13 @@ def test_preflight_on_an_empty_account_fails_naming_what_is_missing(
     assert main(["preflight", "--role-arn", ROLE_ARN]) == 1
     out = capsys.readouterr().out
     assert out.splitlines()[0].split() == ["CHECK", "STATUS", "DETAIL"]
-    assert "preflight FAILED: 6 of 12 checks" in out
+    assert "preflight FAILED: 6 of 15 checks" in out
     for missing in (
         f"bucket: s3://{BUCKET} does not exist",
         f"data BTC: s3://{BUCKET}/data/BTC_features.parquet: not checked",
         f"data SOL: s3://{BUCKET}/data/SOL_features.parquet: not checked",
         f"role: {ROLE_ARN} does not exist",
-        f"quota: '{QUOTA_NAME}' is 0",
+        f"quota: L-FE869B40 '{QUOTA_NAME}' is 0",
     ):
         assert f"  - {missing}" in out
 
@@ -135,9 +135,9 @@ def test_preflight_refuses_800_kb_samples(
     emulator.quotas = {QUOTA_NAME: 1}
     assert main(["preflight", "--role-arn", ROLE_ARN]) == 1
     out = capsys.readouterr().out
-    assert "preflight FAILED: 3 of 12 checks" in out
+    assert "preflight FAILED: 3 of 15 checks" in out
     for symbol in ("BTC", "ETH", "SOL"):
         assert (
-            f"  - data {symbol}: s3://{BUCKET}/data/{symbol}_features.parquet is 0.800 MB, "
-            "below the 100 MB minimum: a sample, not the dataset"
+            f"  - data {symbol}: s3://{BUCKET}/data/{symbol}_features.parquet: "
+            "not a parquet file (no PAR1 footer)"
         ) in out

@@ -135,7 +135,8 @@ def test_trainer_switch_by_environment() -> None:
             "CRPBOT_TRAINER": "sagemaker",
             "CRPBOT_SAGEMAKER_ROLE_ARN": ROLE_ARN,
             "CRPBOT_BUCKET": "my-bucket",
-            "AWS_REGION": "eu-west-1",
+            "CRPBOT_REGION": "eu-west-1",
+            "AWS_REGION": "ap-south-1",  # the shell's default never chooses the jobs' region
             "CRPBOT_INSTANCE_TYPE": "ml.g5.2xlarge",
         }
     )

@@ -9,7 +9,6 @@ from __future__ import annotations
 import os
 import signal
 import threading
-import warnings
 
 import dagster as dg
 import pytest
@@ -18,14 +17,10 @@ from sagemaker_emulator import (
     QUOTA_NAME,
     SageMakerEmulator,
     emulated_trainer,
+    materialize_model,
     provision_account,
     training_inputs,
 )
-
-from crpbot_assets.assets import model
-from crpbot_assets.profiles import ProfileResource
-from crpbot_assets.sagemaker.trainer import SageMakerTrainer
-from crpbot_assets.storage import StorageResource
 
 # Long enough to be stopped mid-training, bounded by the emulator's own deadline anyway.
 LONG_RUN = {"epochs": "1000", "patience": "1000"}
@@ -40,24 +35,6 @@ def cloud(emulator: SageMakerEmulator, monkeypatch: pytest.MonkeyPatch) -> SageM
     provision_account(emulator, bucket=BUCKET, files=training_inputs("BTC"))
     emulator.quotas = {QUOTA_NAME: 1}
     return emulator
-
-
-def materialize_model(
-    trainer: SageMakerTrainer, hyperparameters: dict[str, str] | None = None
-) -> dg.ExecuteInProcessResult:
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", dg.PreviewWarning)
-        return dg.materialize(
-            [model],
-            partition_key="BTC",
-            resources={
-                "storage": StorageResource(root=f"s3://{BUCKET}"),
-                "profile": ProfileResource(name="demo", epochs=1),
-                "trainer": trainer,
-            },
-            run_config={"ops": {"model": {"config": {"hyperparameters": hyperparameters or {}}}}},
-            raise_on_error=False,
-        )
 
 
 def failure_text(result: dg.ExecuteInProcessResult) -> str:

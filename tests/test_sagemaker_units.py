@@ -40,7 +40,12 @@ from crpbot_assets.sagemaker.request import (
     image_region,
     training_image_uri,
 )
-from crpbot_assets.sagemaker.settings import SageMakerSettings, SettingsError, settings_from_env
+from crpbot_assets.sagemaker.settings import (
+    SageMakerSettings,
+    SettingsError,
+    region_source,
+    settings_from_env,
+)
 from v8_model.config import TrainConfig, to_hyperparameters
 from v8_model.evaluation import EpochStats
 from v8_model.layout import METRICS_FILE, SUMMARY_FILE
@@ -103,11 +108,22 @@ def test_role_arn_accepted(arn: str) -> None:
         "arn:aws:iam::12345:role/short-account",
         "arn:aws:iam::123456789012:user/not-a-role",
         "arn:aws:s3:::bucket",
+        "arn:aws:iam::123456789012:role/Name/",
     ],
 )
 def test_role_arn_refused_with_the_expected_shape(arn: str) -> None:
     with pytest.raises(SettingsError, match="is not an IAM role ARN; expected arn:aws:iam::"):
         SageMakerSettings(role_arn=arn).validate_for_launch()
+
+
+@pytest.mark.parametrize("arn", [f"{ROLE_ARN}\n", f" {ROLE_ARN}", f"{ROLE_ARN}\t"])
+def test_role_arn_with_whitespace_is_refused_naming_the_setting(arn: str) -> None:
+    """A pasted ARN with its newline used to pass (`$` matches before a final newline)."""
+    settings = SageMakerSettings(role_arn=arn)
+    with pytest.raises(SettingsError, match="leading or trailing whitespace") as raised:
+        settings.validate_for_launch()
+    assert "CRPBOT_SAGEMAKER_ROLE_ARN" in str(raised.value)
+    assert settings.role_name() is None and settings.role_account() is None
 
 
 def test_every_problem_is_listed_at_once() -> None:
@@ -129,7 +145,7 @@ def test_flags_beat_environment_beats_defaults() -> None:
     environ = {
         "CRPBOT_SAGEMAKER_ROLE_ARN": ROLE_ARN,
         "CRPBOT_BUCKET": "env-bucket",
-        "AWS_DEFAULT_REGION": "eu-west-1",
+        "CRPBOT_REGION": "eu-west-1",
         "CRPBOT_SAGEMAKER_SPOT": "true",
     }
     values = settings_from_env(environ, {"bucket": "flag-bucket", "instance_type": None})
@@ -140,8 +156,25 @@ def test_flags_beat_environment_beats_defaults() -> None:
         True,
     )
     assert settings.instance_type == "ml.g5.4xlarge"
-    both = settings_from_env({"AWS_REGION": "us-west-2", "AWS_DEFAULT_REGION": "eu-west-1"})
-    assert both["region"] == "us-west-2"  # AWS_REGION wins, as in the AWS SDKs
+
+
+def test_region_has_one_order_and_ignores_the_shells_default() -> None:
+    """flag / resource config → CRPBOT_REGION → us-east-2; AWS_REGION / AWS_DEFAULT_REGION
+    (the AWS CLI's ambient default) used to move jobs away from the bucket silently."""
+    ambient = {"AWS_REGION": "us-west-2", "AWS_DEFAULT_REGION": "eu-west-1"}
+    settings = SageMakerSettings(**settings_from_env(ambient))
+    assert settings.region == "us-east-2"
+    assert region_source(settings.region, ambient) == "default (the seed's bucket region)"
+    chosen = {**ambient, "CRPBOT_REGION": "eu-west-1"}
+    settings = SageMakerSettings(**settings_from_env(chosen))
+    assert (settings.region, region_source(settings.region, chosen)) == (
+        "eu-west-1",
+        "CRPBOT_REGION",
+    )
+    flagged = SageMakerSettings(**settings_from_env(chosen, {"region": "ap-south-1"}))
+    assert flagged.region == "ap-south-1"
+    assert region_source(flagged.region, chosen, flag="ap-south-1") == "--region flag"
+    assert region_source("ap-south-1", {}) == "setting `region` (resource config)"
 
 
 # --- request ----------------------------------------------------------------------------------
@@ -178,10 +211,20 @@ def test_spot_adds_max_wait_and_checkpoints() -> None:
         "MaxRuntimeInSeconds": 7200,
         "MaxWaitTimeInSeconds": 14400,
     }
+    # Per job: a spot restart of this job resumes; no later job finds a stale checkpoint.
     assert request["CheckpointConfig"] == {
-        "S3Uri": "s3://crpbot-sagemaker-training/v8-final/checkpoints/ETH/",
+        "S3Uri": "s3://crpbot-sagemaker-training/v8-final/checkpoints/ETH/job/",
         "LocalPath": "/opt/ml/checkpoints",
     }
+    other = build_training_job_request(
+        SageMakerSettings(role_arn=ROLE_ARN, use_spot=True),
+        symbol="ETH",
+        job_name="next-job",
+        image_uri="i",
+        code_uri="s3://b/code/",
+        hyperparameters=to_hyperparameters(TrainConfig()),
+    )
+    assert other["CheckpointConfig"]["S3Uri"].endswith("/checkpoints/ETH/next-job/")
     assert request["Environment"]["CRPBOT_CHECKPOINT_DIR"] == "/opt/ml/checkpoints"
 
 
@@ -240,26 +283,155 @@ def test_bootstrap_exports_channels_like_the_toolkit(tmp_path: Path) -> None:
     assert env["PYTHONPATH"] == f"{tmp_path / 'code' / 'src'}:/x"
 
 
+def bundled_code_dir(tmp_path: Path, requirements: str | None = None) -> Path:
+    """The code channel as the job sees it (bootstrap.py + src/), from the real bundle."""
+    code_dir = tmp_path / "code"
+    for name, content in bundle_files().items():
+        path = code_dir / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(content)
+    if requirements is not None:
+        (code_dir / container_bootstrap.REQUIREMENTS_PATH).write_text(requirements)
+    return code_dir
+
+
 def test_bootstrap_failure_becomes_the_failure_reason(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """An image without a package and without internet: the job fails, saying so."""
-    monkeypatch.setenv("SM_BASE_DIR", str(tmp_path))
-    monkeypatch.setattr(container_bootstrap, "REQUIREMENTS", {"no_such_module_x": "no-such-x"})
-    monkeypatch.setattr(
-        container_bootstrap.subprocess,
-        "run",
-        lambda *args, **kwargs: container_bootstrap.subprocess.CompletedProcess(args, 1),
-    )
-    assert container_bootstrap.main([]) == 1
+    """An image without a package and without internet: the job fails fast, saying so."""
+    code_dir = bundled_code_dir(tmp_path, "no-such-package-x==1.0\nnumpy==0.0.1\n")
+    commands = []
+
+    def no_network(command, **kwargs):
+        commands.append(command)
+        return container_bootstrap.subprocess.CompletedProcess(command, 1)
+
+    monkeypatch.setattr(container_bootstrap.subprocess, "run", no_network)
+    assert container_bootstrap.install_requirements(tmp_path, code_dir) == 1
     reason = (tmp_path / "output" / "failure").read_text()
-    assert reason.startswith("bootstrap: pip install no-such-x failed (exit 1)")
+    assert reason.startswith(
+        "bootstrap: pip install no-such-package-x==1.0 numpy==0.0.1 failed (exit 1)"
+    )
+    assert "network isolation" in reason
+    (command,) = commands  # one pip call, bounded: one retry, 15 s timeout
+    assert command[-2:] == ["-r", str(code_dir / container_bootstrap.REQUIREMENTS_PATH)]
+    assert command[command.index("--retries") + 1] == "1"
+    assert command[command.index("--timeout") + 1] == "15"
 
 
-def test_bootstrap_requirements_mirror_pyproject() -> None:
-    declared = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["dependencies"]
-    for requirement in container_bootstrap.REQUIREMENTS.values():
-        assert requirement in declared
+def test_bootstrap_installs_nothing_when_the_image_has_the_pins(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    code_dir = bundled_code_dir(tmp_path)  # the shipped pins: this environment's versions
+    monkeypatch.setattr(container_bootstrap.subprocess, "run", pytest.fail)
+    assert container_bootstrap.install_requirements(tmp_path, code_dir) is None
+
+
+def test_bootstrap_drops_the_train_argument(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """SageMaker appends `train` to some entry commands; argparse would refuse it."""
+    assert container_bootstrap.entry_arguments(["train", "--epochs", "1"]) == ["--epochs", "1"]
+    assert container_bootstrap.entry_arguments(["--epochs", "1"]) == ["--epochs", "1"]
+    assert container_bootstrap.entry_arguments([]) == []
+    executed = []
+    monkeypatch.setenv("SM_BASE_DIR", str(tmp_path))
+    monkeypatch.setattr(container_bootstrap, "install_requirements", lambda base, code: None)
+    monkeypatch.setattr(container_bootstrap.os, "execve", lambda *args: executed.append(args))
+    container_bootstrap.main(["train", "--symbols", "BTC"])
+    ((_, command, _),) = executed
+    assert command[1:] == ["-m", "v8_model.train", "--symbols", "BTC"]
+
+
+def test_job_requirements_are_declared_once_and_match_this_environment() -> None:
+    """The pins install exactly what the tests run with, and each satisfies pyproject's range."""
+    from packaging.requirements import Requirement
+
+    from v8_model.job_requirements import installed_version, read_requirements
+
+    pins = read_requirements()
+    declared = {
+        Requirement(text).name: Requirement(text)
+        for text in tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["dependencies"]
+    }
+    for name, version in pins.items():
+        assert installed_version(name) == version, name
+        if name in declared:  # botocore comes with boto3
+            assert declared[name].specifier.contains(version), (name, version)
+
+
+def test_every_third_party_import_of_the_job_is_declared() -> None:
+    """scipy was imported by the features code but missing from the bootstrap's list: every
+    third-party import of the modules the job loads must be pinned (torch: the image's)."""
+    import ast
+    import importlib.metadata
+    import subprocess
+    import sys
+
+    loaded = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import sys, v8_model.train, v8_model.entrypoint, v8_model.pipes; "
+            "print('\\n'.join(m for m in sys.modules if m.startswith('v8_model')))",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=120,
+    ).stdout.split()
+    imported: set[str] = set()
+    for module in loaded:
+        path = REPO / (module.replace(".", "/") + ".py")
+        if not path.is_file():
+            path = REPO / module.replace(".", "/") / "__init__.py"
+        for node in ast.walk(ast.parse(path.read_text())):  # function-level imports too
+            if isinstance(node, ast.Import):
+                imported |= {alias.name.split(".")[0] for alias in node.names}
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                imported.add(node.module.split(".")[0])
+    distributions = importlib.metadata.packages_distributions()
+    third_party = {
+        dist
+        for name in imported - set(sys.stdlib_module_names) - {"v8_model", "dagster_pipes"}
+        for dist in distributions.get(name, [name])
+    }
+    from v8_model.job_requirements import read_requirements
+
+    # The check sees lazy imports (boto3 inside a function) and the features code's scipy.
+    assert {"scipy", "boto3", "scikit-learn"} <= third_party
+    assert third_party - {"torch"} <= set(read_requirements()), third_party
+
+
+def test_entry_point_checks_its_environment_first(monkeypatch: pytest.MonkeyPatch) -> None:
+    from v8_model import job_requirements
+    from v8_model.job_requirements import JobEnvironmentError, check_torch
+
+    check_torch("2.8.0")
+    check_torch("2.13.0+cpu")
+    with pytest.raises(JobEnvironmentError, match="torch 2.5.1 is older than .* 2.8.0"):
+        check_torch("2.5.1")
+    with pytest.raises(JobEnvironmentError, match="torch is not installed"):
+        check_torch(None)
+    real = job_requirements.installed_version
+    monkeypatch.setattr(
+        job_requirements, "installed_version", lambda name: None if name == "scipy" else real(name)
+    )
+    with pytest.raises(JobEnvironmentError, match="lacks scipy .declared in job-requirements"):
+        job_requirements.check_job_environment()
+
+
+def test_image_version_default_satisfies_the_minimum_torch() -> None:
+    from v8_model.job_requirements import MIN_TORCH_VERSION, version_tuple
+
+    settings = SageMakerSettings(role_arn=ROLE_ARN)
+    assert version_tuple(settings.framework_version) >= version_tuple(MIN_TORCH_VERSION)
+    assert "pytorch-training:2.8.0-gpu-py312" in training_image_uri(settings)
+    old = SageMakerSettings(role_arn=ROLE_ARN, framework_version="2.5.1")
+    with pytest.raises(SettingsError, match="framework_version '2.5.1' is below"):
+        old.validate_for_launch()
+    env = settings_from_env({"CRPBOT_SAGEMAKER_FRAMEWORK_VERSION": "2.9.0"})
+    assert SageMakerSettings(**env).framework_version == "2.9.0"
 
 
 # --- model archive ----------------------------------------------------------------------------

@@ -129,12 +129,49 @@ def test_resuming_from_a_checkpoint_equals_an_uninterrupted_run(tmp_path):
         torch.testing.assert_close(resumed.model.state_dict()[name], tensor, rtol=0, atol=0)
 
 
-def test_a_checkpoint_for_other_settings_is_refused(tmp_path):
-    from v8_model.checkpoint import CheckpointError
+def test_an_unusable_checkpoint_is_discarded_with_a_warning(tmp_path, caplog):
+    """Stale (other settings), truncated or incomplete: never fatal, training starts afresh."""
+    import numpy as np
+
+    from v8_model.checkpoint import ARRAYS_FILE
 
     x, y = _random_problem(1_000, seed=6)
-    train_model(x[:800], y[:800], x[800:], y[800:], TrainConfig(epochs=1), checkpoint_dir=tmp_path)
-    with pytest.raises(CheckpointError, match="other settings or data"):
-        train_model(
-            x[:800], y[:800], x[800:], y[800:], TrainConfig(epochs=2), checkpoint_dir=tmp_path
-        )
+    data = (x[:800], y[:800], x[800:], y[800:])
+    fresh = train_model(*data, TrainConfig(epochs=2, device="cpu"))
+
+    def damage_truncated(directory):
+        path = directory / ARRAYS_FILE
+        path.write_bytes(path.read_bytes()[:100])  # BadZipFile before this issue
+
+    def damage_missing_key(directory):
+        path = directory / ARRAYS_FILE
+        with np.load(path) as stored:
+            arrays = {name: stored[name] for name in stored.files if name != "rng/shuffle"}
+        np.savez(path, **arrays)  # KeyError before this issue
+
+    for name, damage, why in (
+        ("stale", None, "other settings or data"),
+        ("truncated", damage_truncated, "corrupt checkpoint"),
+        ("incomplete", damage_missing_key, "'rng/shuffle' is missing"),
+    ):
+        directory = tmp_path / name
+        # A checkpoint of one epoch with other settings; damaged, it is also one for these.
+        config = TrainConfig(epochs=1 if damage is None else 2, device="cpu")
+        with pytest.raises(_Interrupted):
+            train_model(*data, config, on_epoch=_stop_after_first, checkpoint_dir=directory)
+        if damage is not None:
+            damage(directory)
+        caplog.clear()
+        with caplog.at_level("WARNING", logger="v8_model.checkpoint"):
+            result = train_model(
+                *data, TrainConfig(epochs=2, device="cpu"), checkpoint_dir=directory
+            )
+        assert "discarding the checkpoint and starting afresh" in caplog.text, name
+        assert why in caplog.text, (name, caplog.text)
+        assert [s.line() for s in result.history] == [s.line() for s in fresh.history], name
+
+
+def _stop_after_first(stats):
+    """Leaves the first epoch's checkpoint behind (an interrupted job) by raising after it."""
+    if stats.epoch == 1:
+        raise _Interrupted

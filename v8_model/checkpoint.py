@@ -14,7 +14,10 @@ from __future__ import annotations
 
 import io
 import json
+import logging
 import math
+import shutil
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -27,6 +30,8 @@ from v8_model.storage import atomic_write_bytes, atomic_write_text
 ARRAYS_FILE = "state.npz"
 STATE_FILE = "state.json"
 CHECKPOINT_FORMAT_VERSION = 1
+
+log = logging.getLogger(__name__)
 
 
 class CheckpointError(ValueError):
@@ -169,7 +174,8 @@ def save_training_state(directory: str | Path, state: TrainingState) -> None:
 
 
 def load_training_state(directory: str | Path, fingerprint: dict) -> TrainingState | None:
-    """The checkpoint in `directory`, or None when there is none; refuses a foreign one."""
+    """The checkpoint in `directory`, or None when there is none; refuses a corrupt or foreign
+    one with CheckpointError (see `resume_or_discard` for the training loop's use)."""
     directory = Path(directory)
     state_path, arrays_path = directory / STATE_FILE, directory / ARRAYS_FILE
     if not state_path.is_file():
@@ -178,16 +184,33 @@ def load_training_state(directory: str | Path, fingerprint: dict) -> TrainingSta
         payload = json.loads(state_path.read_text(encoding="utf-8"))
         with np.load(arrays_path, allow_pickle=False) as stored:
             arrays = {name: torch.from_numpy(stored[name].copy()) for name in stored.files}
-    except (OSError, ValueError, EOFError) as error:
-        raise CheckpointError(f"{directory}: corrupt checkpoint ({error}); delete it") from error
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as error:
+        raise CheckpointError(f"{directory}: corrupt checkpoint ({error})") from error
     if payload.get("format_version") != CHECKPOINT_FORMAT_VERSION:
         raise CheckpointError(f"{directory}: checkpoint format {payload.get('format_version')!r}")
-    if payload["fingerprint"] != fingerprint:
+    if payload.get("fingerprint") != fingerprint:
         raise CheckpointError(
             f"{directory}: the checkpoint was written for other settings or data "
-            f"({payload['fingerprint']} != {fingerprint}); delete it to start afresh"
+            f"({payload.get('fingerprint')} != {fingerprint})"
         )
+    try:
+        return _state_from(payload, arrays)
+    except KeyError as error:
+        raise CheckpointError(f"{directory}: incomplete checkpoint, {error} is missing") from error
 
+
+def resume_or_discard(directory: str | Path, fingerprint: dict) -> TrainingState | None:
+    """The checkpoint to resume, or None: an unusable one (corrupt, incomplete, written for other
+    settings or data) is deleted with a warning and training starts afresh; never fatal."""
+    try:
+        return load_training_state(directory, fingerprint)
+    except CheckpointError as error:
+        log.warning("discarding the checkpoint and starting afresh: %s", error)
+        shutil.rmtree(directory, ignore_errors=True)
+        return None
+
+
+def _state_from(payload: dict, arrays: dict[str, torch.Tensor]) -> TrainingState:
     def weights(prefix: str) -> dict[str, torch.Tensor]:
         start = len(prefix) + 1
         return {k[start:]: v for k, v in arrays.items() if k.startswith(f"{prefix}/")}

@@ -11,6 +11,8 @@ Contract, read from the environment, never from hard-coded paths when a variable
 - checkpoints: with CRPBOT_CHECKPOINT_DIR set (the SageMaker trainer sets it to the checkpoint
   path of spot jobs), each symbol's training state is saved there after every epoch and resumed
   after a restart; it is removed once the symbol's model is written;
+- environment: the packages of `job-requirements.txt` and torch >= MIN_TORCH_VERSION are checked
+  first; what is missing is named in the failure reason;
 - failure: on any error the reason goes to the failure file (SM_OUTPUT_FAILURE, else
   SM_OUTPUT_DIR/failure), every output this run wrote is removed, and the exit code is 1.
   It never exits 0 with a model missing.
@@ -47,6 +49,7 @@ from v8_model.defaults import SYMBOLS
 from v8_model.evaluation import EpochStats, Evaluation
 from v8_model.features import FEATURE_NAMES, FEATURES_DATASET_COLUMNS
 from v8_model.gates import GATE_NAMES
+from v8_model.job_requirements import check_job_environment
 from v8_model.layout import (
     FAILURE_REASON_LIMIT,
     METRICS_FILE,
@@ -253,6 +256,7 @@ def _train_symbol(symbol, paths, config, pipes) -> tuple[SymbolOutcome, Path]:
 
 
 def run(argv: Sequence[str], paths: ContainerPaths, env: Mapping[str, str], written: list) -> None:
+    check_job_environment()  # a missing package or an old torch: say which, before any work
     with _pipes_session(env) as pipes:
         config, symbols_text = resolve_hyperparameters(argv, paths, env)
         partition = getattr(pipes, "partition_key", None) if pipes is not None else None

@@ -21,8 +21,8 @@ import torch
 
 from v8_model.checkpoint import (
     Progress,
-    load_training_state,
     restore,
+    resume_or_discard,
     save_training_state,
     snapshot,
 )
@@ -147,7 +147,7 @@ def train_model(
     steps = config.epochs * math.ceil(len(x) / config.batch_size)
     parts = TrainingParts.build(config, x.shape[1], steps, device)
     fingerprint = _fingerprint(config, x_train, y_train) if checkpoint_dir else {}
-    saved = load_training_state(checkpoint_dir, fingerprint) if checkpoint_dir else None
+    saved = resume_or_discard(checkpoint_dir, fingerprint) if checkpoint_dir else None
     progress = Progress() if saved is None else restore(saved, *_checkpointed(parts))
     started = time.perf_counter()
 

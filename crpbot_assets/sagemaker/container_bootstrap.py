@@ -1,37 +1,47 @@
 """The job's ContainerEntrypoint: prepare the PyTorch image, then `python -m v8_model.train`.
 
 This file is copied into the job's `code` channel as `bootstrap.py` and runs inside the SageMaker
-container with the image's Python, so it imports the standard library only. A custom entry point
-bypasses the SageMaker training toolkit, so this script does the three things the job needs:
+container with the image's Python, so it imports the standard library only (and
+`v8_model.job_requirements`, which does too). A custom entry point bypasses the SageMaker training
+toolkit, so this script does what the job needs:
 
 1. exports SM_CHANNEL_<NAME> / SM_CHANNELS / SM_MODEL_DIR for the channels SageMaker downloaded
    (what the toolkit would export; the entry point reads them, e.g. the `processor` channel);
-2. pip-installs the packages the image lacks (pyarrow is not in every PyTorch image); the
-   bundled source already carries v8_model and dagster_pipes (pure Python, the orchestrator's
-   exact version), so only these third-party wheels ever come from PyPI;
-3. puts the bundled source first on PYTHONPATH and replaces itself with the entry point.
+2. installs `v8_model/job-requirements.txt` (pinned) when the image lacks any of it, failing
+   fast (one retry, short timeout) with the reason when there is no network (network isolation,
+   a VPC without a route to PyPI); the bundled source already carries v8_model and dagster_pipes;
+3. drops a leading `train` argument (SageMaker appends it to some entry commands; the entry
+   point takes only `--key value` flags), puts the bundled source first on PYTHONPATH and
+   replaces itself with the entry point.
 
 Any failure here goes to the failure file, so it becomes the job's FailureReason.
 """
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import subprocess
 import sys
 from pathlib import Path
+from types import ModuleType
 
-# import name → pip requirement, mirroring pyproject's runtime dependencies the entry point uses.
-REQUIREMENTS = {
-    "boto3": "boto3>=1.35",  # the Pipes S3 message writer
-    "numpy": "numpy>=2.0,<3",
-    "pandas": "pandas>=2.2,<4",
-    "pyarrow": "pyarrow>=17",
-    "sklearn": "scikit-learn>=1.5,<2",
-}
 FAILURE_REASON_LIMIT = 1024
+SOURCE_DIR = "src"
+REQUIREMENTS_PATH = f"{SOURCE_DIR}/v8_model/job-requirements.txt"
+# Fail fast without a network: one retry and a short timeout instead of pip's minutes of retries.
+PIP_COMMAND = (
+    "-m",
+    "pip",
+    "install",
+    "--no-input",
+    "--quiet",
+    "--disable-pip-version-check",
+    "--retries",
+    "1",
+    "--timeout",
+    "15",
+)
 
 
 def _fail(base: Path, reason: str) -> int:
@@ -52,35 +62,56 @@ def container_env(base: Path, code_dir: Path, environ: dict[str, str]) -> dict[s
     env.setdefault("SM_CHANNELS", json.dumps(channels))
     env.setdefault("SM_MODEL_DIR", str(base / "model"))
     env.setdefault("PYTHONUNBUFFERED", "1")
-    source = str(code_dir / "src")
+    source = str(code_dir / SOURCE_DIR)
     env["PYTHONPATH"] = os.pathsep.join(p for p in (source, env.get("PYTHONPATH", "")) if p)
     return env
 
 
-def missing_requirements() -> list[str]:
-    return [
-        spec for module, spec in REQUIREMENTS.items() if importlib.util.find_spec(module) is None
-    ]
+def entry_arguments(argv: list[str]) -> list[str]:
+    """The entry point's arguments: SageMaker's trailing `train` word dropped, flags kept."""
+    return argv[1:] if argv[:1] == ["train"] else argv
+
+
+def _job_requirements(code_dir: Path) -> ModuleType:
+    """`v8_model.job_requirements` from the bundled source (standard library only)."""
+    sys.path.insert(0, str(code_dir / SOURCE_DIR))
+    import v8_model.job_requirements as job_requirements
+
+    return job_requirements
+
+
+def install_requirements(base: Path, code_dir: Path) -> int | None:
+    """Install what the image lacks; None when ready, else the exit code after the failure file."""
+    job_requirements = _job_requirements(code_dir)
+    requirements = code_dir / REQUIREMENTS_PATH
+    unmet = job_requirements.unmet_requirements(job_requirements.read_requirements(requirements))
+    if not unmet:
+        return None
+    print(f"bootstrap: installing what the image lacks: {' '.join(unmet)}", flush=True)
+    command = [sys.executable, *PIP_COMMAND, "-r", str(requirements)]
+    result = subprocess.run(command, check=False)
+    if result.returncode != 0:
+        return _fail(
+            base,
+            f"bootstrap: pip install {' '.join(unmet)} failed (exit {result.returncode}); the "
+            "image lacks them and the job could not download them (network isolation, or a VPC "
+            "without internet access?): use an image that has them",
+        )
+    still = job_requirements.unmet_requirements(job_requirements.read_requirements(requirements))
+    if still:
+        return _fail(base, f"bootstrap: after pip install, still missing: {' '.join(still)}")
+    return None
 
 
 def main(argv: list[str]) -> int:
     base = Path(os.environ.get("SM_BASE_DIR", "/opt/ml"))
     code_dir = Path(__file__).resolve().parent
-    missing = missing_requirements()
-    if missing:
-        print(f"bootstrap: installing what the image lacks: {' '.join(missing)}", flush=True)
-        command = [sys.executable, "-m", "pip", "install", "--no-input", "--quiet"]
-        result = subprocess.run([*command, "--disable-pip-version-check", *missing], check=False)
-        if result.returncode != 0:
-            return _fail(
-                base,
-                f"bootstrap: pip install {' '.join(missing)} failed (exit {result.returncode}); "
-                "the image lacks them and the job could not install them (network isolation, "
-                "or a VPC without internet access?): use an image that has them",
-            )
+    failed = install_requirements(base, code_dir)
+    if failed is not None:
+        return failed
     env = container_env(base, code_dir, dict(os.environ))
-    command = [sys.executable, "-m", "v8_model.train", *argv]
-    print(f"bootstrap: exec {' '.join(command)} (source {code_dir / 'src'})", flush=True)
+    command = [sys.executable, "-m", "v8_model.train", *entry_arguments(argv)]
+    print(f"bootstrap: exec {' '.join(command)} (source {code_dir / SOURCE_DIR})", flush=True)
     os.execve(sys.executable, command, env)  # replaces this process: the job is the entry point
 
 

@@ -4,10 +4,13 @@ Modelled on dagster-aws's `PipesGlueClient` / `PipesECSClient`:
 - context: `PipesS3ContextInjector`; its (short) bootstrap parameters travel in the job's
   `Environment`, whose values SageMaker caps at 512 characters;
 - messages: `PipesS3MessageReader` (the entry point writes with `PipesS3MessageWriter`);
-- logs: the job's CloudWatch stream (`/aws/sagemaker/TrainingJobs`, `<job>/algo-1-<epoch>`) is
-  forwarded to the step's stdout once SageMaker creates it;
+- logs: the job's CloudWatch streams (`/aws/sagemaker/TrainingJobs`, `<job>/algo-1-<epoch>`) are
+  forwarded to the step's stdout as SageMaker creates them (a spot restart opens a new one);
 - polling and stopping use this client's own boto3 clients with bounded retries on throttling;
-- an interrupted run (termination, Ctrl-C) stops the job; Failed or Stopped raises with the
+- a create whose response was lost (the retry finds the name in use) adopts the job when it is
+  this session's own (same Pipes context in its Environment), and refuses it otherwise;
+- any error while waiting (interrupt, expired token, network) stops the job before it propagates,
+  so no billed job is orphaned; Failed or Stopped raises with the
   job's FailureReason (or why it stopped); Completed returns the session's results plus metadata:
   job name and console link, status history, training and billable seconds, instance, spot
   savings, and cost (the upper bound estimated before launch and the billed cost after).
@@ -24,7 +27,7 @@ from contextlib import contextmanager
 from typing import IO, Any
 
 import dagster as dg
-from botocore.exceptions import ClientError
+from botocore.exceptions import BotoCoreError, ClientError
 from dagster._core.pipes.utils import PipesLogReader
 from dagster_aws.pipes import PipesS3ContextInjector, PipesS3MessageReader
 
@@ -251,6 +254,11 @@ class PipesSageMakerClient(dg.PipesClient):
                     if self.forward_termination:
                         self._stop(context, job_name, "the Dagster run was interrupted")
                     raise
+                except BaseException as error:
+                    # Expired credentials, a network outage, a bug: nobody would follow the
+                    # job any more, so it must not go on billing.
+                    self._stop(context, job_name, f"waiting on it failed ({error!r})")
+                    raise
         finally:
             self._delete_messages(context, message_reader.message_prefix)
         if job["TrainingJobStatus"] != "Completed":
@@ -309,10 +317,28 @@ class PipesSageMakerClient(dg.PipesClient):
                 **params,
             )
         except ClientError as error:
+            if error_code(error) == "ResourceInUse" and self._is_ours(params):
+                # botocore retried a create whose first response was lost: the job is running.
+                context.log.warning(
+                    f"SageMaker training job {params['TrainingJobName']} already exists and "
+                    "carries this run's Pipes context: the first create went through; following it"
+                )
+                return
             raise SageMakerJobError(
                 f"SageMaker refused training job {params['TrainingJobName']}: "
                 f"{error_code(error)}: {error.response.get('Error', {}).get('Message', '')}"
             ) from error
+
+    def _is_ours(self, params: Mapping[str, Any]) -> bool:
+        """Whether the existing job of this name was created from `params` (this Pipes session:
+        its Environment holds the session's unique context and message locations)."""
+        try:
+            job = self.describe(params["TrainingJobName"])
+        except ClientError:
+            return False
+        return job.get("Environment") == params.get("Environment") and job.get(
+            "RoleArn"
+        ) == params.get("RoleArn")
 
     @staticmethod
     def _retry_logger(context: dg.AssetExecutionContext | dg.OpExecutionContext) -> Any:
@@ -340,7 +366,7 @@ class PipesSageMakerClient(dg.PipesClient):
         budget = stopping.get("MaxWaitTimeInSeconds", stopping["MaxRuntimeInSeconds"])
         deadline = time.monotonic() + budget + WAIT_SLACK_S
         history: list[str] = []
-        forwarding = not self.forward_logs
+        forwarded: set[str] = set()  # log streams already followed
         on_retry = self._retry_logger(context)
         while True:
             job = self.describe(job_name, on_retry)
@@ -348,8 +374,8 @@ class PipesSageMakerClient(dg.PipesClient):
             if not history or history[-1] != state:
                 history.append(state)
                 context.log.info(f"SageMaker training job {job_name}: {state}")
-            if not forwarding:
-                forwarding = self._attach_log_stream(context, job_name, message_reader)
+            if self.forward_logs:
+                self._attach_log_streams(context, job_name, message_reader, forwarded)
             if job["TrainingJobStatus"] in TERMINAL_STATUSES:
                 return job, history
             if time.monotonic() > deadline:
@@ -361,32 +387,36 @@ class PipesSageMakerClient(dg.PipesClient):
                 )
             time.sleep(self.poll_interval_s)
 
-    def _attach_log_stream(
+    def _attach_log_streams(
         self,
         context: dg.AssetExecutionContext | dg.OpExecutionContext,
         job_name: str,
         message_reader: PipesS3MessageReader,
-    ) -> bool:
-        """Start forwarding the job's log stream once SageMaker has created it; True when done
-        trying (forwarding, or logs unreadable: training goes on without them)."""
+        forwarded: set[str],
+    ) -> None:
+        """Forward every log stream of the job not yet forwarded: the first once SageMaker creates
+        it, and each new one a spot restart opens. Logs are best effort: training goes on."""
         try:
-            streams = self.logs.describe_log_streams(
+            pages = self.logs.get_paginator("describe_log_streams").paginate(
                 logGroupName=LOG_GROUP, logStreamNamePrefix=f"{job_name}/"
-            ).get("logStreams", [])
+            )
+            streams = [stream["logStreamName"] for page in pages for stream in page["logStreams"]]
         except ClientError as error:
-            if error_code(error) == "ResourceNotFoundException":  # no job has logged yet
-                return False
-            context.log.warning(f"Not forwarding the job's CloudWatch logs: {error}")
-            return True
+            if error_code(error) != "ResourceNotFoundException":  # no job has logged yet
+                context.log.warning(f"Not forwarding the job's CloudWatch logs now: {error}")
+            return
+        except BotoCoreError as error:
+            context.log.warning(f"Not forwarding the job's CloudWatch logs now: {error}")
+            return
         for stream in streams:
+            if stream in forwarded:
+                continue
+            forwarded.add(stream)
             message_reader.add_log_reader(
                 CloudWatchLogForwarder(
-                    client=self.logs,
-                    log_stream=stream["logStreamName"],
-                    interval_s=self.message_interval_s,
+                    client=self.logs, log_stream=stream, interval_s=self.message_interval_s
                 )
             )
-        return bool(streams)
 
     def _stop(
         self, context: dg.AssetExecutionContext | dg.OpExecutionContext, job_name: str, why: str
@@ -396,7 +426,7 @@ class PipesSageMakerClient(dg.PipesClient):
             call_with_retries(
                 self.sagemaker.stop_training_job, self.retry, TrainingJobName=job_name
             )
-        except ClientError as error:
+        except (ClientError, BotoCoreError) as error:
             # Already ending (ValidationException) or unreachable: say so, keep the first error.
             context.log.warning(f"Could not stop SageMaker training job {job_name}: {error}")
 
@@ -465,4 +495,6 @@ class PipesSageMakerClient(dg.PipesClient):
             metadata["price_source"] = price.source
             metadata["estimated_cost_usd_max"] = estimated_cost
             metadata["cost_usd"] = price.cost_usd(billable_s, count)
+        elif price is not None:  # unknown, never a made-up 0.0
+            metadata["cost"] = f"unknown: {price.source} (set price_per_hour_usd)"
         return metadata

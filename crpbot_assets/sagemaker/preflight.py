@@ -9,24 +9,40 @@ yields PASS / WARN / FAIL / INFO with a detail naming what is missing and how to
 from __future__ import annotations
 
 import json
+import os
 import urllib.parse
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
 import boto3
-from botocore.exceptions import BotoCoreError, ClientError
+from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
 
+from crpbot_assets.profiles import default_profile_name, get_profile
 from crpbot_assets.sagemaker.aws import AwsClients, error_code
+from crpbot_assets.sagemaker.iam import (
+    SAGEMAKER_PRINCIPAL,
+    Statement,
+    caller_statements,
+    job_role_statements,
+)
 from crpbot_assets.sagemaker.pricing import instance_price
+from crpbot_assets.sagemaker.quotas import Usage, quota_code, quota_name, read_quota
 from crpbot_assets.sagemaker.request import image_region, training_image_uri
-from crpbot_assets.sagemaker.settings import INSTANCE_COUNT, SageMakerSettings, SettingsError
+from crpbot_assets.sagemaker.settings import (
+    AMBIENT_REGION_VARS,
+    INSTANCE_COUNT,
+    SageMakerSettings,
+    SettingsError,
+    region_source,
+)
 from crpbot_assets.storage import features_key, processor_key
 from v8_model.defaults import SYMBOLS
 
-SAGEMAKER_PRINCIPAL = "sagemaker.amazonaws.com"
 PARQUET_MAGIC = b"PAR1"
+# IAM errors that mean "this caller may not ask", not "the answer is no".
+NOT_ALLOWED_CODES = frozenset({"AccessDenied", "AccessDeniedException", "UnauthorizedOperation"})
 MB = 1_000_000
 
 
@@ -71,6 +87,11 @@ class PreflightReport:
 
 
 def _describe(error: ClientError | BotoCoreError) -> str:
+    if isinstance(error, NoCredentialsError):
+        return (
+            f"{error}: give this shell AWS credentials (aws configure / AWS_PROFILE / aws sso "
+            "login, or an instance role)"
+        )
     if isinstance(error, ClientError):
         message = error.response.get("Error", {}).get("Message", "")
         return f"{error_code(error)}: {message}".rstrip(": ")
@@ -110,20 +131,35 @@ def trusts_sagemaker(policy: Any) -> bool:
     return False
 
 
-def quota_name(instance_type: str, spot: bool) -> str:
-    """The Service Quotas name of SageMaker's per-type training quota."""
-    return f"{instance_type} for {'spot ' if spot else ''}training job usage"
+def iam_principal_arn(caller_arn: str) -> str | None:
+    """The IAM ARN to simulate for the caller: a user or role as is, an assumed-role session as
+    its role (without a path: STS does not return it), None for the account root."""
+    parts = caller_arn.split(":", 5)
+    if len(parts) < 6 or parts[5] == "root":
+        return None
+    partition, service, account, resource = parts[1], parts[2], parts[4], parts[5]
+    if service == "sts" and resource.startswith("assumed-role/"):
+        return f"arn:{partition}:iam::{account}:role/{resource.split('/')[1]}"
+    if resource.startswith(("user/", "role/")):
+        return f"arn:{partition}:iam::{account}:{resource}"
+    return caller_arn  # e.g. a federated user: the simulator says whether it can answer
 
 
-def find_training_quota(service_quotas: Any, name: str) -> tuple[float, str] | None:
-    """(value, source) of the quota: the account's applied value, else AWS's default."""
-    for operation in ("list_service_quotas", "list_aws_default_service_quotas"):
-        for page in service_quotas.get_paginator(operation).paginate(ServiceCode="sagemaker"):
-            for quota in page.get("Quotas", []):
-                if quota.get("QuotaName") == name:
-                    source = "applied" if operation == "list_service_quotas" else "AWS default"
-                    return float(quota["Value"]), source
-    return None
+def simulate_denied(iam: Any, principal_arn: str, statements: Sequence[Statement]) -> list[str]:
+    """The actions of `statements` that IAM's policy simulator denies to `principal_arn`."""
+    denied = []
+    for statement in statements:
+        results = iam.simulate_principal_policy(
+            PolicySourceArn=principal_arn,
+            ActionNames=list(statement.actions),
+            ResourceArns=list(statement.resources),
+        )["EvaluationResults"]
+        denied += [
+            f"{result['EvalActionName']} on {result.get('EvalResourceName', '*')}"
+            for result in results
+            if result["EvalDecision"] != "allowed"
+        ]
+    return denied
 
 
 class Preflight:
@@ -135,12 +171,17 @@ class Preflight:
         clients: AwsClients,
         symbols: Sequence[str],
         require_processors: bool,
+        environ: Mapping[str, str] | None = None,
+        region_from: str | None = None,
     ) -> None:
         self.settings = settings
         self.clients = clients
         self.symbols = list(symbols)
         self.require_processors = require_processors
+        self.environ = dict(os.environ if environ is None else environ)
+        self.region_from = region_from or region_source(settings.region, self.environ)
         self.account: str | None = None
+        self.caller_arn: str | None = None
         self.bucket_ok = False
 
     def run(self) -> PreflightReport:
@@ -153,8 +194,11 @@ class Preflight:
             self.check_datasets,
             self.check_processors,
             self.check_role,
+            self.check_role_permissions,
+            self.check_caller_permissions,
             self.check_image,
             self.check_quota,
+            self.check_warm_pool_quota,
             self.check_estimate,
         ]
         return PreflightReport([check for step in steps for check in step()])
@@ -180,6 +224,7 @@ class Preflight:
         def probe() -> Check:
             identity = self.clients.sts.get_caller_identity()
             self.account = identity["Account"]
+            self.caller_arn = identity["Arn"]
             return Check("caller identity", Status.PASS, f"account {identity['Account']}")
 
         yield self._guarded("caller identity", probe)
@@ -191,10 +236,19 @@ class Preflight:
             for partition in session.get_available_partitions()
             for region in session.get_available_regions("sagemaker", partition_name=partition)
         }
-        if self.settings.region in regions:
-            yield Check("region", Status.PASS, f"{self.settings.region} offers SageMaker")
+        region = self.settings.region
+        ignored = [
+            f"{name}={self.environ[name]}"
+            for name in AMBIENT_REGION_VARS
+            if self.environ.get(name) and self.environ[name] != region
+        ]
+        note = f" ({', '.join(ignored)} ignored: not the bucket's region)" if ignored else ""
+        source = f"{region} from {self.region_from}"
+        metadata = {"region": region, "source": self.region_from}
+        if region in regions:
+            yield Check("region", Status.PASS, f"{source}, offers SageMaker{note}", metadata)
         else:
-            yield Check("region", Status.FAIL, f"{self.settings.region} has no SageMaker endpoint")
+            yield Check("region", Status.FAIL, f"{source}: no SageMaker endpoint{note}", metadata)
 
     def check_sagemaker_api(self) -> Iterable[Check]:
         def probe() -> Check:
@@ -245,8 +299,19 @@ class Preflight:
 
         return self._guarded(name, probe)
 
+    def minimum_rows(self) -> tuple[int, str]:
+        """Rows a features file needs, and where the figure comes from."""
+        if self.settings.min_features_rows:
+            return self.settings.min_features_rows, "min_features_rows"
+        profile = get_profile(default_profile_name())
+        return profile.min_rows, (
+            f"profile {profile.name}: {profile.min_coverage_days:g} days of minutes; "
+            "CRPBOT_PROFILE / CRPBOT_MIN_FEATURES_ROWS"
+        )
+
     def check_datasets(self) -> Iterable[Check]:
-        minimum = self.settings.min_features_mb
+        min_mb = self.settings.min_features_mb
+        min_rows, rows_from = self.minimum_rows()
 
         for symbol in self.symbols:
             name = f"data {symbol}"
@@ -258,11 +323,11 @@ class Preflight:
                     "size_mb": round(size / MB, 3),
                     "last_modified": head["LastModified"].isoformat(),
                 }
-                if size < minimum * MB:
+                if size < min_mb * MB:
                     return Check(
                         name,
                         Status.FAIL,
-                        f"{uri} is {size / MB:.3f} MB, below the {minimum:g} MB minimum: "
+                        f"{uri} is {size / MB:.3f} MB, below the {min_mb:g} MB minimum: "
                         "a sample, not the dataset (min_features_mb / CRPBOT_MIN_FEATURES_MB)",
                         metadata,
                     )
@@ -271,9 +336,17 @@ class Preflight:
                     metadata["rows"] = parquet_rows(self.clients.s3, bucket, key, size)
                 except ValueError as error:
                     return Check(name, Status.FAIL, f"{uri}: {error}", metadata)
+                if metadata["rows"] < min_rows:
+                    return Check(
+                        name,
+                        Status.FAIL,
+                        f"{uri} has {metadata['rows']:,} rows, below the {min_rows:,} minimum "
+                        f"({rows_from}): a sample, not the dataset",
+                        metadata,
+                    )
                 detail = (
-                    f"{uri}: {size / MB:.1f} MB, {metadata['rows']:,} rows, "
-                    f"modified {metadata['last_modified']}"
+                    f"{uri}: {size / MB:.1f} MB, {metadata['rows']:,} rows "
+                    f"(minimum {min_rows:,}), modified {metadata['last_modified']}"
                 )
                 return Check(name, Status.PASS, detail, metadata)
 
@@ -321,6 +394,64 @@ class Preflight:
 
         yield self._guarded("role", probe)
 
+    def _simulated(
+        self, name: str, principal: str, statements: Sequence[Statement], who: str
+    ) -> Check:
+        """One policy-simulator check: PASS, FAIL naming the denied actions, or WARN when this
+        caller may not run the simulator (the permissions are then unverified, not wrong)."""
+        try:
+            denied = simulate_denied(self.clients.iam, principal, statements)
+        except ClientError as error:
+            if error_code(error) in NOT_ALLOWED_CODES:
+                return Check(
+                    name,
+                    Status.WARN,
+                    f"not verified: this caller may not iam:SimulatePrincipalPolicy on "
+                    f"{principal} ({_describe(error)}); compare {who}'s policy with "
+                    "docs/sagemaker.md",
+                )
+            return Check(name, Status.WARN, f"not verified: {_describe(error)}")
+        except BotoCoreError as error:
+            return Check(name, Status.WARN, f"not verified: {_describe(error)}")
+        if denied:
+            return Check(
+                name,
+                Status.FAIL,
+                f"{who} lacks {len(denied)} permission(s): {'; '.join(denied)} "
+                "(the policy to attach is in docs/sagemaker.md)",
+                {"denied": denied},
+            )
+        actions = sum(len(statement.actions) for statement in statements)
+        return Check(name, Status.PASS, f"{who} may do all {actions} actions the run needs")
+
+    def check_role_permissions(self) -> Iterable[Check]:
+        name = "role permissions"
+        if self.settings.role_name() is None:
+            yield Check(name, Status.FAIL, "no valid role ARN (see settings)")
+            return
+        statements = job_role_statements(self.settings, self.account)
+        yield self._simulated(name, self.settings.role_arn, statements, "the training role")
+
+    def check_caller_permissions(self) -> Iterable[Check]:
+        name = "caller permissions"
+        if self.caller_arn is None:
+            yield Check(name, Status.FAIL, "not checked: no caller identity (see above)")
+            return
+        principal = iam_principal_arn(self.caller_arn)
+        if principal is None:
+            yield Check(
+                name,
+                Status.WARN,
+                f"{self.caller_arn} is the account root: it may do everything, including "
+                "iam:PassRole; use an IAM user or role for training",
+            )
+            return
+        if self.settings.role_name() is None:
+            yield Check(name, Status.FAIL, "not checked: no valid role ARN (see settings)")
+            return
+        statements = caller_statements(self.settings, self.account)
+        yield self._simulated(name, principal, statements, f"the caller {principal}")
+
     def check_image(self) -> Iterable[Check]:
         try:
             uri = training_image_uri(self.settings)
@@ -339,26 +470,51 @@ class Preflight:
         else:
             yield Check("image", Status.PASS, uri)
 
-    def check_quota(self) -> Iterable[Check]:
-        name = quota_name(self.settings.instance_type, self.settings.use_spot)
-        try:
-            found = find_training_quota(self.clients.service_quotas, name)
-        except (ClientError, BotoCoreError) as error:
-            yield Check("quota", Status.WARN, f"could not read '{name}': {_describe(error)}")
-            return
-        if found is None:
-            yield Check("quota", Status.WARN, f"no Service Quotas entry named '{name}'")
-            return
-        value, source = found
-        if value < INSTANCE_COUNT:
-            yield Check(
-                "quota",
-                Status.FAIL,
-                f"'{name}' is {value:g} ({source}): request an increase in Service Quotas "
-                "before launching (the original run died on a g5 quota of 0)",
+    def _quota(self, name: str, usage: Usage, needed: int, unmet: Status) -> Check:
+        instance_type = self.settings.instance_type
+        expected = quota_name(instance_type, usage)
+        code = quota_code(instance_type, usage)
+        if code is None:
+            return Check(
+                name,
+                Status.WARN,
+                f"not checked: no quota code known for {instance_type}; look up '{expected}' "
+                "in Service Quotas (Amazon SageMaker)",
             )
-        else:
-            yield Check("quota", Status.PASS, f"'{name}' is {value:g} ({source})")
+        try:
+            quota = read_quota(self.clients.service_quotas, code)
+        except (ClientError, BotoCoreError) as error:
+            return Check(
+                name, Status.WARN, f"could not read {code} '{expected}': {_describe(error)}"
+            )
+        metadata = {"quota_code": code, "value": quota.value, "source": quota.source}
+        label = f"{code} '{quota.name or expected}'"
+        if quota.name and quota.name != expected:
+            return Check(
+                name,
+                Status.WARN,
+                f"{code} is '{quota.name}', expected '{expected}': the code table is out of date",
+                metadata,
+            )
+        if quota.value < needed:
+            return Check(
+                name,
+                unmet,
+                f"{label} is {quota.value:g} ({quota.source}), {needed} needed: request an "
+                f"increase to {needed} in Service Quotas (Amazon SageMaker, quota {code})",
+                metadata,
+            )
+        return Check(name, Status.PASS, f"{label} is {quota.value:g} ({quota.source})", metadata)
+
+    def check_quota(self) -> Iterable[Check]:
+        usage = Usage.SPOT_TRAINING if self.settings.use_spot else Usage.TRAINING
+        # The original run died on a g5 training quota of 0: no job can start without it.
+        yield self._quota("quota", usage, INSTANCE_COUNT, Status.FAIL)
+
+    def check_warm_pool_quota(self) -> Iterable[Check]:
+        # Only jobs that keep their instance warm (KeepAlivePeriodInSeconds) use it: worth
+        # requesting with the training quota, never a reason to refuse a launch.
+        yield self._quota("warm pool quota", Usage.WARM_POOL, INSTANCE_COUNT, Status.WARN)
 
     def check_estimate(self) -> Iterable[Check]:
         s = self.settings
@@ -390,7 +546,9 @@ def run_preflight(
     symbols: Sequence[str] = SYMBOLS,
     clients: AwsClients | None = None,
     require_processors: bool = False,
+    region_from: str | None = None,
 ) -> PreflightReport:
-    """Every check for `symbols`; `require_processors` when the job is about to launch."""
+    """Every check for `symbols`; `require_processors` when the job is about to launch;
+    `region_from` says where the region setting came from (default: worked out from the env)."""
     clients = clients or AwsClients(settings.region)
-    return Preflight(settings, clients, symbols, require_processors).run()
+    return Preflight(settings, clients, symbols, require_processors, region_from=region_from).run()

@@ -85,6 +85,12 @@ def _s3_channel(name: str, uri: str, content_type: str) -> dict:
     }
 
 
+def checkpoint_uri(settings: SageMakerSettings, symbol: str, job_name: str) -> str:
+    """One prefix per job: a spot restart of this job resumes from it, and no later job (other
+    data, other settings) ever finds a stale checkpoint there."""
+    return f"s3://{settings.bucket}/{settings.work_key('checkpoints', symbol, job_name)}/"
+
+
 def build_training_job_request(
     settings: SageMakerSettings,
     *,
@@ -133,7 +139,7 @@ def build_training_job_request(
         request["EnableManagedSpotTraining"] = True
         stopping["MaxWaitTimeInSeconds"] = settings.effective_max_wait_s()
         request["CheckpointConfig"] = {
-            "S3Uri": f"s3://{settings.bucket}/{settings.work_key('checkpoints', symbol)}/",
+            "S3Uri": checkpoint_uri(settings, symbol, job_name),
             "LocalPath": CHECKPOINT_LOCAL_PATH,
         }
         # The entry point saves each epoch there and resumes after a spot interruption.

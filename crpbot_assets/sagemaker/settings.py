@@ -17,6 +17,7 @@ import dagster as dg
 from pydantic import Field
 
 from crpbot_assets.storage import ROOT_ENV_VAR
+from v8_model.job_requirements import MIN_TORCH_VERSION, version_tuple
 
 # The seed's instance count: the entry point trains on one GPU and is not distributed.
 INSTANCE_COUNT = 1
@@ -24,23 +25,32 @@ CONTAINER_ML_ROOT = "/opt/ml"
 CHECKPOINT_LOCAL_PATH = f"{CONTAINER_ML_ROOT}/checkpoints"
 
 # IAM's documented role-name alphabet, any partition (aws, aws-cn, aws-us-gov), 12-digit account.
+# Matched with fullmatch: `$` alone would accept a trailing newline (a pasted ARN).
 ROLE_ARN_PATTERN = re.compile(
-    r"^arn:aws(?:-[a-z]+)*:iam::(\d{12}):role/(?:[\w+=,.@-]+/)*([\w+=,.@-]{1,64})$"
+    r"arn:aws(?:-[a-z]+)*:iam::(\d{12}):role/(?:[\w+=,.@-]+/)*([\w+=,.@-]{1,64})"
 )
 BUCKET_PATTERN = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
 REGION_PATTERN = re.compile(r"^[a-z]{2}(?:-[a-z]+)+-\d$")
+
+DEFAULT_REGION = "us-east-2"  # the seed's bucket region (SPEC §4)
+REGION_ENV_VAR = "CRPBOT_REGION"
+# The AWS CLI's ambient default region: never the job's region (it silently moved jobs away from
+# the bucket); preflight names it when it differs.
+AMBIENT_REGION_VARS = ("AWS_REGION", "AWS_DEFAULT_REGION")
 
 # Setting → environment variables read by the CLI and `trainer_from_env`, first one set wins.
 ENV_VARS: dict[str, tuple[str, ...]] = {
     "role_arn": ("CRPBOT_SAGEMAKER_ROLE_ARN",),
     "bucket": ("CRPBOT_BUCKET",),
     "prefix": ("CRPBOT_BUCKET_PREFIX",),
-    "region": ("AWS_REGION", "AWS_DEFAULT_REGION"),
+    "region": (REGION_ENV_VAR,),
     "instance_type": ("CRPBOT_INSTANCE_TYPE",),
     "image_uri": ("CRPBOT_SAGEMAKER_IMAGE_URI",),
+    "framework_version": ("CRPBOT_SAGEMAKER_FRAMEWORK_VERSION",),
     "use_spot": ("CRPBOT_SAGEMAKER_SPOT",),
     "price_per_hour_usd": ("CRPBOT_PRICE_PER_HOUR_USD",),
     "min_features_mb": ("CRPBOT_MIN_FEATURES_MB",),
+    "min_features_rows": ("CRPBOT_MIN_FEATURES_ROWS",),
 }
 
 
@@ -66,6 +76,18 @@ def default_prefix() -> str:
     return in_s3[1] if in_s3 else ""
 
 
+def region_source(region: str, environ: Mapping[str, str], flag: str | None = None) -> str:
+    """Where `region` came from, in the documented order: flag or resource config, then
+    CRPBOT_REGION, then the default. AWS_REGION / AWS_DEFAULT_REGION never choose it."""
+    if flag:
+        return "--region flag"
+    if environ.get(REGION_ENV_VAR) == region:
+        return REGION_ENV_VAR
+    if region == DEFAULT_REGION:
+        return "default (the seed's bucket region)"
+    return "setting `region` (resource config)"
+
+
 class SettingsError(ValueError):
     """A setting that cannot work; the message names the setting and how to fix it."""
 
@@ -88,7 +110,11 @@ class SageMakerSettings(dg.Config):
         description="Key prefix of the storage root inside the bucket: root = s3://bucket/prefix; "
         f"default: the prefix of {ROOT_ENV_VAR} when it is s3://, else none.",
     )
-    region: str = Field(default="us-east-2", description="AWS region of the jobs and the bucket.")
+    region: str = Field(
+        default=DEFAULT_REGION,
+        description="AWS region of the jobs and the bucket; env CRPBOT_REGION. AWS_REGION and "
+        "AWS_DEFAULT_REGION are ignored: the bucket's region decides, not the shell's.",
+    )
     instance_type: str = Field(default="ml.g5.4xlarge", description="Training instance type.")
     volume_size_gb: int = Field(default=100, description="Training volume size (GB).")
     max_runtime_s: int = Field(default=7200, description="StoppingCondition.MaxRuntimeInSeconds.")
@@ -105,18 +131,29 @@ class SageMakerSettings(dg.Config):
         default="",
         description="Training image; empty = the SDK's PyTorch GPU training image for the region.",
     )
-    framework_version: str = Field(default="2.8.0", description="PyTorch image version (lookup).")
+    framework_version: str = Field(
+        default=MIN_TORCH_VERSION,
+        description="PyTorch version of the training image (lookup; the job's torch); at least "
+        f"{MIN_TORCH_VERSION}. Env CRPBOT_SAGEMAKER_FRAMEWORK_VERSION.",
+    )
     py_version: str = Field(default="py312", description="Python of the PyTorch image (lookup).")
     use_spot: bool = Field(default=False, description="Managed spot training with checkpoints.")
     max_wait_s: int = Field(
         default=0,
         description="Spot only: MaxWaitTimeInSeconds (>= max_runtime_s); 0 = 2 x max_runtime_s.",
     )
-    # 100 MB refuses the original 800 KB samples (125x smaller) and accepts the real files
-    # (262-293 MiB for two years of 1-minute candles) with margin; lower it for short histories.
+    # Rows, not bytes, tell a history from a sample: the run profile's minimum (30 days of
+    # minutes for `demo`, 365 for `full`) refuses the original 800 KB samples and accepts the
+    # demo's 39 MB files as well as the seed's 262-293 MiB ones.
+    min_features_rows: int = Field(
+        default=0,
+        description="Preflight refuses a {SYMBOL}_features.parquet with fewer rows; 0 = the run "
+        "profile's minimum (CRPBOT_PROFILE). Env CRPBOT_MIN_FEATURES_ROWS.",
+    )
     min_features_mb: float = Field(
-        default=100.0,
-        description="Preflight refuses a {SYMBOL}_features.parquet smaller than this (MB, 10^6 B).",
+        default=0.0,
+        description="Optional extra floor: preflight refuses a features file smaller than this "
+        "(MB, 10^6 B); 0 = no size floor, the row minimum decides.",
     )
     price_per_hour_usd: float = Field(
         default=0.0,
@@ -146,11 +183,11 @@ class SageMakerSettings(dg.Config):
         return self.max_wait_s or 2 * self.max_runtime_s
 
     def role_account(self) -> str | None:
-        match = ROLE_ARN_PATTERN.match(self.role_arn)
+        match = ROLE_ARN_PATTERN.fullmatch(self.role_arn)
         return match.group(1) if match else None
 
     def role_name(self) -> str | None:
-        match = ROLE_ARN_PATTERN.match(self.role_arn)
+        match = ROLE_ARN_PATTERN.fullmatch(self.role_arn)
         return match.group(2) if match else None
 
     def problems(self) -> list[str]:
@@ -161,14 +198,19 @@ class SageMakerSettings(dg.Config):
                 "role_arn is not set: pass --role-arn or set CRPBOT_SAGEMAKER_ROLE_ARN to the "
                 "ARN of an IAM role SageMaker can assume (arn:aws:iam::<account>:role/<name>)"
             )
-        elif not ROLE_ARN_PATTERN.match(self.role_arn):
+        elif self.role_arn != self.role_arn.strip():
+            found.append(
+                f"role_arn {self.role_arn!r} has leading or trailing whitespace (a pasted "
+                "newline?): set CRPBOT_SAGEMAKER_ROLE_ARN / --role-arn to the bare ARN"
+            )
+        elif not ROLE_ARN_PATTERN.fullmatch(self.role_arn):
             found.append(
                 f"role_arn {self.role_arn!r} is not an IAM role ARN; expected "
                 "arn:aws:iam::<12-digit account>:role/<name>"
             )
-        if not BUCKET_PATTERN.match(self.bucket):
+        if not BUCKET_PATTERN.fullmatch(self.bucket):
             found.append(f"bucket {self.bucket!r} is not a valid S3 bucket name")
-        if not REGION_PATTERN.match(self.region):
+        if not REGION_PATTERN.fullmatch(self.region):
             found.append(f"region {self.region!r} is not an AWS region name (e.g. us-east-2)")
         if not self.instance_type.startswith("ml."):
             found.append(f"instance_type {self.instance_type!r} is not a SageMaker type (ml.*)")
@@ -187,6 +229,14 @@ class SageMakerSettings(dg.Config):
                 f"max_wait_s {self.max_wait_s} is below max_runtime_s {self.max_runtime_s}: "
                 "SageMaker requires MaxWaitTimeInSeconds >= MaxRuntimeInSeconds"
             )
+        if version_tuple(self.framework_version) < version_tuple(MIN_TORCH_VERSION):
+            found.append(
+                f"framework_version {self.framework_version!r} is below the entry point's minimum "
+                f"PyTorch {MIN_TORCH_VERSION}: set CRPBOT_SAGEMAKER_FRAMEWORK_VERSION to "
+                f"{MIN_TORCH_VERSION} or later"
+            )
+        if self.min_features_rows < 0:
+            found.append(f"min_features_rows must be >= 0, got {self.min_features_rows}")
         if self.price_per_hour_usd < 0:
             found.append(f"price_per_hour_usd must be >= 0, got {self.price_per_hour_usd}")
         return found

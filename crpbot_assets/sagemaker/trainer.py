@@ -42,6 +42,7 @@ from crpbot_assets.sagemaker.request import build_training_job_request, training
 from crpbot_assets.sagemaker.settings import (
     SageMakerSettings,
     SettingsError,
+    region_source,
     settings_from_env,
 )
 from crpbot_assets.storage import StorageResource
@@ -119,6 +120,10 @@ class SageMakerTrainer(SageMakerSettings, ModelTrainer):
 
         code_uri = CodeBundle(self).upload(clients.s3)
         job_name = training_job_name(symbol, context.run.run_id)
+        context.log.info(
+            f"SageMaker region {self.region} ({region_source(self.region, os.environ)}); "
+            f"the bucket s3://{self.bucket} is there (preflight)"
+        )
         request = build_training_job_request(
             self,
             symbol=symbol,
@@ -173,7 +178,7 @@ class SageMakerTrainer(SageMakerSettings, ModelTrainer):
         cost = price.cost_usd(billable)
         if cost is None:
             context.log.warning(
-                f"no price for {self.instance_type}: run_info cost_usd is 0; "
+                f"no price for {self.instance_type}: cost unknown (run_info cost_usd is null); "
                 "set price_per_hour_usd (CRPBOT_PRICE_PER_HOUR_USD)"
             )
         return RunInfo(
@@ -185,7 +190,7 @@ class SageMakerTrainer(SageMakerSettings, ModelTrainer):
             finished_at=ended.isoformat(timespec="seconds"),
             wall_seconds=round((ended - created).total_seconds(), 3),
             billable_seconds=billable,
-            cost_usd=cost or 0.0,
+            cost_usd=cost,
             hyperparameters=dict(request["HyperParameters"]),
             dagster_run_id=context.run.run_id,
         )
