@@ -143,7 +143,8 @@ def materialize_candles(tmp_path, instance, path: str) -> dg.ExecuteInProcessRes
         instance=instance,
         resources={
             "storage": StorageResource(root=str(tmp_path / "root")),
-            "profile": ProfileResource(),
+            # Short test histories: the profile's minimum (30 days in demo) is not under test here.
+            "profile": ProfileResource(min_coverage_days=1),
             "exchanges": ExchangeResource(),
         },
         run_config={"ops": {"candles": {"config": {"source": "parquet", "path": path}}}},

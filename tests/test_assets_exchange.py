@@ -62,7 +62,8 @@ def materialize_candles(
         instance=instance,
         resources={
             "storage": StorageResource(root=str(root)),
-            "profile": ProfileResource(),
+            # Short test histories: the profile's minimum (30 days in demo) is not under test here.
+            "profile": ProfileResource(min_coverage_days=1),
             "exchanges": exchanges,
         },
         run_config=run_config,
