@@ -160,7 +160,9 @@ class SageMakerTrainer(SageMakerSettings, ModelTrainer):
                     description=f"training {symbol} on SageMaker ({job_name}): {error}",
                     metadata={"job_name": job_name, "model_artifacts": archive_uri},
                 ) from error
-            run_info = self._run_info(job, symbol, request, price, context, client)
+            keeps_warm = bool(job.get("ResourceConfig", {}).get("KeepAlivePeriodInSeconds"))
+            reused_of = client.reused_pool_of(job_name) if keeps_warm else ""
+            run_info = self._run_info(job, symbol, request, price, context, reused_of)
             publish_model(storage, symbol, symbol_dir, run_info)
         context.log.info(f"{symbol}: verified {archive_uri} and published models/{symbol}/")
         return invocation
@@ -172,8 +174,9 @@ class SageMakerTrainer(SageMakerSettings, ModelTrainer):
         request: Mapping[str, Any],
         price: Price,
         context: dg.AssetExecutionContext,
-        client: PipesSageMakerClient,
+        reused_of: str | None = "",
     ) -> RunInfo:
+        """`reused_of`: the job whose warm pool this one started on ("" cold, None unknown)."""
         created = job["CreationTime"]
         ended = job.get("TrainingEndTime") or datetime.now(UTC)
         billable = float(job.get("BillableTimeInSeconds", job.get("TrainingTimeInSeconds", 0)))
@@ -184,8 +187,6 @@ class SageMakerTrainer(SageMakerSettings, ModelTrainer):
                 "set price_per_hour_usd (CRPBOT_PRICE_PER_HOUR_USD)"
             )
         split = TimeSplit.from_transitions(job.get("SecondaryStatusTransitions") or [])
-        keeps_warm = bool(job.get("ResourceConfig", {}).get("KeepAlivePeriodInSeconds"))
-        reused_of = client.reused_pool_of(job["TrainingJobName"]) if keeps_warm else ""
         if reused_of is None:
             context.log.warning(
                 "could not tell whether the job reused a warm pool: ListTrainingJobs was refused"
