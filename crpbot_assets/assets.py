@@ -47,7 +47,7 @@ from crpbot_assets.storage import (
     processor_key,
     production_version_folder,
 )
-from crpbot_assets.trainers import ModelTrainer, utc_now
+from crpbot_assets.trainers import ModelTrainer, RunInfo, utc_now
 from crpbot_assets.writers import claim_symbol
 from v8_model.config import HYPERPARAMETER_NAMES, SYMBOLS_HYPERPARAMETER, to_hyperparameters
 from v8_model.data import DEFAULT_MAX_GAP, DEFAULT_MIN_ROWS, CandleValidationError, validate_candles
@@ -427,6 +427,8 @@ def model(
         "job_name": run_info["job_name"],
         "instance_type": run_info["instance_type"],
         "cost_usd": run_info["cost_usd"],
+        # Start-up / training / upload, billable time, warm pool: where the wall time went.
+        **RunInfo.from_dict(run_info).time_metadata(),
     }
     figures = _figure_metadata(context, storage, symbol)
     # What promotion may copy: the files exactly as this step trained and gated them.

@@ -51,6 +51,12 @@ def _settings_flags(parser: argparse.ArgumentParser) -> None:
         default=None,
         help="managed spot training [CRPBOT_SAGEMAKER_SPOT]",
     )
+    group.add_argument(
+        "--keep-alive-seconds",
+        type=int,
+        help="keep the instance warm this long after each job (warm pool; not with --spot) "
+        "[CRPBOT_SAGEMAKER_KEEP_ALIVE_SECONDS]",
+    )
 
 
 def _settings(args: argparse.Namespace) -> SageMakerSettings:
@@ -62,6 +68,7 @@ def _settings(args: argparse.Namespace) -> SageMakerSettings:
         "region": args.region,
         "instance_type": args.instance_type,
         "use_spot": args.spot,
+        "keep_alive_seconds": args.keep_alive_seconds,
     }
     return SageMakerSettings(**settings_from_env(os.environ, flags))
 

@@ -64,7 +64,21 @@ _METRIC_KEYS = (
     "first_timestamp",
     "last_timestamp",
 )
-_RUN_INFO_KEYS = ("trainer", "job_name", "instance_type", "finished_at", "cost_usd")
+_RUN_INFO_KEYS = (
+    "trainer",
+    "job_name",
+    "instance_type",
+    "finished_at",
+    "cost_usd",
+    # Where the job's wall time went (crpbot_assets.time_split) and what was billed.
+    "wall_seconds",
+    "startup_seconds",
+    "training_seconds",
+    "upload_seconds",
+    "billable_seconds",
+    "warm_pool_status",
+    "reused_warm_pool_of",
+)
 
 
 def figure_key(symbol: str, name: str) -> str:
@@ -175,6 +189,40 @@ def _mix(mix: dict | None) -> str:
     return " / ".join(f"{name} {share:.0%}" for name, share in mix.items())
 
 
+def _warm_pool(entry: dict) -> str:
+    if entry.get("trainer") != "sagemaker":
+        return "n/a"
+    status = entry.get("warm_pool_status") or "none"
+    reused = entry.get("reused_warm_pool_of")
+    if reused is None:
+        return f"{status}, reuse unknown"
+    return f"{status}, reused {reused}" if reused else f"{status}, cold start"
+
+
+def time_table(report: dict) -> list[str]:
+    """Per trained symbol: start-up (provisioning, image, data), training, upload, billed."""
+    lines = [
+        "## Where the time went",
+        "",
+        "| symbol | where | start-up s | training s | upload s | wall s | billable s | cost $ "
+        "| warm pool |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for symbol, entry in report["symbols"].items():
+        if entry["status"] == NOT_TRAINED:
+            continue
+        lines.append(
+            f"| {symbol} | {entry['trainer']} / {entry['instance_type']} "
+            f"| {_number(entry.get('startup_seconds'), 1)} "
+            f"| {_number(entry.get('training_seconds'), 1)} "
+            f"| {_number(entry.get('upload_seconds'), 1)} "
+            f"| {_number(entry.get('wall_seconds'), 1)} "
+            f"| {_number(entry.get('billable_seconds'), 0)} "
+            f"| {_number(entry.get('cost_usd'), 2)} | {_warm_pool(entry)} |"
+        )
+    return lines
+
+
 def render_markdown(report: dict, images: Mapping[str, Mapping[str, str]] | None = None) -> str:
     """The report as Markdown; `images[symbol]` holds that symbol's image tags, by figure name."""
     images = images or {}
@@ -203,6 +251,8 @@ def render_markdown(report: dict, images: Mapping[str, Mapping[str, str]] | None
             f"| {_number(entry['ece'])} | {_number(entry['train_seconds'], 1)} | {where} "
             f"| {_number(entry['cost_usd'], 2)} |"
         )
+    if report["trained"]:
+        lines += ["", *time_table(report)]
     for symbol, entry in report["symbols"].items():
         lines += ["", f"## {symbol}", ""]
         if entry["status"] == NOT_TRAINED:

@@ -13,7 +13,7 @@ import sys
 import tempfile
 import time
 from abc import abstractmethod
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -41,7 +41,10 @@ class RunInfo:
     """Where and how a model was trained: `models/{SYMBOL}/run_info.json`, read by gate_report.
 
     Every trainer writes it, last, after the model files: `cost_usd` is 0 for local runs; a cloud
-    trainer fills in its billable time and price, or None when the price is unknown.
+    trainer fills in its billable time and price, or None when the price is unknown. The wall time
+    is split into start-up, training and upload (crpbot_assets.time_split); a SageMaker job also
+    records its warm pool's status and the job whose warm pool it reused ("" when it started
+    cold, None when that could not be read).
     """
 
     symbol: str
@@ -55,9 +58,40 @@ class RunInfo:
     cost_usd: float | None = 0.0
     hyperparameters: dict[str, str] = field(default_factory=dict)
     dagster_run_id: str = ""
+    startup_seconds: float | None = None
+    training_seconds: float | None = None
+    upload_seconds: float | None = None
+    warm_pool_status: str = ""  # SageMaker's WarmPoolStatus.Status; "" = no warm pool
+    reused_warm_pool_of: str | None = ""
+
+    def time_metadata(self) -> dict[str, object]:
+        """The time split, billable time and cost as materialization metadata."""
+        metadata: dict[str, object] = {
+            "startup_s": self.startup_seconds,
+            "training_s": self.training_seconds,
+            "upload_s": self.upload_seconds,
+            "wall_s": self.wall_seconds,
+            "billable_s": self.billable_seconds,
+            "cost_usd": self.cost_usd,
+        }
+        if self.trainer == "sagemaker":
+            metadata["warm_pool_status"] = self.warm_pool_status or "none"
+            metadata["warm_pool_reused"] = (
+                "unknown" if self.reused_warm_pool_of is None else bool(self.reused_warm_pool_of)
+            )
+            if self.reused_warm_pool_of:
+                metadata["reused_warm_pool_of"] = self.reused_warm_pool_of
+        return metadata
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=1)
+
+    @classmethod
+    def from_dict(cls, values: dict) -> RunInfo:
+        """A stored run_info.json; fields a newer or older writer added or lacked are skipped or
+        left at their defaults."""
+        known = {f.name for f in fields(cls)}
+        return cls(**{key: value for key, value in values.items() if key in known})
 
 
 def training_job_name(symbol: str, run_id: str) -> str:
@@ -83,6 +117,12 @@ def publish_model(
     run_info.json goes last so that a reader who sees the new one also sees the new model files.
     Returns the keys written.
     """
+    keys = upload_model_files(storage, symbol, symbol_model_dir)
+    return [*keys, write_run_info(storage, symbol, run_info)]
+
+
+def upload_model_files(storage: StorageResource, symbol: str, symbol_model_dir: Path) -> list[str]:
+    """The first half of `publish_model`: the model files, without run_info.json."""
     files = sorted(path for path in symbol_model_dir.rglob("*") if path.is_file())
     if not files:
         raise TrainingFailedError(
@@ -94,9 +134,14 @@ def publish_model(
         key = f"{folder}/{path.relative_to(symbol_model_dir).as_posix()}"
         storage.store.upload_file(path, key)
         keys.append(key)
-    run_info_key = f"{folder}/{RUN_INFO_FILE}"
+    return keys
+
+
+def write_run_info(storage: StorageResource, symbol: str, run_info: RunInfo) -> str:
+    """The second half of `publish_model`: run_info.json, after the model files."""
+    run_info_key = f"{model_folder(symbol)}/{RUN_INFO_FILE}"
     storage.store.write_text(run_info_key, run_info.to_json())
-    return [*keys, run_info_key]
+    return run_info_key
 
 
 # The local trainer's emulated containers: "{pid}-{job}-*", removed by the next trainer when the
@@ -186,6 +231,7 @@ class LocalTrainer(ModelTrainer):
             )
             stage_inputs(container, storage, symbol)
             context.log.info(f"training {symbol} locally as {job_name}: {hyperparameters}")
+            training_started = time.perf_counter()
             try:
                 invocation = dg.PipesSubprocessClient().run(
                     context=context,
@@ -204,7 +250,9 @@ class LocalTrainer(ModelTrainer):
                     description=f"training {symbol} failed ({error}): {reason}",
                     metadata={"job_name": job_name, "failure_reason": reason},
                 ) from error
-            wall_seconds = time.perf_counter() - started
+            upload_started = time.perf_counter()
+            upload_model_files(storage, symbol, container.model_dir / symbol)
+            finished = time.perf_counter()
             run_info = RunInfo(
                 symbol=symbol,
                 trainer=self.kind,
@@ -212,9 +260,12 @@ class LocalTrainer(ModelTrainer):
                 instance_type="local",
                 started_at=started_at,
                 finished_at=utc_now(),
-                wall_seconds=round(wall_seconds, 3),
+                wall_seconds=round(finished - started, 3),
                 hyperparameters=hyperparameters,
                 dagster_run_id=context.run.run_id,
+                startup_seconds=round(training_started - started, 3),
+                training_seconds=round(upload_started - training_started, 3),
+                upload_seconds=round(finished - upload_started, 3),
             )
-            publish_model(storage, symbol, container.model_dir / symbol, run_info)
+            write_run_info(storage, symbol, run_info)
         return invocation

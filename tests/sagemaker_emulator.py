@@ -20,6 +20,12 @@ thread runs) so that a created job behaves like SageMaker's:
 - stdout/stderr lines go to CloudWatch Logs `/aws/sagemaker/TrainingJobs`, `<job>/algo-1-<t>`;
 - the model directory is tarred to `<S3OutputPath>/<job>/output/model.tar.gz`;
 - TrainingTimeInSeconds and BillableTimeInSeconds (on-demand billing);
+- warm pools: a job with ResourceConfig.KeepAlivePeriodInSeconds leaves its instance warm
+  (WarmPoolStatus Available) for that long; a later job with the same role, instance type, count
+  and volume that also asks for keep-alive takes it over (the pool's job: InUse, then Reused
+  with ReusedByJob once the new job ends) and skips the start-up (`startup_delay_s`, standing in
+  for provisioning and the image pull, is spent only by cold starts); an expired pool is
+  Terminated. ListTrainingJobs honours WarmPoolStatusEquals (moto ignores it);
 - IAM's policy simulator (SimulatePrincipalPolicy, which moto lacks): every action is allowed
   except those in `denied_actions` (for a principal in `denied_principals`, or any); a principal
   in `simulation_forbidden` gets AccessDenied, as a caller without iam:SimulatePrincipalPolicy;
@@ -121,6 +127,10 @@ class SageMakerEmulator:
         self.denied_actions: dict[str, set[str]] = {}  # principal ARN → actions it may not do
         self.simulation_forbidden = False  # the caller may not use the policy simulator
         self.log_lines: dict[str, list[str]] = {}
+        self.startup_delay_s = 0.0  # a cold start's provisioning and image pull
+        self.reused_pool_of: dict[str, str] = {}  # job → the job whose warm pool it took over
+        self.warm_until: dict[str, float] = {}  # job with a warm pool → monotonic expiry
+        self.pool_lock = threading.Lock()
 
     # --- clients of the emulated platform itself -----------------------------------------------
 
@@ -163,6 +173,35 @@ class SageMakerEmulator:
                 )
             emulator._set_status(job, "Stopping", "Stopping", "Stopping the training job")
             job.stop_requested.set()
+
+        original_list_training_jobs = SageMakerResponse.list_training_jobs
+
+        def list_training_jobs(response: SageMakerResponse) -> Any:
+            status = response._get_param("WarmPoolStatusEquals")
+            if not status:
+                return original_list_training_jobs(response)
+            emulator._expire_pools()
+            jobs = sorted(
+                (
+                    job.fake
+                    for job in emulator.jobs.values()
+                    if job.backend is response.sagemaker_backend
+                ),
+                key=lambda fake: fake.creation_time,
+                reverse=response._get_param("SortOrder", "Ascending") == "Descending",
+            )
+            summaries = [
+                {
+                    "TrainingJobName": fake.training_job_name,
+                    "TrainingJobArn": fake.arn,
+                    "CreationTime": fake.creation_time,
+                    "TrainingJobStatus": fake.training_job_status,
+                    "WarmPoolStatus": fake.warm_pool_status,
+                }
+                for fake in jobs
+                if getattr(fake, "warm_pool_status", {}).get("Status") == status
+            ]
+            return ActionResult({"TrainingJobSummaries": summaries})
 
         def stop_training_job(response: SageMakerResponse) -> ActionResult:
             response.sagemaker_backend.stop_training_job(response._get_param("TrainingJobName"))
@@ -242,6 +281,7 @@ class SageMakerEmulator:
         monkeypatch.setattr(
             SageMakerResponse, "stop_training_job", stop_training_job, raising=False
         )
+        monkeypatch.setattr(SageMakerResponse, "list_training_jobs", list_training_jobs)
         monkeypatch.setattr(
             ServiceQuotasBackend, "list_aws_default_service_quotas", list_aws_default_service_quotas
         )
@@ -263,10 +303,70 @@ class SageMakerEmulator:
         fake.training_end_time = None  # moto fills in its instant "Completed" values
         fake.model_artifacts = None
         fake.secondary_status_transitions = []
-        self._set_status(job, "InProgress", "Starting", "Preparing the instances for training")
+        reused = self._take_warm_pool(fake)
+        message = (
+            f"Found a matching warm pool (from {reused}): reusing its instance"
+            if reused
+            else "Preparing the instances for training"
+        )
+        self._set_status(job, "InProgress", "Starting", message)
         self.jobs[fake.training_job_name] = job
         job.thread = threading.Thread(target=self._run, args=(job,), daemon=True)
         job.thread.start()
+
+    @staticmethod
+    def _pool_key(fake: Any) -> tuple:
+        resource = fake.resource_config
+        return (
+            fake.role_arn,
+            resource["InstanceType"],
+            resource.get("InstanceCount", 1),
+            resource.get("VolumeSizeInGB"),
+        )
+
+    def _expire_pools(self) -> None:
+        with self.pool_lock:
+            for name, until in list(self.warm_until.items()):
+                if time.monotonic() > until:
+                    del self.warm_until[name]
+                    self.jobs[name].fake.warm_pool_status = {"Status": "Terminated"}
+
+    def _take_warm_pool(self, fake: Any) -> str | None:
+        """The job whose Available warm pool `fake` takes over, if it asks for keep-alive."""
+        if not fake.resource_config.get("KeepAlivePeriodInSeconds"):
+            return None
+        self._expire_pools()
+        with self.pool_lock:
+            for name in list(self.warm_until):
+                pool_job = self.jobs[name].fake
+                if self._pool_key(pool_job) == self._pool_key(fake):
+                    del self.warm_until[name]
+                    pool_job.warm_pool_status = {
+                        "Status": "InUse",
+                        "ReusedByJob": fake.training_job_name,
+                    }
+                    self.reused_pool_of[fake.training_job_name] = name
+                    return name
+        return None
+
+    def _hand_over_pools(self, job: _Job, outcome: str) -> None:
+        """At a job's end: the pool it took over is Reused; its own instance stays warm."""
+        fake = job.fake
+        with self.pool_lock:
+            previous = self.reused_pool_of.get(fake.training_job_name)
+            if previous:
+                self.jobs[previous].fake.warm_pool_status = {
+                    "Status": "Reused",
+                    "ReusedByJob": fake.training_job_name,
+                    "ResourceRetainedBillableTimeInSeconds": 0,
+                }
+            keep_alive = fake.resource_config.get("KeepAlivePeriodInSeconds")
+            if keep_alive and outcome == "Completed":
+                fake.warm_pool_status = {
+                    "Status": "Available",
+                    "ResourceRetainedBillableTimeInSeconds": 0,
+                }
+                self.warm_until[fake.training_job_name] = time.monotonic() + keep_alive
 
     def _set_status(self, job: _Job, status: str, secondary: str, message: str) -> None:
         now = datetime.now(UTC)
@@ -299,6 +399,9 @@ class SageMakerEmulator:
             instance_type=fake.resource_config["InstanceType"],
             num_gpus=0,
         )
+        if fake.training_job_name not in self.reused_pool_of:
+            # A cold start: provisioning and the image pull, which a warm pool skips.
+            job.stop_requested.wait(self.startup_delay_s)
         self._set_status(job, "InProgress", "Downloading", "Downloading input data")
         s3 = self.client("s3", region)
         for channel in fake.input_data_config:
@@ -448,6 +551,7 @@ class SageMakerEmulator:
         fake.training_end_time = datetime.now(UTC)
         if reason:
             fake.failure_reason = reason
+        self._hand_over_pools(job, outcome)
         status, secondary, message = {
             "Completed": ("Completed", "Completed", "Training job completed"),
             "Failed": ("Failed", "Failed", "Training job failed"),

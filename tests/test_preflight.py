@@ -67,7 +67,9 @@ def test_empty_account_names_everything_missing(emulator: SageMakerEmulator) -> 
     assert detail(report, "role") == f"{ROLE_ARN} does not exist"
     assert detail(report, "quota") == (
         "L-FE869B40 'ml.g5.4xlarge for training job usage' is 0 (AWS default), 1 needed: request "
-        "an increase to 1 in Service Quotas (Amazon SageMaker, quota L-FE869B40)"
+        "an increase to 1 in Service Quotas (Amazon SageMaker, quota L-FE869B40), e.g. "
+        "`aws service-quotas request-service-quota-increase --service-code sagemaker "
+        "--quota-code L-FE869B40 --desired-value 1 --region us-east-2`"
     )
     for passing in (
         "settings",

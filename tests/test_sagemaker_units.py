@@ -194,7 +194,8 @@ def test_request_trains_one_symbol_from_the_seed_layout() -> None:
     training = channels["training"]
     assert training["ContentType"] == PARQUET_CONTENT_TYPE
     root = "s3://crpbot-sagemaker-training/team"
-    assert training["DataSource"]["S3DataSource"]["S3Uri"] == f"{root}/data/"
+    # Only this symbol's file: the prefix data/ would pull every symbol into the job.
+    assert training["DataSource"]["S3DataSource"]["S3Uri"] == f"{root}/data/ETH_features.parquet"
     processor_uri = channels["processor"]["DataSource"]["S3DataSource"]["S3Uri"]
     assert processor_uri == f"{root}/processors/processor_ETH_v8.json"
     assert request["AlgorithmSpecification"]["ContainerEntrypoint"] == [

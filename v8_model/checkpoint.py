@@ -29,7 +29,7 @@ from v8_model.storage import atomic_write_bytes, atomic_write_text
 
 ARRAYS_FILE = "state.npz"
 STATE_FILE = "state.json"
-CHECKPOINT_FORMAT_VERSION = 1
+CHECKPOINT_FORMAT_VERSION = 2  # 2: the schedule is a LambdaLR (closed-form cosine)
 
 log = logging.getLogger(__name__)
 
@@ -142,7 +142,18 @@ def _flatten_optimizer(optimizer_state: dict, arrays: dict[str, np.ndarray]) -> 
         for slot, tensor in slots.items():
             arrays[f"optimizer/{index}/{slot}"] = tensor.detach().cpu().numpy()
         per_parameter[str(index)] = sorted(slots)
-    return {"slots": per_parameter, "param_groups": optimizer_state["param_groups"]}
+    return {"slots": per_parameter, "param_groups": _plain(optimizer_state["param_groups"])}
+
+
+def _plain(value: object) -> object:
+    """`value` with tensors as numbers: a captured step keeps learning rates as device tensors."""
+    if isinstance(value, torch.Tensor):
+        return value.item()
+    if isinstance(value, dict):
+        return {key: _plain(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(item) for item in value]
+    return value
 
 
 def save_training_state(directory: str | Path, state: TrainingState) -> None:
@@ -163,7 +174,7 @@ def save_training_state(directory: str | Path, state: TrainingState) -> None:
         "format_version": CHECKPOINT_FORMAT_VERSION,
         "epoch": state.epoch,
         "optimizer": optimizer,
-        "schedule": state.schedule,
+        "schedule": _plain(state.schedule),
         "history": state.history,
         "best_epoch": state.best_epoch,
         "best_val_loss": state.best_val_loss,

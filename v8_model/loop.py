@@ -3,8 +3,8 @@
 The whole training set sits on the device as tensors and each batch is an index slice of a shuffled
 permutation: no per-sample DataLoader. AdamW with a cosine schedule, gradient clipping, early
 stopping on validation loss; the best epoch's weights are kept as a copy. `TrainingParts.train_step`
-is one optimizer step and nothing else, so a faster step (e.g. a captured CUDA graph) replaces it
-without touching the loop.
+One optimizer step is `v8_model.step`'s: eager on the CPU, a replayed CUDA graph on a GPU
+(`step="auto"`); the loop is the same either way.
 """
 
 from __future__ import annotations
@@ -30,6 +30,7 @@ from v8_model.config import TrainConfig
 from v8_model.evaluation import EpochStats
 from v8_model.loss import build_loss
 from v8_model.net import V8TradingNet, predict_logits
+from v8_model.step import EagerStep, build_schedule, build_step
 
 
 @dataclass
@@ -41,6 +42,7 @@ class TrainResult:
     train_seconds: float = 0.0
     device: str = "cpu"
     stopped_early: bool = False
+    captured_step: bool = False  # the optimizer steps ran as a replayed CUDA graph
 
 
 class TrainingDivergedError(RuntimeError):
@@ -55,7 +57,7 @@ def pick_device(requested: str | None = None) -> torch.device:
 
 @dataclass
 class TrainingParts:
-    """The model and what updates it; `train_step` is one optimizer step."""
+    """The model and what updates it; `step` (set by `use_step`) runs one optimizer step."""
 
     model: V8TradingNet
     optimizer: torch.optim.Optimizer
@@ -63,6 +65,7 @@ class TrainingParts:
     loss_fn: torch.nn.Module
     shuffle: torch.Generator  # the batch order's own generator, saved with checkpoints
     grad_clip: float
+    step: EagerStep | None = None
 
     @classmethod
     def build(
@@ -79,28 +82,40 @@ class TrainingParts:
             lr=config.learning_rate,
             fused=device.type == "cuda",
         )
-        schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=steps)
+        schedule = build_schedule(optimizer, steps)
         return cls(model, optimizer, schedule, build_loss(config), shuffle, config.grad_clip)
 
-    def train_step(self, features: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        loss = self.loss_fn(self.model(features), labels)
-        self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.grad_clip)
-        self.optimizer.step()
-        self.schedule.step()
-        return loss.detach()
+    def use_step(
+        self, kind: str, features: torch.Tensor, labels: torch.Tensor, batch_size: int
+    ) -> None:
+        """Choose how steps run (after any checkpoint is restored: a captured step re-prepares
+        the optimizer's learning rates as device tensors)."""
+        self.step = build_step(
+            kind,
+            self.model,
+            self.loss_fn,
+            self.optimizer,
+            self.grad_clip,
+            features,
+            labels,
+            batch_size,
+        )
+
+    def learning_rate(self) -> float:
+        return float(self.optimizer.param_groups[0]["lr"])
 
     def train_epoch(self, features: torch.Tensor, labels: torch.Tensor, batch_size: int) -> float:
         """One pass over shuffled batches; the mean training loss."""
+        if self.step is None:
+            self.use_step("auto", features, labels, batch_size)
         self.model.train()
         n_rows = len(features)
         order = torch.randperm(n_rows, device=features.device, generator=self.shuffle)
-        loss_sum = torch.zeros((), device=features.device)
+        self.step.loss_sum.zero_()
         for start in range(0, n_rows, batch_size):
-            batch = order[start : start + batch_size]
-            loss_sum += self.train_step(features[batch], labels[batch]) * len(batch)
-        return (loss_sum / n_rows).item()  # one sync per epoch, not per batch
+            self.step(order[start : start + batch_size])
+            self.schedule.step()
+        return (self.step.loss_sum / n_rows).item()  # one sync per epoch, not per batch
 
     def validate(self, features: torch.Tensor, labels: torch.Tensor) -> tuple[float, float]:
         """Validation loss and accuracy."""
@@ -126,12 +141,14 @@ def train_model(
     config: TrainConfig | None = None,
     on_epoch: Callable[[EpochStats], None] | None = None,
     checkpoint_dir: str | Path | None = None,
+    step: str = "auto",
 ) -> TrainResult:
     """Train a V8TradingNet and return it holding the weights of its best validation epoch.
 
     With `checkpoint_dir`, the state after every epoch is saved there, and a checkpoint found
     there at the start (same settings and data) is resumed: the result equals an uninterrupted
-    run's.
+    run's. `step`: "auto" (a captured CUDA graph on a GPU, eager on the CPU), "eager" or
+    "captured" (see `v8_model.step`).
     """
     config = config or TrainConfig()
     device = pick_device(config.device)
@@ -149,10 +166,11 @@ def train_model(
     fingerprint = _fingerprint(config, x_train, y_train) if checkpoint_dir else {}
     saved = resume_or_discard(checkpoint_dir, fingerprint) if checkpoint_dir else None
     progress = Progress() if saved is None else restore(saved, *_checkpointed(parts))
+    parts.use_step(step, x, y, config.batch_size)
     started = time.perf_counter()
 
     while progress.epoch < config.epochs and progress.epochs_without_improvement < config.patience:
-        learning_rate = parts.optimizer.param_groups[0]["lr"]
+        learning_rate = parts.learning_rate()
         train_loss = parts.train_epoch(x, y, config.batch_size)
         val_loss, val_acc = parts.validate(x_val_t, y_val_t)
         stats = EpochStats(progress.epoch + 1, train_loss, val_loss, val_acc, learning_rate)
@@ -181,6 +199,7 @@ def train_model(
         train_seconds=time.perf_counter() - started,
         device=str(device),
         stopped_early=progress.epochs_without_improvement >= config.patience,
+        captured_step=parts.step.captured,
     )
 
 

@@ -13,7 +13,9 @@ Modelled on dagster-aws's `PipesGlueClient` / `PipesECSClient`:
   so no billed job is orphaned; Failed or Stopped raises with the
   job's FailureReason (or why it stopped); Completed returns the session's results plus metadata:
   job name and console link, status history, training and billable seconds, instance, spot
-  savings, and cost (the upper bound estimated before launch and the billed cost after).
+  savings, and cost (the upper bound estimated before launch and the billed cost after), the
+  start-up / training / upload split of its wall time, its warm pool's status and whether it
+  reused another job's warm pool.
 """
 
 from __future__ import annotations
@@ -33,10 +35,13 @@ from dagster_aws.pipes import PipesS3ContextInjector, PipesS3MessageReader
 
 from crpbot_assets.sagemaker.aws import DEFAULT_RETRY, RetryPolicy, call_with_retries, error_code
 from crpbot_assets.sagemaker.pricing import Price, spot_savings_percent
+from crpbot_assets.time_split import TimeSplit
 
 LOG_GROUP = "/aws/sagemaker/TrainingJobs"
 TERMINAL_STATUSES = frozenset({"Completed", "Failed", "Stopped"})
 ENVIRONMENT_VALUE_LIMIT = 512  # SageMaker's limit on each Environment value
+# Warm pools another job can have handed over: the reusing job is named in their ReusedByJob.
+HANDED_OVER_POOL_STATUSES = ("InUse", "Reused")
 # Past MaxRuntime (+ MaxWait for spot) SageMaker ends the job itself; this slack covers instance
 # provisioning and the upload, so the client's own wait is bounded too.
 WAIT_SLACK_S = 3600
@@ -453,6 +458,27 @@ class PipesSageMakerClient(dg.PipesClient):
 
     # --- metadata ---------------------------------------------------------------------------------
 
+    def reused_pool_of(self, job_name: str) -> str | None:
+        """The job whose warm pool `job_name` started on, "" when it started cold, None when
+        that cannot be read (ListTrainingJobs refused). SageMaker records the reuse on the pool's
+        own job (WarmPoolStatus.ReusedByJob), so the newest handed-over pools are searched."""
+        try:
+            for status in HANDED_OVER_POOL_STATUSES:
+                summaries = call_with_retries(
+                    self.sagemaker.list_training_jobs,
+                    self.retry,
+                    WarmPoolStatusEquals=status,
+                    SortBy="CreationTime",
+                    SortOrder="Descending",
+                    MaxResults=100,
+                )["TrainingJobSummaries"]
+                for summary in summaries:
+                    if summary.get("WarmPoolStatus", {}).get("ReusedByJob") == job_name:
+                        return summary["TrainingJobName"]
+        except (ClientError, BotoCoreError):
+            return None
+        return ""
+
     def job_metadata(
         self,
         job: Mapping[str, Any],
@@ -487,6 +513,15 @@ class PipesSageMakerClient(dg.PipesClient):
             "instance_count": count,
             "managed_spot": spot,
         }
+        metadata.update(TimeSplit.from_transitions(transitions).as_metadata())
+        metadata["billable_s"] = billable_s
+        if resource.get("KeepAlivePeriodInSeconds"):
+            reused_of = self.reused_pool_of(job_name)
+            metadata["keep_alive_s"] = int(resource["KeepAlivePeriodInSeconds"])
+            metadata["warm_pool_status"] = job.get("WarmPoolStatus", {}).get("Status", "none")
+            metadata["warm_pool_reused"] = "unknown" if reused_of is None else bool(reused_of)
+            if reused_of:
+                metadata["reused_warm_pool_of"] = reused_of
         savings = spot_savings_percent(training_s, billable_s) if spot else None
         if savings is not None:
             metadata["spot_savings_pct"] = savings

@@ -28,7 +28,13 @@ from crpbot_assets.sagemaker.iam import (
     job_role_statements,
 )
 from crpbot_assets.sagemaker.pricing import instance_price
-from crpbot_assets.sagemaker.quotas import Usage, quota_code, quota_name, read_quota
+from crpbot_assets.sagemaker.quotas import (
+    SERVICE_CODE,
+    Usage,
+    quota_code,
+    quota_name,
+    read_quota,
+)
 from crpbot_assets.sagemaker.request import image_region, training_image_uri
 from crpbot_assets.sagemaker.settings import (
     AMBIENT_REGION_VARS,
@@ -501,7 +507,10 @@ class Preflight:
                 name,
                 unmet,
                 f"{label} is {quota.value:g} ({quota.source}), {needed} needed: request an "
-                f"increase to {needed} in Service Quotas (Amazon SageMaker, quota {code})",
+                f"increase to {needed} in Service Quotas (Amazon SageMaker, quota {code}), e.g. "
+                f"`aws service-quotas request-service-quota-increase --service-code "
+                f"{SERVICE_CODE} --quota-code {code} --desired-value {needed} "
+                f"--region {self.settings.region}`",
                 metadata,
             )
         return Check(name, Status.PASS, f"{label} is {quota.value:g} ({quota.source})", metadata)
@@ -512,9 +521,11 @@ class Preflight:
         yield self._quota("quota", usage, INSTANCE_COUNT, Status.FAIL)
 
     def check_warm_pool_quota(self) -> Iterable[Check]:
-        # Only jobs that keep their instance warm (KeepAlivePeriodInSeconds) use it: worth
-        # requesting with the training quota, never a reason to refuse a launch.
-        yield self._quota("warm pool quota", Usage.WARM_POOL, INSTANCE_COUNT, Status.WARN)
+        # Only jobs that keep their instance warm (keep_alive_seconds) use it, and SageMaker
+        # refuses such a job without it (new accounts have 0): then it is a failure; otherwise
+        # worth requesting with the training quota, never a reason to refuse a launch.
+        unmet = Status.FAIL if self.settings.keep_alive_seconds else Status.WARN
+        yield self._quota("warm pool quota", Usage.WARM_POOL, INSTANCE_COUNT, unmet)
 
     def check_estimate(self) -> Iterable[Check]:
         s = self.settings

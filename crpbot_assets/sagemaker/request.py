@@ -16,7 +16,7 @@ from crpbot_assets.sagemaker.settings import (
     SettingsError,
 )
 from v8_model.config import SYMBOLS_HYPERPARAMETER
-from v8_model.layout import processor_filename
+from v8_model.layout import features_filename, processor_filename
 
 TRAINING_CHANNEL = "training"
 PROCESSOR_CHANNEL = "processor"
@@ -116,8 +116,10 @@ def build_training_job_request(
         },
         "HyperParameters": job_hyperparameters(hyperparameters, symbol),
         "InputDataConfig": [
-            # All symbols' files sit under data/ (the seed's layout); `symbols` picks one.
-            _s3_channel(TRAINING_CHANNEL, f"{root}/data/", PARQUET_CONTENT_TYPE),
+            # The symbol's own file only: the prefix data/ would download every symbol's.
+            _s3_channel(
+                TRAINING_CHANNEL, f"{root}/data/{features_filename(symbol)}", PARQUET_CONTENT_TYPE
+            ),
             _s3_channel(
                 PROCESSOR_CHANNEL,
                 f"{root}/processors/{processor_filename(symbol)}",
@@ -135,6 +137,9 @@ def build_training_job_request(
         "Environment": {"PYTHONUNBUFFERED": "1", **(environment or {})},
         "Tags": [{"Key": "crpbot:symbol", "Value": symbol}, *(tags or [])],
     }
+    if settings.keep_alive_seconds:
+        # The instance stays warm after the job; the backfill's next job reuses it.
+        request["ResourceConfig"]["KeepAlivePeriodInSeconds"] = settings.keep_alive_seconds
     if settings.use_spot:
         request["EnableManagedSpotTraining"] = True
         stopping["MaxWaitTimeInSeconds"] = settings.effective_max_wait_s()

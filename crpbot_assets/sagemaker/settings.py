@@ -24,6 +24,9 @@ INSTANCE_COUNT = 1
 CONTAINER_ML_ROOT = "/opt/ml"
 CHECKPOINT_LOCAL_PATH = f"{CONTAINER_ML_ROOT}/checkpoints"
 
+# SageMaker's range for ResourceConfig.KeepAlivePeriodInSeconds (warm pools).
+MAX_KEEP_ALIVE_S = 3600
+
 # IAM's documented role-name alphabet, any partition (aws, aws-cn, aws-us-gov), 12-digit account.
 # Matched with fullmatch: `$` alone would accept a trailing newline (a pasted ARN).
 ROLE_ARN_PATTERN = re.compile(
@@ -48,6 +51,7 @@ ENV_VARS: dict[str, tuple[str, ...]] = {
     "image_uri": ("CRPBOT_SAGEMAKER_IMAGE_URI",),
     "framework_version": ("CRPBOT_SAGEMAKER_FRAMEWORK_VERSION",),
     "use_spot": ("CRPBOT_SAGEMAKER_SPOT",),
+    "keep_alive_seconds": ("CRPBOT_SAGEMAKER_KEEP_ALIVE_SECONDS",),
     "price_per_hour_usd": ("CRPBOT_PRICE_PER_HOUR_USD",),
     "min_features_mb": ("CRPBOT_MIN_FEATURES_MB",),
     "min_features_rows": ("CRPBOT_MIN_FEATURES_ROWS",),
@@ -138,6 +142,13 @@ class SageMakerSettings(dg.Config):
     )
     py_version: str = Field(default="py312", description="Python of the PyTorch image (lookup).")
     use_spot: bool = Field(default=False, description="Managed spot training with checkpoints.")
+    keep_alive_seconds: int = Field(
+        default=0,
+        description="Warm pool: seconds the instance stays up after a job "
+        "(ResourceConfig.KeepAlivePeriodInSeconds, at most 3600), so the next job of a backfill "
+        "starts on it without provisioning; 0 = none. Not with use_spot (SageMaker forbids it); "
+        "needs the warm-pool quota. Env CRPBOT_SAGEMAKER_KEEP_ALIVE_SECONDS.",
+    )
     max_wait_s: int = Field(
         default=0,
         description="Spot only: MaxWaitTimeInSeconds (>= max_runtime_s); 0 = 2 x max_runtime_s.",
@@ -228,6 +239,17 @@ class SageMakerSettings(dg.Config):
             found.append(
                 f"max_wait_s {self.max_wait_s} is below max_runtime_s {self.max_runtime_s}: "
                 "SageMaker requires MaxWaitTimeInSeconds >= MaxRuntimeInSeconds"
+            )
+        if not 0 <= self.keep_alive_seconds <= MAX_KEEP_ALIVE_S:
+            found.append(
+                f"keep_alive_seconds must be between 0 and {MAX_KEEP_ALIVE_S} (SageMaker's range "
+                f"for KeepAlivePeriodInSeconds), got {self.keep_alive_seconds}"
+            )
+        if self.use_spot and self.keep_alive_seconds:
+            found.append(
+                f"use_spot (--spot) and keep_alive_seconds (--keep-alive-seconds "
+                f"{self.keep_alive_seconds}) cannot be combined: SageMaker does not keep warm "
+                "pools for managed spot training; drop one of the two settings"
             )
         if version_tuple(self.framework_version) < version_tuple(MIN_TORCH_VERSION):
             found.append(

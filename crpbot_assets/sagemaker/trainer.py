@@ -46,6 +46,7 @@ from crpbot_assets.sagemaker.settings import (
     settings_from_env,
 )
 from crpbot_assets.storage import StorageResource
+from crpbot_assets.time_split import TimeSplit
 from crpbot_assets.trainers import (
     ModelTrainer,
     RunInfo,
@@ -159,7 +160,9 @@ class SageMakerTrainer(SageMakerSettings, ModelTrainer):
                     description=f"training {symbol} on SageMaker ({job_name}): {error}",
                     metadata={"job_name": job_name, "model_artifacts": archive_uri},
                 ) from error
-            run_info = self._run_info(job, symbol, request, price, context)
+            keeps_warm = bool(job.get("ResourceConfig", {}).get("KeepAlivePeriodInSeconds"))
+            reused_of = client.reused_pool_of(job_name) if keeps_warm else ""
+            run_info = self._run_info(job, symbol, request, price, context, reused_of)
             publish_model(storage, symbol, symbol_dir, run_info)
         context.log.info(f"{symbol}: verified {archive_uri} and published models/{symbol}/")
         return invocation
@@ -171,7 +174,9 @@ class SageMakerTrainer(SageMakerSettings, ModelTrainer):
         request: Mapping[str, Any],
         price: Price,
         context: dg.AssetExecutionContext,
+        reused_of: str | None = "",
     ) -> RunInfo:
+        """`reused_of`: the job whose warm pool this one started on ("" cold, None unknown)."""
         created = job["CreationTime"]
         ended = job.get("TrainingEndTime") or datetime.now(UTC)
         billable = float(job.get("BillableTimeInSeconds", job.get("TrainingTimeInSeconds", 0)))
@@ -180,6 +185,11 @@ class SageMakerTrainer(SageMakerSettings, ModelTrainer):
             context.log.warning(
                 f"no price for {self.instance_type}: cost unknown (run_info cost_usd is null); "
                 "set price_per_hour_usd (CRPBOT_PRICE_PER_HOUR_USD)"
+            )
+        split = TimeSplit.from_transitions(job.get("SecondaryStatusTransitions") or [])
+        if reused_of is None:
+            context.log.warning(
+                "could not tell whether the job reused a warm pool: ListTrainingJobs was refused"
             )
         return RunInfo(
             symbol=symbol,
@@ -193,4 +203,9 @@ class SageMakerTrainer(SageMakerSettings, ModelTrainer):
             cost_usd=cost,
             hyperparameters=dict(request["HyperParameters"]),
             dagster_run_id=context.run.run_id,
+            startup_seconds=split.startup_seconds,
+            training_seconds=split.training_seconds,
+            upload_seconds=split.upload_seconds,
+            warm_pool_status=job.get("WarmPoolStatus", {}).get("Status", ""),
+            reused_warm_pool_of=reused_of,
         )
