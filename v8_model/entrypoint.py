@@ -159,8 +159,9 @@ def _symbols(text: str, pipes_partition: str | None) -> list[str]:
     return symbols or list(SYMBOLS)
 
 
-def read_features_dataset(path: Path) -> pd.DataFrame:
-    """Read a `{SYMBOL}_features.parquet` file, refusing one without the expected columns."""
+def read_features_dataset(path: Path, rows: int | None = None) -> pd.DataFrame:
+    """Read a `{SYMBOL}_features.parquet` file (its first `rows` rows when given), refusing one
+    without the expected columns."""
     if not path.is_file():
         raise FileNotFoundError(
             f"training data {path} not found: upload {path.name} to the training channel"
@@ -175,12 +176,17 @@ def read_features_dataset(path: Path) -> pd.DataFrame:
         )
     # Only what training reads, one column at a time into one float32 matrix: the decoded
     # column is the only transient, and no whole-table Arrow or pandas copy is ever held.
-    features = np.empty((parquet.metadata.num_rows, len(FEATURE_NAMES)), dtype=np.float32)
+    n_rows = parquet.metadata.num_rows if rows is None else min(rows, parquet.metadata.num_rows)
+
+    def column(name: str):
+        return parquet.read(columns=[name]).column(0).slice(0, n_rows)
+
+    features = np.empty((n_rows, len(FEATURE_NAMES)), dtype=np.float32)
     for position, name in enumerate(FEATURE_NAMES):
-        features[:, position] = parquet.read(columns=[name]).column(0).to_numpy()
+        features[:, position] = column(name).to_numpy()
     dataset = pd.DataFrame(features, columns=list(FEATURE_NAMES), copy=False)
-    dataset.insert(0, "close", parquet.read(columns=["close"]).column(0).to_numpy())
-    dataset.insert(0, "timestamp", parquet.read(columns=["timestamp"]).column(0).to_pandas())
+    dataset.insert(0, "close", column("close").to_numpy())
+    dataset.insert(0, "timestamp", column("timestamp").to_pandas())
     return dataset
 
 
@@ -257,7 +263,7 @@ def _train_symbol(symbol, paths, config, pipes) -> tuple[SymbolOutcome, Path]:
     # The dataset frame is read once per walk-forward fold and not kept: once scaled into the
     # float32 segments it is freed, so training holds one copy of the feature matrix, not two.
     outcome = train_symbol(
-        lambda: read_features_dataset(features_path),
+        lambda rows: read_features_dataset(features_path, rows),
         symbol=symbol,
         config=config,
         processor=processor,

@@ -19,6 +19,7 @@ import pandas as pd
 from v8_model.config import TrainConfig
 from v8_model.evaluation import EpochStats, Evaluation, SegmentRows, metrics_fields
 from v8_model.gates import evaluate_gates, evaluation_metrics
+from v8_model.heap import release_freed_memory
 from v8_model.loop import TrainResult, train_model
 from v8_model.net import predict_logits
 from v8_model.processor import V8FeatureProcessor
@@ -48,7 +49,7 @@ def train_and_evaluate(
 ) -> SymbolOutcome:
     """Train one symbol's model and measure it, with its six gates, on held-out rows."""
     return train_symbol(
-        lambda: dataset,
+        lambda rows=None: dataset if rows is None else dataset.iloc[:rows],
         symbol=symbol,
         config=config,
         processor=processor,
@@ -58,7 +59,7 @@ def train_and_evaluate(
 
 
 def train_symbol(
-    load_dataset: Callable[[], pd.DataFrame],
+    load_dataset: Callable[[int | None], pd.DataFrame],
     *,
     symbol: str,
     config: TrainConfig | None = None,
@@ -67,10 +68,14 @@ def train_symbol(
     on_fold: Callable[[str], None] | None = None,
     checkpoint_dir: Path | None = None,
 ) -> SymbolOutcome:
-    """The main model, then the earlier folds, then worth; `load_dataset` is called once per
-    fold so that no features frame stays alive while a model trains."""
+    """The main model, then the earlier folds, then worth.
+
+    `load_dataset(rows)` returns the features dataset's first `rows` rows (all with None); it is
+    called once per fold, for the rows that fold reaches, so that no features frame stays alive
+    while a model trains.
+    """
     config = config or TrainConfig()
-    data = prepare_segments(load_dataset(), processor, symbol)
+    data = prepare_segments(load_dataset(None), processor, symbol)
     horizon = data.processor.horizon
     splits = fold_splits(data.rows, config.folds, horizon)  # a bad `folds` fails before training
     outcome = train_on_segments(
@@ -79,7 +84,8 @@ def train_symbol(
     del data
     folds = []
     for number, split in enumerate(splits[:-1], start=1):
-        folds.append(train_fold(load_dataset, split, symbol=symbol, config=config))
+        release_freed_memory()  # so a fold's peak does not sit on the previous one's leftovers
+        folds.append(train_fold(load_dataset, split, symbol=symbol, config=config, horizon=horizon))
         if on_fold is not None:
             on_fold(
                 f"symbol={symbol} fold={number}/{len(splits)} trained on "
@@ -98,14 +104,16 @@ def train_symbol(
 
 
 def train_fold(
-    load_dataset: Callable[[], pd.DataFrame],
+    load_dataset: Callable[[int | None], pd.DataFrame],
     split: ChronologicalSplit,
     *,
     symbol: str,
     config: TrainConfig,
+    horizon: int,
 ) -> FoldPredictions:
     """One earlier walk-forward fold: its own processor, its own training, its predictions."""
-    data = prepare_segments(load_dataset(), None, symbol, split)
+    # Rows after the fold's test block (and its last forward returns) are never read.
+    data = prepare_segments(load_dataset(split.test.stop + horizon), None, symbol, split)
     training = train_model(
         data.train.features,
         data.train.labels,
