@@ -1,9 +1,11 @@
 """Alerts for failed gates: a sensor that reads the check history and posts to a webhook.
 
 Open-source Dagster has no "check failed" sensor, so this one reads the execution history of the
-five gate checks on `model` from the instance and, for each failed gate it has not handled yet,
-logs the alert and POSTs one Slack-compatible JSON message (symbol, gate, value, threshold, run
-link) to CRPBOT_ALERT_WEBHOOK_URL when set.
+gate checks on `model` (the five form gates and `directional_skill`) and of `backtest`'s
+`profitable_after_costs` from the instance and, for each failure it has not handled yet, logs the
+alert and POSTs one Slack-compatible JSON message (symbol, gate, value, threshold, the check's
+other figures such as the skill interval or the backtest returns, run link) to
+CRPBOT_ALERT_WEBHOOK_URL when set.
 
 The cursor remembers which check executions were handled (so a restart does not re-send) and
 keeps alerts the webhook did not accept, retried on later ticks up to MAX_ATTEMPTS (so a webhook
@@ -23,16 +25,24 @@ from dataclasses import asdict, dataclass, field
 import dagster as dg
 from dagster._core.storage.asset_check_execution_record import AssetCheckExecutionRecordStatus
 
+from crpbot_assets.checks import PROFIT_CHECK_NAME
 from v8_model.gates import GATE_NAMES
 
 WEBHOOK_ENV_VAR = "CRPBOT_ALERT_WEBHOOK_URL"
 UI_URL_ENV_VAR = "CRPBOT_UI_URL"
 DEFAULT_UI_URL = "http://127.0.0.1:3000"
 MODEL_ASSET = dg.AssetKey("model")
+BACKTEST_ASSET = dg.AssetKey("backtest")
+# Every check whose failure is alerted: the gates on `model`, the profit check on `backtest`.
+ALERTED_CHECKS = (
+    *(dg.AssetCheckKey(MODEL_ASSET, gate) for gate in GATE_NAMES),
+    dg.AssetCheckKey(BACKTEST_ASSET, PROFIT_CHECK_NAME),
+)
+MAX_DETAILS = 16  # figures carried per alert besides value and threshold
 
-HISTORY_PER_GATE = 20  # newest executions read per gate and tick
+HISTORY_PER_GATE = 20  # newest executions read per check and tick
 # Handled ids kept: enough to cover every id a tick can read (see `_new_failures`).
-HANDLED_KEPT = HISTORY_PER_GATE * len(GATE_NAMES)
+HANDLED_KEPT = HISTORY_PER_GATE * len(ALERTED_CHECKS)
 MAX_ATTEMPTS = 20  # deliveries tried per alert before it is given up (and logged as such)
 MAX_PENDING = 100
 WEBHOOK_TIMEOUT_SECONDS = 5.0
@@ -48,15 +58,22 @@ class GateAlert:
     threshold: str | None
     run_id: str
     run_url: str
+    # The check's other numbers (the skill's interval and p-value, the backtest's returns).
+    details: dict[str, float] = field(default_factory=dict)
 
     @property
     def shown_value(self) -> str:
         return "n/a" if self.value is None else f"{self.value:.6g}"
 
+    @property
+    def shown_details(self) -> str:
+        return ", ".join(f"{name}={value:.6g}" for name, value in self.details.items())
+
     def text(self) -> str:
+        figures = f" [{self.shown_details}]" if self.details else ""
         return (
             f"crpbot V8 gate failed: {self.symbol} {self.gate} = {self.shown_value} "
-            f"(threshold: {self.threshold or 'n/a'}); run {self.run_id}: {self.run_url}"
+            f"(threshold: {self.threshold or 'n/a'}){figures}; run {self.run_id}: {self.run_url}"
         )
 
     def slack_payload(self) -> dict:
@@ -82,7 +99,13 @@ class GateAlert:
                         {"type": "mrkdwn", "text": f"*Run*\n<{self.run_url}|{self.run_id[:8]}>"},
                     ],
                 },
+                *(
+                    [{"type": "section", "text": {"type": "mrkdwn", "text": self.shown_details}}]
+                    if self.details
+                    else []
+                ),
             ],
+            "figures": dict(self.details),
         }
 
 
@@ -141,9 +164,9 @@ def _new_failures(instance: dg.DagsterInstance, handled: set[int], ui_url: str) 
     is among the newest HANDLED_KEPT failures, so keeping that many handled ids is enough.
     """
     alerts = []
-    for gate in GATE_NAMES:
+    for check_key in ALERTED_CHECKS:
         records = instance.event_log_storage.get_asset_check_execution_history(
-            dg.AssetCheckKey(MODEL_ASSET, gate), limit=HISTORY_PER_GATE
+            check_key, limit=HISTORY_PER_GATE
         )
         for record in records:
             # Only executed evaluations: a run that failed upstream leaves its checks PLANNED
@@ -154,15 +177,23 @@ def _new_failures(instance: dg.DagsterInstance, handled: set[int], ui_url: str) 
             metadata = dict(evaluation.metadata or {})
             value = _metadata_value(metadata, "value")
             threshold = _metadata_value(metadata, "threshold")
+            details = {
+                key: float(number)
+                for key in metadata
+                if key not in ("value", "threshold")
+                and isinstance(number := _metadata_value(metadata, key), int | float)
+                and not isinstance(number, bool)
+            }
             alerts.append(
                 GateAlert(
                     execution_id=record.id,
                     symbol=record.partition or evaluation.partition or "?",
-                    gate=gate,
+                    gate=check_key.name,
                     value=float(value) if isinstance(value, int | float) else None,
                     threshold=None if threshold is None else str(threshold),
                     run_id=record.run_id,
                     run_url=f"{ui_url.rstrip('/')}/runs/{record.run_id}",
+                    details=dict(list(details.items())[:MAX_DETAILS]),
                 )
             )
     return sorted(alerts, key=lambda alert: alert.execution_id)

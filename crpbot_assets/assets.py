@@ -1,6 +1,6 @@
 """The asset graph, one partition per symbol, every artifact under the storage root.
 
-    candles → features → processor → model → production_model
+    candles → features → processor → model → backtest → production_model
                                           └─(all partitions)→ gate_report
 
 Assets hand data to each other through the storage root (the layout in v8_model.layout),
@@ -12,6 +12,7 @@ candles change, the rest follows; when a refresh finds nothing new, nothing runs
 import hashlib
 import json
 import tempfile
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Literal
 
@@ -20,7 +21,7 @@ import pandas as pd
 from pydantic import Field
 
 from crpbot_assets.automation import GATE_REPORT_CONDITION, RETRAIN_CONDITION
-from crpbot_assets.checks import GATE_CHECK_SPECS
+from crpbot_assets.checks import GATE_CHECK_SPECS, PROFIT_CHECK_NAME, PROFIT_CHECK_SPEC
 from crpbot_assets.partitions import symbol_partitions
 from crpbot_assets.profiles import (
     MIN_COMPLETENESS,
@@ -31,7 +32,11 @@ from crpbot_assets.profiles import (
 from crpbot_assets.report import (
     FIGURES_FOLDER,
     embedded_images,
+    figure_key,
+    read_evaluation,
     symbol_figures,
+    worth_entry,
+    worth_markdown,
     write_report,
 )
 from crpbot_assets.sagemaker.dagster_objects import TRAINING_POOL
@@ -65,8 +70,10 @@ from v8_model.layout import (
     CONFIG_FILE,
     METRICS_FILE,
     WEIGHTS_FILE,
+    backtest_key,
     processor_filename,
 )
+from v8_model.plots import equity_curve_png
 from v8_model.promotion import PromotionError, folder_digests, promote, verify_files
 from v8_model.segments import fit_processor
 from v8_model.storage import open_store
@@ -487,6 +494,71 @@ def _trained_record(context: dg.AssetExecutionContext, symbol: str) -> tuple[str
 @dg.asset(
     partitions_def=symbol_partitions,
     deps=[model],
+    check_specs=[PROFIT_CHECK_SPEC],
+    group_name=GROUP,
+    kinds={"numpy"},
+    automation_condition=RETRAIN_CONDITION,
+    description="The model's walk-forward directional skill and its backtest after fees and "
+    "slippage, beside buy-and-hold: backtests/{SYMBOL}_backtest.json and an equity curve",
+)
+def backtest(
+    context: dg.AssetExecutionContext, storage: StorageResource, profile: ProfileResource
+) -> dg.MaterializeResult:
+    claim_symbol(context)
+    symbol = context.partition_key
+    store = storage.store
+    evaluation = read_evaluation(store, symbol)
+    source = store.uri(f"{model_folder(symbol)}/{METRICS_FILE}")
+    if evaluation is None or evaluation.worth is None:
+        raise dg.Failure(
+            description=f"{source} has no worth record (skill, backtest, folds): it was written "
+            f"before walk-forward evaluation existed; retrain {symbol} (materialize `model`)"
+        )
+    worth = evaluation.worth
+    figures = worth.backtest
+    key = backtest_key(symbol)
+    store.write_text(
+        key, json.dumps({"symbol": symbol, "source": source, **asdict(worth)}, indent=1)
+    )
+    png = equity_curve_png(worth.equity_curve, figures.cost_bps_per_side)
+    store.write_bytes(figure_key(symbol, "equity_curve"), png)
+    severity = dg.AssetCheckSeverity(profile.get().profit_check_severity)
+    profitable = figures.net_return > 0
+    numbers = {name: value for name, value in asdict(figures).items() if name != "note"}
+    check = dg.AssetCheckResult(
+        check_name=PROFIT_CHECK_NAME,
+        passed=profitable,
+        severity=severity,
+        description=(
+            f"net return {figures.net_return:+.2%} after {figures.cost_bps_per_side:g} bps per "
+            f"side (break-even {figures.break_even_fee_bps:.1f} bps); buy and hold "
+            f"{figures.buy_and_hold_return:+.2%}" + (f"; {figures.note}" if figures.note else "")
+        ),
+        metadata={"value": figures.net_return, "threshold": "net_return > 0", **numbers},
+    )
+    return dg.MaterializeResult(
+        metadata={
+            "uri": store.uri(key),
+            **numbers,
+            "note": figures.note,
+            "rank_ic": worth.skill.rank_ic,
+            "rank_ic_ci_low": worth.skill.ci_low,
+            "rank_ic_ci_high": worth.skill.ci_high,
+            "rank_ic_p_value": worth.skill.p_value,
+            "calls": worth.skill.calls,
+            "folds": len(worth.folds),
+            "worth": dg.MetadataValue.md(worth_markdown(worth_entry(worth))),
+            f"{FIGURE_METADATA_PREFIX}equity_curve": dg.MetadataValue.md(
+                embedded_images(symbol, {"equity_curve": png})["equity_curve"]
+            ),
+        },
+        check_results=[check],
+    )
+
+
+@dg.asset(
+    partitions_def=symbol_partitions,
+    deps=[model, backtest],
     group_name=GROUP,
     kinds={"pytorch"},
     automation_condition=RETRAIN_CONDITION,
@@ -515,7 +587,12 @@ def production_model(
     )
     # The blocking gate checks already keep this asset from running after a failed gate; the
     # recorded metrics are checked again so that no path promotes a failed model.
-    failed = [name for name in GATE_NAMES if not evaluation.gates[name].passed]
+    # A record without a gate (written before it existed) has not passed it.
+    failed = [
+        name
+        for name in GATE_NAMES
+        if name not in evaluation.gates or not evaluation.gates[name].passed
+    ]
     if failed or not evaluation.all_gates_passed:
         raise dg.Failure(
             description=f"refusing to promote {symbol}: gate(s) {failed} failed in "

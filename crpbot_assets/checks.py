@@ -6,7 +6,9 @@ small function per check. They are blocking: when one fails, `processor`, `model
 file needs come from the run's profile, so a sample is refused.
 
 The gates are computed by the training entry point and reported through Pipes; here they are only
-declared, one blocking ERROR check per gate on `model`.
+declared, one blocking ERROR check per gate on `model`. The `backtest` asset's
+`profitable_after_costs` check is declared here too; its severity is the profile's (WARN by
+default; ERROR keeps the model out of production, since `production_model` depends on `backtest`).
 """
 
 import warnings
@@ -65,6 +67,15 @@ FEATURES_CHECK_SPECS = [
 
 # Reported by the entry point through Pipes; a failed gate fails the step and stops promotion.
 GATE_CHECK_SPECS = [_spec(name, "model", GATE_DESCRIPTIONS[name]) for name in GATE_NAMES]
+
+PROFIT_CHECK_NAME = "profitable_after_costs"
+# Blocking, so that with severity ERROR a loss after costs stops promotion; a WARN never blocks.
+PROFIT_CHECK_SPEC = _spec(
+    PROFIT_CHECK_NAME,
+    "backtest",
+    "the walk-forward backtest's net_return (after fees and slippage on both sides) is > 0; "
+    "severity: the profile's profit_check_severity",
+)
 
 
 def _result(name: str, passed: bool, description: str, **metadata) -> dg.AssetCheckResult:

@@ -13,6 +13,7 @@ import dagster as dg
 from crpbot_assets.alerts import gate_failure_alerts
 from crpbot_assets.assets import (
     ExchangeResource,
+    backtest,
     candles,
     features,
     gate_report,
@@ -30,7 +31,7 @@ from crpbot_assets.profiles import ProfileResource
 from crpbot_assets.sagemaker.dagster_objects import sagemaker_asset_checks, trainer_from_env
 from crpbot_assets.storage import StorageResource
 
-SYMBOL_ASSETS = (candles, features, processor, model, production_model)
+SYMBOL_ASSETS = (candles, features, processor, model, backtest, production_model)
 
 # One run per symbol: candles through production_model with every check of those assets.
 symbol_pipeline = dg.define_asset_job(

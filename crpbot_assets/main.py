@@ -24,6 +24,7 @@ from crpbot_assets.definitions import defs
 from crpbot_assets.partitions import symbol_partitions
 from crpbot_assets.profiles import PROFILES, default_profile_name
 from crpbot_assets.storage import REPO_ROOT, REPORT_JSON_KEY, REPORT_MARKDOWN_KEY
+from crpbot_assets.verdict import promotion_verdict
 from crpbot_assets.writers import fail_orphaned_runs, process_tags
 
 DAGSTER_HOME_DEFAULT = REPO_ROOT / ".dagster_home"
@@ -129,6 +130,7 @@ def run_all(
         print(
             f"=== {symbol}: {'ok' if result.success else 'FAILED'}: {ui_url}/runs/{result.run_id}"
         )
+        print(promotion_verdict(symbol, result), flush=True)
         received = watch.received()
         if received is not None:
             outcomes[symbol] = outcomes[symbol] or "interrupted"

@@ -32,6 +32,9 @@ MIN_COMPLETENESS = 0.9
 # the demo model something real to learn; 0 would leave nothing predictable.
 SYNTHETIC_START = "2024-01-01"
 SYNTHETIC_SIGNAL = 0.3
+# Severities the `profitable_after_costs` check may have: WARN reports an unprofitable backtest;
+# ERROR also keeps the model out of production.
+PROFIT_CHECK_SEVERITIES = ("WARN", "ERROR")
 
 
 @dataclass(frozen=True)
@@ -44,6 +47,15 @@ class Profile:
     min_coverage_days: float
     # How the model trains; its seed also seeds the synthetic market.
     train: TrainConfig
+    # The severity of the backtest's `profitable_after_costs` check.
+    profit_check_severity: str = "WARN"
+
+    def __post_init__(self) -> None:
+        if self.profit_check_severity not in PROFIT_CHECK_SEVERITIES:
+            raise ValueError(
+                f"profile setting profit_check_severity must be one of "
+                f"{PROFIT_CHECK_SEVERITIES}, got {self.profit_check_severity!r}"
+            )
 
     @property
     def min_rows(self) -> int:
@@ -56,14 +68,15 @@ PROFILES: dict[str, Profile] = {
         days=60,
         min_coverage_days=30,
         # On this data validation loss bottoms out by epoch 2-3; more epochs only cost time.
-        train=TrainConfig(epochs=3),
+        # Two walk-forward folds: the main split and one earlier, within 2x the demo's time.
+        train=TrainConfig(epochs=3, folds=2),
     ),
     "full": Profile(
         name="full",
         days=730,
         # The seed's files hold two years; one year is the least that is not a sample.
         min_coverage_days=365,
-        train=TrainConfig(),
+        train=TrainConfig(folds=3),
     ),
 }
 
@@ -103,6 +116,9 @@ class _ProfileSelection(dg.ConfigurableResource):
     )
     days: int | None = None
     min_coverage_days: float | None = None
+    profit_check_severity: str | None = Field(
+        default=None, description="WARN or ERROR; default: the profile's (WARN)"
+    )
 
     def get(self) -> Profile:
         base = get_profile(self.name)
@@ -111,7 +127,7 @@ class _ProfileSelection(dg.ConfigurableResource):
         }
         sizing = {
             name: getattr(self, name)
-            for name in ("days", "min_coverage_days")
+            for name in ("days", "min_coverage_days", "profit_check_severity")
             if getattr(self, name) is not None
         }
         return replace(base, train=replace(base.train, **train_overrides), **sizing)

@@ -4,9 +4,10 @@ Read from what the trainers stored (`models/{SYMBOL}/metrics.json` and `run_info
 promotion stored (the serving version's `promotion.json`); a symbol with no model files is reported
 as not trained, never filled in.
 
-Each trained symbol gets the four figures of `v8_model.plots` (loss curves, confusion matrix,
-reliability diagram, class mix), written as PNG files under `reports/figures/` and shown in two
-Markdown files that differ only in how they reach the images:
+Each trained symbol gets a worth section (directional skill with its interval, the backtest after
+costs beside buy-and-hold, the per-fold table) and the figures of `v8_model.plots` (loss curves,
+confusion matrix, reliability diagram, class mix, equity curve), written as PNG files under
+`reports/figures/` and shown in two Markdown files that differ only in how they reach the images:
 
     reports/gate_report.md          images embedded as data URIs: one self-contained file (about
                                     110 KB per symbol) that renders the same in the Dagster UI,
@@ -19,7 +20,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 
 from crpbot_assets.storage import (
     PROMOTION_FILE,
@@ -29,7 +30,7 @@ from crpbot_assets.storage import (
     RUN_INFO_FILE,
     model_folder,
 )
-from v8_model.evaluation import Evaluation
+from v8_model.evaluation import Evaluation, Worth
 from v8_model.gates import CLASS_SHARE_BAND, GATE_NAMES
 from v8_model.layout import METRICS_FILE
 from v8_model.plots import markdown_image, metrics_figures
@@ -45,7 +46,21 @@ FIGURE_TITLES = {
     "reliability": "reliability diagram with the expected calibration error",
     "class_mix": "predicted class mix against the "
     f"{CLASS_SHARE_BAND[0] * 100:.0f}-{CLASS_SHARE_BAND[1]:.0%} band",
+    "equity_curve": "walk-forward equity net and gross of costs against buy and hold",
 }
+# The backtest's figures, by their exact field names, in the order the report shows them.
+BACKTEST_FIELDS = (
+    "gross_return",
+    "net_return",
+    "buy_and_hold_return",
+    "trades",
+    "hit_rate",
+    "exposure",
+    "sharpe",
+    "max_drawdown",
+    "turnover",
+    "break_even_fee_bps",
+)
 
 _METRIC_KEYS = (
     "test_accuracy",
@@ -152,13 +167,82 @@ def symbol_entry(store: Store, symbol: str) -> dict:
                 "threshold": evaluation.gates[name].threshold,
             }
             for name in GATE_NAMES
+            if name in evaluation.gates  # a record older than a gate lacks it
         },
+        "worth": None if evaluation.worth is None else worth_entry(evaluation.worth),
         **{key: getattr(evaluation, key) for key in _METRIC_KEYS},
         **{key: run_info.get(key) for key in _RUN_INFO_KEYS},
         # Promoted means production holds this very model, not an older one.
         "promoted": bool(job_name) and promotion.get("job_name") == job_name,
     }
     return entry
+
+
+def worth_entry(worth: Worth) -> dict:
+    """The worth section of a report entry: skill, backtest (exact field names), folds."""
+    return {
+        "skill": asdict(worth.skill),
+        "backtest": asdict(worth.backtest),
+        "folds": [
+            {key: value for key, value in asdict(fold).items() if key != "backtest"}
+            | {name: getattr(fold.backtest, name) for name in BACKTEST_FIELDS}
+            for fold in worth.folds
+        ],
+        "fee_bps": worth.fee_bps,
+        "slippage_bps": worth.slippage_bps,
+        "long_only": worth.long_only,
+        "horizon": worth.horizon,
+    }
+
+
+def _backtest_cells(figures: dict) -> str:
+    cells = []
+    for name in BACKTEST_FIELDS:
+        value = figures[name]
+        if name == "trades":
+            cells.append(str(value))
+        elif name.endswith("_return"):
+            cells.append(f"{value:+.2%}")
+        elif name in ("hit_rate", "exposure", "max_drawdown"):
+            cells.append(f"{value:.1%}")
+        else:
+            cells.append(f"{value:.2f}")
+    return " | ".join(cells)
+
+
+def worth_markdown(worth: dict) -> str:
+    """A `worth_entry` as Markdown: skill, the backtest beside buy-and-hold, the folds."""
+    skill, figures = worth["skill"], worth["backtest"]
+    verdict = "passes" if skill["passed"] else "**fails**"
+    side = "long only" if worth["long_only"] else "long and short"
+    lines = [
+        f"Directional skill {verdict}: rank IC {skill['rank_ic']:+.4f} (95% interval "
+        f"{skill['ci_low']:+.4f} to {skill['ci_high']:+.4f}), one-sided p = "
+        f"{skill['p_value']:.4f} against alpha {skill['alpha']:g}, on {skill['rows']:,} "
+        f"out-of-sample rows of {len(worth['folds'])} walk-forward fold(s), "
+        f"{skill['calls']:,} BUY/SELL calls, bootstrap block {skill['block_size']} rows.",
+        "",
+        f"Backtest ({side}, each position held {worth['horizon']} minutes, "
+        f"{worth['fee_bps']:g} bps fee + {worth['slippage_bps']:g} bps slippage per side"
+        + (f"; {figures['note']}" if figures["note"] else "")
+        + "):",
+        "",
+        "| " + " | ".join(BACKTEST_FIELDS) + " |",
+        "|" + " --- |" * len(BACKTEST_FIELDS),
+        f"| {_backtest_cells(figures)} |",
+        "",
+        "| fold | train rows | test rows | test from | test to | threshold | rank IC | "
+        + " | ".join(BACKTEST_FIELDS)
+        + " |",
+        "|" + " --- |" * (7 + len(BACKTEST_FIELDS)),
+    ]
+    for fold in worth["folds"]:
+        lines.append(
+            f"| {fold['fold']} | {fold['train_rows']:,} | {fold['test_rows']:,} "
+            f"| {fold['test_start']} | {fold['test_end']} | {fold['confidence_threshold']:.2f} "
+            f"| {fold['rank_ic']:+.4f} | {_backtest_cells(fold)} |"
+        )
+    return "\n".join(lines)
 
 
 def build_report(store: Store, symbols: Sequence[str], generated_at: str) -> dict:
@@ -276,6 +360,8 @@ def render_markdown(report: dict, images: Mapping[str, Mapping[str, str]] | None
             lines.append(
                 f"| {name} | {result} | {gate['value']:.4g} | {_cell(gate['threshold'])} |"
             )
+        if entry.get("worth"):
+            lines += ["", "### Worth", "", worth_markdown(entry["worth"])]
         if entry.get("figures_error"):
             lines += ["", f"Figures unavailable: {entry['figures_error']}"]
         elif images.get(symbol):

@@ -23,8 +23,9 @@ from conftest import serve_webhook
 
 from crpbot_assets import main as main_command
 from crpbot_assets.alerts import UI_URL_ENV_VAR, WEBHOOK_ENV_VAR, gate_failure_alerts
-from crpbot_assets.checks import FEATURES_CHECK_NAMES
+from crpbot_assets.checks import FEATURES_CHECK_NAMES, PROFIT_CHECK_NAME
 from crpbot_assets.definitions import defs
+from crpbot_assets.report import BACKTEST_FIELDS
 from v8_model.features import FEATURE_NAMES, FEATURES_DATASET_COLUMNS
 from v8_model.gates import GATE_NAMES, MAX_ABS_LOGIT
 from v8_model.predict import load_production_model
@@ -151,7 +152,7 @@ def test_materialization_metadata(scenario):
 
 def test_check_results_per_partition(scenario):
     checks = checks_by_name(scenario["runs"]["ETH"])
-    assert set(checks) == set(FEATURES_CHECK_NAMES) | set(GATE_NAMES)
+    assert set(checks) == set(FEATURES_CHECK_NAMES) | set(GATE_NAMES) | {PROFIT_CHECK_NAME}
     assert all(check.passed for check in checks.values()), {
         name: check.description for name, check in checks.items() if not check.passed
     }
@@ -218,6 +219,29 @@ def test_gate_report(scenario):
     assert "| logit_range | **FAIL** |" in markdown
     shown = materialization(scenario["report"], "gate_report")
     assert shown["report"] == markdown
+    # The worth section: the backtest figures under their exact names, per fold too.
+    worth = symbols["ETH"]["worth"]
+    assert worth["backtest"] == metrics["worth"]["backtest"]
+    assert set(BACKTEST_FIELDS) <= set(worth["backtest"])
+    assert all(set(BACKTEST_FIELDS) <= set(fold) for fold in worth["folds"])
+    assert worth["skill"]["rank_ic"] == metrics["worth"]["skill"]["rank_ic"]
+    assert "### Worth" in markdown and "| " + " | ".join(BACKTEST_FIELDS) + " |" in markdown
+    assert (root / "reports" / "figures" / "ETH_equity_curve.png").is_file()
+
+
+def test_backtest_asset_writes_its_json_figure_and_profit_check(scenario):
+    root: Path = scenario["root"]
+    result = scenario["runs"]["ETH"]
+    shown = materialization(result, "backtest")
+    stored = json.loads((root / "backtests" / "ETH_backtest.json").read_text())
+    assert shown["uri"] == str(root / "backtests" / "ETH_backtest.json")
+    for name in BACKTEST_FIELDS:
+        assert shown[name] == stored["backtest"][name], name
+    assert shown["figure_equity_curve"].startswith("![ETH walk-forward equity")
+    profit = checks_by_name(result)[PROFIT_CHECK_NAME]
+    assert profit.severity == dg.AssetCheckSeverity.WARN  # the demo profile's default
+    assert profit.passed == (stored["backtest"]["net_return"] > 0)
+    assert profit.metadata["value"].value == stored["backtest"]["net_return"]
 
 
 def test_s3_root_runs_the_same_graph(s3_bucket, dagster_instance):

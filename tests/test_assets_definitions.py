@@ -57,6 +57,7 @@ def test_asset_graph():
         "features",
         "processor",
         "model",
+        "backtest",
         "production_model",
         "gate_report",
     }
@@ -66,7 +67,8 @@ def test_asset_graph():
     }
     assert parents["processor"] == {"features"}
     assert parents["model"] == {"features", "processor"}
-    assert parents["production_model"] == {"model"}
+    assert parents["backtest"] == {"model"}
+    assert parents["production_model"] == {"model", "backtest"}
     assert parents["gate_report"] == {"model"}
     assert graph.get(dg.AssetKey("gate_report")).partitions_def is None
 
@@ -75,6 +77,7 @@ def test_checks_are_blocking_and_partitioned():
     graph = defs.resolve_asset_graph()
     expected = {dg.AssetCheckKey(dg.AssetKey("model"), name) for name in GATE_NAMES}
     expected |= {dg.AssetCheckKey(dg.AssetKey("features"), name) for name in FEATURES_CHECK_NAMES}
+    expected |= {dg.AssetCheckKey(dg.AssetKey("backtest"), "profitable_after_costs")}
     assert set(graph.asset_check_keys) == expected
     for key in expected:
         spec = graph.get_check_spec(key)

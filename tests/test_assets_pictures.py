@@ -26,7 +26,7 @@ from v8_model.layout import REPORT_LINKED_MARKDOWN_KEY
 from v8_model.plots import PNG_MAGIC
 
 ARTIFACTS = Path(__file__).resolve().parents[1] / "test-artifacts" / "gate_report"
-FIGURES = ("loss_curves", "confusion_matrix", "reliability", "class_mix")
+FIGURES = ("loss_curves", "confusion_matrix", "reliability", "class_mix", "equity_curve")
 MAX_PNG_BYTES = 60_000  # each image is kept in Dagster's event log
 DATA_URI = re.compile(r"!\[([^\]]*)\]\(data:image/png;base64,([A-Za-z0-9+/=]+)\)")
 LINK = re.compile(r"!\[([^\]]*)\]\((figures/[^)]+\.png)\)")
@@ -75,7 +75,7 @@ def decode_png(data: bytes) -> Image.Image:
     return image
 
 
-def test_model_materialization_carries_the_four_figures(scenario):
+def test_model_materialization_carries_the_figures(scenario):
     shown = metadata(scenario["pipeline"], "model")
     assert [key for key in shown if key.startswith("figure_")] == [f"figure_{f}" for f in FIGURES]
     for name in FIGURES:

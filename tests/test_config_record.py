@@ -37,6 +37,12 @@ NON_DEFAULT = TrainConfig(
     focal_gamma=1.0,
     label_smoothing=0.05,
     device="cpu",
+    folds=2,
+    skill_alpha=0.05,
+    fee_bps=25.0,
+    slippage_bps=5.0,
+    long_only=True,
+    min_confidence=0.5,
 )
 
 

@@ -104,7 +104,11 @@ def test_writes_every_output_file(container):
             "confidence_calibration",
             "class_balance",
             "no_nan_inf",
+            "directional_skill",
         }
+        # The walk-forward worth record: one fold per the `folds` default (3).
+        assert len(metrics["worth"]["folds"]) == 3
+        assert set(metrics["worth"]["skill"]) >= {"rank_ic", "ci_low", "ci_high", "p_value"}
         for gate in metrics["gates"].values():
             assert set(gate) >= {"passed", "value", "threshold"}
         assert metrics["epochs_run"] <= 2 and metrics["device"] == "cpu"

@@ -64,7 +64,13 @@ def metrics() -> Evaluation:
 
 def test_full_set_from_a_real_training_run(metrics):
     figures = metrics_figures(metrics)
-    assert list(figures) == ["loss_curves", "confusion_matrix", "reliability", "class_mix"]
+    assert list(figures) == [
+        "loss_curves",
+        "confusion_matrix",
+        "reliability",
+        "class_mix",
+        "equity_curve",
+    ]
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     page = [f"# Figures of a {metrics.epochs_run}-epoch BTC run (synthetic market)", ""]
     for name, png in figures.items():

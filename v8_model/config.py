@@ -24,6 +24,13 @@ from dataclasses import dataclass
 SYMBOLS_HYPERPARAMETER = "symbols"
 # The loss functions `v8_model.loss.build_loss` knows.
 LOSSES = ("focal", "cross_entropy")
+# A retail taker fee (Coinbase Advanced, Binance spot without discounts: 0.10% and more) and the
+# half-spread plus impact a market order pays on a liquid pair; both per side, in basis points.
+DEFAULT_FEE_BPS = 10.0
+DEFAULT_SLIPPAGE_BPS = 2.0
+# The lowest confidence threshold the backtest may choose: with three classes the top probability
+# is never below 1/3, so 1/3 trades every BUY/SELL call.
+LOWEST_CONFIDENCE = 1.0 / 3.0
 
 
 class HyperparameterError(ValueError):
@@ -48,6 +55,16 @@ class TrainConfig:
     focal_gamma: float = 2.0
     label_smoothing: float = 0.1
     device: str | None = None  # None: CUDA when present, else CPU
+    # Worth (v8_model.worth, v8_model.backtest, v8_model.walkforward): walk-forward folds, the
+    # last one being the main split; the directional-skill test's one-sided significance level;
+    # costs per side; whether SELL calls go short or stay flat; the lowest confidence threshold
+    # the backtest may choose on validation.
+    folds: int = 3
+    skill_alpha: float = 0.01
+    fee_bps: float = DEFAULT_FEE_BPS
+    slippage_bps: float = DEFAULT_SLIPPAGE_BPS
+    long_only: bool = False
+    min_confidence: float = LOWEST_CONFIDENCE
 
     def __post_init__(self) -> None:
         positive = ("epochs", "batch_size", "learning_rate", "patience", "grad_clip")
@@ -67,6 +84,25 @@ class TrainConfig:
             raise ValueError(f"training setting focal_gamma must be >= 0, got {self.focal_gamma}")
         if self.loss not in LOSSES:
             raise ValueError(f"training setting loss must be one of {LOSSES}, got {self.loss!r}")
+        if isinstance(self.folds, bool) or not isinstance(self.folds, int) or self.folds < 1:
+            raise ValueError(f"training setting folds must be an integer >= 1, got {self.folds!r}")
+        if not 0.0 < self.skill_alpha < 0.5:
+            raise ValueError(
+                f"training setting skill_alpha must be in (0, 0.5), got {self.skill_alpha!r}"
+            )
+        for name in ("fee_bps", "slippage_bps"):
+            value = getattr(self, name)
+            if not (math.isfinite(value) and 0.0 <= value < 10_000):
+                raise ValueError(
+                    f"training setting {name} is a cost per side in basis points and must be "
+                    f">= 0, got {value!r}"
+                )
+        # A tiny tolerance: 1/3 written as 0.333333333 still means "every call".
+        if not (LOWEST_CONFIDENCE - 1e-6 <= self.min_confidence < 1.0):
+            raise ValueError(
+                "training setting min_confidence is a confidence threshold and must be in "
+                f"[1/3, 1), got {self.min_confidence!r}"
+            )
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -89,9 +125,12 @@ def to_hyperparameters(config: TrainConfig) -> dict[str, str]:
     for field in dataclasses.fields(config):
         value = getattr(config, field.name)
         if value is not None:
-            rendered[hyperparameter_name(field.name)] = (
-                repr(float(value)) if isinstance(value, float) else str(value)
-            )
+            if isinstance(value, bool):
+                rendered[hyperparameter_name(field.name)] = "true" if value else "false"
+            else:
+                rendered[hyperparameter_name(field.name)] = (
+                    repr(float(value)) if isinstance(value, float) else str(value)
+                )
     return rendered
 
 
@@ -105,6 +144,13 @@ def _convert(name: str, raw: object) -> object:
         kind = str
         if raw in ("", None):
             return None
+    if kind is bool:  # bool("false") is True: only spelled-out truth values are accepted
+        spelled = str(raw).strip().lower()
+        if spelled in ("true", "1"):
+            return True
+        if spelled in ("false", "0"):
+            return False
+        raise HyperparameterError(f"hyperparameter {name!r}: expected true or false, got {raw!r}")
     try:
         if kind is int and isinstance(raw, float) and not raw.is_integer():
             raise ValueError

@@ -58,9 +58,8 @@ from v8_model.layout import (
     processor_filename,
 )
 from v8_model.net import save_model
-from v8_model.pipeline import SymbolOutcome, train_on_segments
+from v8_model.pipeline import SymbolOutcome, train_symbol
 from v8_model.processor import V8FeatureProcessor
-from v8_model.segments import prepare_segments
 from v8_model.storage import atomic_write_text
 
 
@@ -160,8 +159,9 @@ def _symbols(text: str, pipes_partition: str | None) -> list[str]:
     return symbols or list(SYMBOLS)
 
 
-def read_features_dataset(path: Path) -> pd.DataFrame:
-    """Read a `{SYMBOL}_features.parquet` file, refusing one without the expected columns."""
+def read_features_dataset(path: Path, rows: int | None = None) -> pd.DataFrame:
+    """Read a `{SYMBOL}_features.parquet` file (its first `rows` rows when given), refusing one
+    without the expected columns."""
     if not path.is_file():
         raise FileNotFoundError(
             f"training data {path} not found: upload {path.name} to the training channel"
@@ -176,12 +176,17 @@ def read_features_dataset(path: Path) -> pd.DataFrame:
         )
     # Only what training reads, one column at a time into one float32 matrix: the decoded
     # column is the only transient, and no whole-table Arrow or pandas copy is ever held.
-    features = np.empty((parquet.metadata.num_rows, len(FEATURE_NAMES)), dtype=np.float32)
+    n_rows = parquet.metadata.num_rows if rows is None else min(rows, parquet.metadata.num_rows)
+
+    def column(name: str):
+        return parquet.read(columns=[name]).column(0).slice(0, n_rows)
+
+    features = np.empty((n_rows, len(FEATURE_NAMES)), dtype=np.float32)
     for position, name in enumerate(FEATURE_NAMES):
-        features[:, position] = parquet.read(columns=[name]).column(0).to_numpy()
+        features[:, position] = column(name).to_numpy()
     dataset = pd.DataFrame(features, columns=list(FEATURE_NAMES), copy=False)
-    dataset.insert(0, "close", parquet.read(columns=["close"]).column(0).to_numpy())
-    dataset.insert(0, "timestamp", parquet.read(columns=["timestamp"]).column(0).to_pandas())
+    dataset.insert(0, "close", column("close").to_numpy())
+    dataset.insert(0, "timestamp", column("timestamp").to_pandas())
     return dataset
 
 
@@ -212,6 +217,7 @@ def _report_to_pipes(pipes, evaluation: Evaluation, model_dir: Path) -> None:
             "best_val_loss": evaluation.best_val_loss,
             "class_mix": {"raw_value": evaluation.class_mix, "type": "json"},
             "all_gates_passed": evaluation.all_gates_passed,
+            **_worth_metadata(evaluation),
         }
     )
     for name in GATE_NAMES:
@@ -224,27 +230,46 @@ def _report_to_pipes(pipes, evaluation: Evaluation, model_dir: Path) -> None:
         )
 
 
+def _worth_metadata(evaluation: Evaluation) -> dict:
+    """The headline worth figures as flat metadata (the full record is in metrics.json)."""
+    if evaluation.worth is None:
+        return {}
+    skill, backtest = evaluation.worth.skill, evaluation.worth.backtest
+    return {
+        "rank_ic": skill.rank_ic,
+        "rank_ic_p_value": skill.p_value,
+        "walk_forward_folds": len(evaluation.worth.folds),
+        "net_return": backtest.net_return,
+        "buy_and_hold_return": backtest.buy_and_hold_return,
+        "break_even_fee_bps": backtest.break_even_fee_bps,
+    }
+
+
 def _train_symbol(symbol, paths, config, pipes) -> tuple[SymbolOutcome, Path]:
     processor = None
     if paths.processor_channel is not None:
         processor = V8FeatureProcessor.load(paths.processor_channel / processor_filename(symbol))
-    # The dataset frame is not kept: once scaled into the float32 segments it is freed, so
-    # training holds one copy of the feature matrix, not two.
-    data = prepare_segments(
-        read_features_dataset(paths.training_channel / features_filename(symbol)),
-        processor,
-        symbol,
-    )
+    features_path = paths.training_channel / features_filename(symbol)
 
-    def on_epoch(stats: EpochStats) -> None:
-        line = f"symbol={symbol} {stats.line()}"
+    def log(line: str) -> None:
         print(line, flush=True)
         if pipes is not None:
             pipes.log.info(line)
 
+    def on_epoch(stats: EpochStats) -> None:
+        log(f"symbol={symbol} {stats.line()}")
+
     checkpoint_dir = paths.checkpoint_dir / symbol if paths.checkpoint_dir else None
-    outcome = train_on_segments(
-        data, symbol=symbol, config=config, on_epoch=on_epoch, checkpoint_dir=checkpoint_dir
+    # The dataset frame is read once per walk-forward fold and not kept: once scaled into the
+    # float32 segments it is freed, so training holds one copy of the feature matrix, not two.
+    outcome = train_symbol(
+        lambda rows: read_features_dataset(features_path, rows),
+        symbol=symbol,
+        config=config,
+        processor=processor,
+        on_epoch=on_epoch,
+        on_fold=log,
+        checkpoint_dir=checkpoint_dir,
     )
     symbol_dir = paths.model_dir / symbol
     save_model(outcome.training.model, symbol_dir)
@@ -267,10 +292,12 @@ def run(argv: Sequence[str], paths: ContainerPaths, env: Mapping[str, str], writ
             outcome, symbol_dir = _train_symbol(symbol, paths, config, pipes)
             evaluation = outcome.evaluation
             summary["models"][symbol] = evaluation.summary()
+            skill = evaluation.worth.skill if evaluation.worth is not None else None
             print(
                 f"symbol={symbol} test_accuracy={evaluation.test_accuracy:.4f} "
                 f"baseline_accuracy={evaluation.baseline_accuracy:.4f} "
-                f"gates_passed={evaluation.all_gates_passed}",
+                + (f"rank_ic={skill.rank_ic:.4f} p_value={skill.p_value:.4f} " if skill else "")
+                + f"gates_passed={evaluation.all_gates_passed}",
                 flush=True,
             )
             if pipes is not None:

@@ -3,9 +3,9 @@
 The entry point builds it, writes it, and reports it through Dagster Pipes; the assets, the gate
 report and the figures read it back with `Evaluation.from_json`, which refuses unknown, missing or
 mistyped keys with an error naming the file. The record is flat JSON, each nested part its own
-dataclass. To add a section (e.g. the directional-skill figures), add a dataclass and a field
-`name: Section | None = None` at the end of `Evaluation`: a record written before the section
-existed still reads, with the section None.
+dataclass. To add a section, add a dataclass and a field `name: Section | None = None` at the
+end of `Evaluation` (as `worth` was): a record written before the section existed still reads,
+with the section None.
 
 No torch import here: the Dagster side reads records without loading the trainer.
 """
@@ -87,6 +87,92 @@ class SegmentRows:
     test: int
 
 
+@dataclass(frozen=True)
+class DirectionalSkill:
+    """Rank IC of P(BUY) - P(SELL) against the realised forward return, on out-of-sample rows.
+
+    `p_value` is one-sided (skill > 0) from a stationary bootstrap with mean block length
+    `block_size` (at least the label horizon); the interval is the bootstrap's 95% percentile
+    interval. `calls` counts the rows whose top class is BUY or SELL.
+    """
+
+    rank_ic: float
+    ci_low: float
+    ci_high: float
+    p_value: float
+    alpha: float
+    passed: bool
+    rows: int
+    calls: int
+    block_size: int
+    bootstrap_reps: int
+
+
+@dataclass(frozen=True)
+class BacktestFigures:
+    """Trading the model's calls: every return is a fraction (0.05 = +5%), costs in basis points.
+
+    Each trade is held for the label horizon; `net_return` pays `cost_bps_per_side` on entry
+    and on exit; `buy_and_hold_return` covers the same minutes; `sharpe` is annualised from the
+    per-minute net returns (flat minutes count as 0); `max_drawdown` is the worst fall of net
+    equity from its running peak; `turnover` is the notional traded per day in multiples of
+    equity; `break_even_fee_bps` is the total cost per side at which `net_return` is zero.
+    """
+
+    gross_return: float
+    net_return: float
+    buy_and_hold_return: float
+    trades: int
+    hit_rate: float
+    exposure: float
+    sharpe: float
+    max_drawdown: float
+    turnover: float
+    break_even_fee_bps: float
+    cost_bps_per_side: float
+    rows: int
+    note: str = ""
+
+
+@dataclass(frozen=True)
+class FoldWorth:
+    """One walk-forward fold: its segment sizes, test span, chosen threshold and figures."""
+
+    fold: int
+    train_rows: int
+    validation_rows: int
+    test_rows: int
+    test_start: str
+    test_end: str
+    confidence_threshold: float
+    rank_ic: float
+    backtest: BacktestFigures
+
+
+@dataclass(frozen=True)
+class EquityCurve:
+    """Equity (1.0 at the start) sampled at `bars`, minutes into the concatenated test rows."""
+
+    bars: list[int]
+    net: list[float]
+    gross: list[float]
+    buy_and_hold: list[float]
+
+
+@dataclass(frozen=True)
+class Worth:
+    """Whether the model is worth trading, measured on the folds' concatenated test rows."""
+
+    skill: DirectionalSkill
+    backtest: BacktestFigures
+    folds: list[FoldWorth]
+    equity_curve: EquityCurve
+    fee_bps: float
+    slippage_bps: float
+    long_only: bool
+    horizon: int
+
+
 @dataclass(frozen=True, kw_only=True)
 class Evaluation(TestMetrics):
     """One symbol's trained model measured on its held-out test segment, with its five gates."""
@@ -110,6 +196,8 @@ class Evaluation(TestMetrics):
     hyperparameters: TrainConfig
     gates: dict[str, GateResult]
     all_gates_passed: bool
+    # Walk-forward skill and backtest; None only in a record written before they existed.
+    worth: Worth | None = None
 
     def to_dict(self) -> dict:
         return asdict(self)

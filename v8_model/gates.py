@@ -1,4 +1,7 @@
-"""The five quality gates and the test-segment metrics reported beside them.
+"""The quality gates and the test-segment metrics reported beside them.
+
+Five gates check the model's form on the test segment (`evaluate_gates`); the sixth,
+`directional_skill`, checks its worth on the walk-forward folds' test rows (`v8_model.worth`).
 
 Each threshold is a constant below, defined once: the gates, their descriptions, the checks and
 the figures all read it from here.
@@ -15,13 +18,15 @@ from sklearn.metrics import confusion_matrix, f1_score
 from v8_model.defaults import CLASS_NAMES
 from v8_model.evaluation import GateResult, ReliabilityBin, TestMetrics
 
-GATE_NAMES = (
+FORM_GATE_NAMES = (
     "feature_normalization",
     "logit_range",
     "confidence_calibration",
     "class_balance",
     "no_nan_inf",
 )
+# Every gate a model must pass to be promoted: its form, then its out-of-sample direction.
+GATE_NAMES = (*FORM_GATE_NAMES, "directional_skill")
 
 NORMALIZATION_TOLERANCE = 0.1
 MAX_ABS_LOGIT = 15.0
@@ -41,6 +46,8 @@ GATE_DESCRIPTIONS = {
     "class_balance": f"gate 4: every class predicted for {_LOW_SHARE:.0%}-{_HIGH_SHARE:.0%} of "
     "test samples",
     "no_nan_inf": "gate 5: no NaN or Inf logits",
+    "directional_skill": "gate 6: out-of-sample rank IC of P(BUY) - P(SELL) against the "
+    "forward return is > 0, one-sided block-bootstrap p below the skill_alpha setting",
 }
 
 
@@ -131,7 +138,7 @@ def gate_no_nan_inf(logits: np.ndarray) -> GateResult:
 
 
 def evaluate_gates(scaled_features: np.ndarray, logits: np.ndarray) -> dict[str, GateResult]:
-    """All five gates on the test segment, keyed by gate name in GATE_NAMES order."""
+    """The five form gates on the test segment, keyed by name in FORM_GATE_NAMES order."""
     finite_rows = np.isfinite(logits).all(axis=1)
     finite_logits = logits[finite_rows] if finite_rows.any() else np.zeros((1, logits.shape[1]))
     predictions = np.argmax(np.nan_to_num(logits, nan=-np.inf), axis=1)

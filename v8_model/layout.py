@@ -8,6 +8,7 @@ One place for the layout, shared by the Dagster assets, the trainers and `v8_mod
     models/{SYMBOL}/...                   the entry point's SM_MODEL_DIR/{SYMBOL}/ + run_info.json
     production/{SYMBOL}/current.json      which promoted version serves (v8_model.promotion)
     production/{SYMBOL}/versions/{V}/...  one promoted model + promotion.json, kept for rollback
+    backtests/{SYMBOL}_backtest.json      the walk-forward skill and backtest of the latest model
     reports/gate_report.md, .json         the summary over all symbols (figures embedded)
     reports/gate_report_linked.md         the same, linking reports/figures/{SYMBOL}_*.png
 """
@@ -56,6 +57,11 @@ def processor_key(symbol: str) -> str:
 def model_folder(symbol: str) -> str:
     """What the entry point writes under SM_MODEL_DIR/{SYMBOL}/, plus the trainer's run_info."""
     return f"models/{symbol}"
+
+
+def backtest_key(symbol: str) -> str:
+    """The `backtest` asset's JSON: the latest model's worth record (skill, backtest, folds)."""
+    return f"backtests/{symbol}_backtest.json"
 
 
 def production_folder(symbol: str) -> str:

@@ -21,7 +21,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
 from v8_model.defaults import CLASS_NAMES
-from v8_model.evaluation import Evaluation
+from v8_model.evaluation import EquityCurve, Evaluation
 from v8_model.gates import CLASS_SHARE_BAND
 
 FIGURE_SIZE = (5.0, 3.2)  # inches
@@ -194,10 +194,35 @@ def class_mix_png(class_mix: Mapping[str, float]) -> bytes:
     return _png(figure)
 
 
+def equity_curve_png(curve: EquityCurve, cost_bps_per_side: float) -> bytes:
+    """Strategy equity net and gross of costs against buy-and-hold over the same test minutes."""
+    if not curve.bars:
+        raise ValueError("the equity curve is empty: there were no test rows")
+    figure = _new_figure()
+    axes = figure.add_subplot()
+    days = np.asarray(curve.bars, dtype=np.float64) / (24 * 60)
+    axes.plot(days, curve.gross, label="strategy, gross", color="tab:gray", linewidth=1)
+    axes.plot(days, curve.net, label=f"strategy, net ({cost_bps_per_side:g} bps/side)")
+    axes.plot(days, curve.buy_and_hold, label="buy and hold", color="tab:orange")
+    axes.axhline(1.0, color="black", linewidth=0.5)
+    axes.set_xlabel("days of out-of-sample test rows (walk-forward folds)")
+    axes.set_ylabel("equity")
+    axes.legend(fontsize="small")
+    return _png(figure)
+
+
 def metrics_figures(evaluation: Evaluation) -> dict[str, bytes]:
     """Every figure of one symbol's evaluation record, by name, in display order."""
     if evaluation.history is None:
         raise ValueError("the record has no 'history' (written before the figures existed)")
+    worth = evaluation.worth
+    equity = (
+        {}
+        if worth is None
+        else {
+            "equity_curve": equity_curve_png(worth.equity_curve, worth.backtest.cost_bps_per_side)
+        }
+    )
     return {
         "loss_curves": loss_curves_png([asdict(stats) for stats in evaluation.history]),
         "confusion_matrix": confusion_matrix_png(evaluation.confusion_matrix, CLASS_NAMES),
@@ -205,6 +230,7 @@ def metrics_figures(evaluation: Evaluation) -> dict[str, bytes]:
             [asdict(row) for row in evaluation.reliability], evaluation.ece
         ),
         "class_mix": class_mix_png(evaluation.class_mix),
+        **equity,
     }
 
 

@@ -21,11 +21,16 @@ from v8_model.split import ChronologicalSplit, chronological_split
 
 @dataclass
 class Segment:
-    """Scaled features and labels of one segment (rows without a forward return dropped)."""
+    """Scaled features and labels of one segment (rows without a forward return dropped).
+
+    `forward_returns` is each row's realised log return over the label horizon, a 1-D float64
+    array: what the directional-skill test and the backtest score the model's calls against.
+    """
 
     features: np.ndarray
     labels: np.ndarray
     timestamps: pd.Series
+    forward_returns: np.ndarray
 
 
 @dataclass
@@ -52,6 +57,14 @@ def _scores_and_split(dataset: pd.DataFrame, horizon: int) -> tuple[np.ndarray, 
     return scores, chronological_split(len(dataset), horizon=horizon)
 
 
+def forward_log_returns(close: pd.Series | np.ndarray, horizon: int) -> np.ndarray:
+    """log(close_{t+h} / close_t) per row; NaN where the future is too short."""
+    log_close = np.log(np.asarray(close, dtype=np.float64))
+    returns = np.full(log_close.shape, np.nan)
+    returns[:-horizon] = log_close[horizon:] - log_close[:-horizon]
+    return returns
+
+
 def _fit_on_training_segment(
     dataset: pd.DataFrame,
     scores: np.ndarray,
@@ -72,18 +85,24 @@ def fit_processor(
 
 
 def prepare_segments(
-    dataset: pd.DataFrame, processor: V8FeatureProcessor | None = None, symbol: str | None = None
+    dataset: pd.DataFrame,
+    processor: V8FeatureProcessor | None = None,
+    symbol: str | None = None,
+    split: ChronologicalSplit | None = None,
 ) -> PreparedData:
-    """Split the dataset, fit (or reuse) the processor, and scale and label each segment.
+    """Split the dataset (the main split, or `split`: a walk-forward fold's), fit (or reuse) the
+    processor, and scale and label each segment.
 
     The result holds no reference to `dataset`: a caller that drops it frees the frame, and
-    only the float32 segments stay in memory for training.
+    only the float32 segments (and 1-D forward returns) stay in memory for training.
     """
     horizon = processor.horizon if processor is not None else DEFAULT_HORIZON
-    scores, split = _scores_and_split(dataset, horizon)
+    scores, main_split = _scores_and_split(dataset, horizon)
+    split = split or main_split
     if processor is None:
         processor = _fit_on_training_segment(dataset, scores, split, symbol, horizon)
     timestamps = dataset["timestamp"]
+    returns = forward_log_returns(dataset["close"], horizon)
 
     def segment(rows: slice) -> Segment:
         positions, kept_scores = _scored_positions(rows, scores)
@@ -91,6 +110,7 @@ def prepare_segments(
             processor.transform(dataset, positions),
             processor.labels(kept_scores),
             timestamps.iloc[positions].reset_index(drop=True),
+            returns[positions],
         )
 
     return PreparedData(
