@@ -25,6 +25,7 @@ from crpbot_assets.partitions import symbol_partitions
 from crpbot_assets.profiles import PROFILES, default_profile_name
 from crpbot_assets.storage import REPO_ROOT, REPORT_JSON_KEY, REPORT_MARKDOWN_KEY
 from crpbot_assets.writers import fail_orphaned_runs, process_tags
+from v8_model.symbols import HOW_TO_ADD
 
 DAGSTER_HOME_DEFAULT = REPO_ROOT / ".dagster_home"
 # Dagster's wrappers around a step's own error; the failure line shows what they wrap.
@@ -148,7 +149,7 @@ def _symbols(parser: argparse.ArgumentParser, text: str | None) -> list[str]:
     symbols = [s.strip().upper() for s in text.split(",")]
     unknown = sorted(set(symbols) - set(known))
     if unknown:
-        parser.error(f"unknown symbol(s) {unknown}; known: {known}")
+        parser.error(f"unknown symbol(s) {unknown}; known: {known} ({HOW_TO_ADD})")
     repeated = sorted({s for s in symbols if symbols.count(s) > 1})
     if repeated:
         parser.error(f"--symbols lists {', '.join(repeated)} more than once; name each once")

@@ -45,7 +45,7 @@ from v8_model.config import (
     add_hyperparameter_arguments,
     decode_hyperparameters,
 )
-from v8_model.defaults import SYMBOLS
+from v8_model.symbols import SYMBOLS
 from v8_model.evaluation import EpochStats, Evaluation
 from v8_model.features import FEATURE_NAMES, FEATURES_DATASET_COLUMNS
 from v8_model.gates import GATE_NAMES
