@@ -45,7 +45,6 @@ from v8_model.config import (
     add_hyperparameter_arguments,
     decode_hyperparameters,
 )
-from v8_model.symbols import SYMBOLS
 from v8_model.evaluation import EpochStats, Evaluation
 from v8_model.features import FEATURE_NAMES, FEATURES_DATASET_COLUMNS
 from v8_model.gates import GATE_NAMES
@@ -62,6 +61,7 @@ from v8_model.pipeline import SymbolOutcome, train_on_segments
 from v8_model.processor import V8FeatureProcessor
 from v8_model.segments import prepare_segments
 from v8_model.storage import atomic_write_text
+from v8_model.symbols import SYMBOLS
 
 
 @dataclass(frozen=True)

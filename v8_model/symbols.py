@@ -26,7 +26,7 @@ SYMBOL_PATTERN = re.compile(r"^[A-Z0-9]{2,15}$")
 
 
 # What an "unknown symbol" error tells the user to do.
-HOW_TO_ADD = f"to train another, add it to `symbols` in {SETTINGS_FILE.name} or to {SYMBOLS_ENV_VAR}"
+HOW_TO_ADD = f"to train another, add it to `symbols` in {SETTINGS_FILE.name} or {SYMBOLS_ENV_VAR}"
 
 
 class SymbolSettingsError(ValueError):
