@@ -1,0 +1,195 @@
+"""What the main command shows: live progress per symbol, then one summary table.
+
+Progress is read back from the Dagster instance, not from the worker processes' output: each
+symbol's run writes its events to the instance as always (so the UI and the run logs hold
+everything), and `RunFollower` turns the new ones into the stage, the epoch and its losses.
+Warnings and errors that the steps log are shown as lines above the live display; Dagster's
+DEBUG event records stay in the run logs (the main command's `--verbose` shows them as well).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+
+import dagster as dg
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from v8_model.gates import GATE_NAMES
+
+# The pipeline's steps as the user thinks of them; the model's gate checks are their own stage.
+STAGES = ("candles", "features", "processor", "model", "checks", "promotion")
+STAGE_OF_STEP = {
+    "candles": "candles",
+    "features": "features",
+    "processor": "processor",
+    "model": "model",
+    "production_model": "promotion",
+}
+# The entry point's per-epoch line (v8_model.evaluation.EpochStats.line), forwarded by Pipes.
+EPOCH_LINE = re.compile(
+    r"epoch=(?P<epoch>\d+) train_loss=(?P<train>\S+) val_loss=(?P<val>\S+)(?: val_acc=\S+)?"
+)
+
+
+@dataclass
+class RunUpdate:
+    """What a run's new events changed; fields left None did not change."""
+
+    stage: str | None = None
+    epoch: int | None = None
+    train_loss: str | None = None
+    val_loss: str | None = None
+    notes: list[str] = field(default_factory=list)  # warnings and errors to show in full
+
+
+class RunFollower:
+    """Reads one run's new event records from the instance, from where it left off."""
+
+    def __init__(self, instance: dg.DagsterInstance, run_id: str) -> None:
+        self.instance = instance
+        self.run_id = run_id
+        self._cursor: str | None = None
+
+    def poll(self) -> RunUpdate:
+        update = RunUpdate()
+        connection = self.instance.get_records_for_run(self.run_id, cursor=self._cursor)
+        self._cursor = connection.cursor or self._cursor
+        for record in connection.records:
+            apply_entry(update, record.event_log_entry)
+        return update
+
+
+def apply_entry(update: RunUpdate, entry: dg.EventLogEntry) -> None:
+    """Fold one event log entry into `update`."""
+    event = entry.dagster_event
+    if event is not None:
+        if event.event_type_value == "STEP_START" and event.step_key in STAGE_OF_STEP:
+            update.stage = STAGE_OF_STEP[event.step_key]
+        elif event.event_type_value == "ASSET_CHECK_EVALUATION" and event.step_key == "model":
+            update.stage = "checks"
+        return
+    message = entry.user_message or ""
+    epoch = EPOCH_LINE.search(message)
+    if epoch is not None:
+        update.epoch = int(epoch["epoch"])
+        update.train_loss, update.val_loss = epoch["train"], epoch["val"]
+    elif entry.level >= 30:  # logging.WARNING: what a user must see, in full
+        update.notes.append(message)
+
+
+class ProgressBoard:
+    """One live line per symbol: its stage, the epoch bar and the latest losses."""
+
+    def __init__(self, console: Console, symbols: Sequence[str], epochs: int) -> None:
+        self.console = console
+        self.progress = Progress(
+            TextColumn("[bold]{task.description:<6}"),
+            TextColumn("{task.fields[stage]:<22}"),
+            BarColumn(bar_width=20),
+            TextColumn("epoch {task.completed:>3.0f}/{task.total:<3.0f}"),
+            TextColumn("{task.fields[losses]}"),
+            TimeElapsedColumn(),
+            console=console,
+        )
+        self.tasks: dict[str, TaskID] = {
+            symbol: self.progress.add_task(
+                symbol, total=epochs, start=False, stage="waiting", losses=""
+            )
+            for symbol in symbols
+        }
+
+    def __enter__(self) -> ProgressBoard:
+        self.progress.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.progress.stop()
+
+    def started(self, symbol: str, run_url: str) -> None:
+        self.progress.start_task(self.tasks[symbol])
+        self.progress.update(self.tasks[symbol], stage=_stage_text("candles"))
+        self.console.print(f"{symbol} started: {run_url}", highlight=False)
+
+    def apply(self, symbol: str, update: RunUpdate) -> None:
+        task = self.tasks[symbol]
+        for note in update.notes:
+            self.console.print(f"[yellow]{symbol}:[/] {note}", highlight=False)
+        changes: dict = {}
+        if update.stage is not None:
+            changes["stage"] = _stage_text(update.stage)
+        if update.epoch is not None:
+            changes["completed"] = update.epoch
+            changes["losses"] = f"train {update.train_loss}  val {update.val_loss}"
+        if changes:
+            self.progress.update(task, **changes)
+
+    def finished(self, symbol: str, failure: str | None) -> None:
+        task = self.tasks[symbol]
+        if failure is None:
+            total = self.progress.tasks[task].total
+            self.progress.update(task, stage="[green]done", completed=total)
+        else:
+            stage = self.progress.tasks[task].fields["stage"]
+            self.progress.update(task, stage=f"[red]failed[/] at {stage}")
+        self.progress.stop_task(task)
+
+
+def _stage_text(stage: str) -> str:
+    return f"{STAGES.index(stage) + 1}/{len(STAGES)} {stage}"
+
+
+@dataclass(frozen=True)
+class SymbolResult:
+    """One symbol's outcome for the summary: `failure` is None when its run succeeded;
+    `entry` is its gate-report entry when this run trained a model, else None."""
+
+    symbol: str
+    failure: str | None
+    entry: Mapping | None
+
+
+def summary_table(results: Iterable[SymbolResult]) -> Table:
+    """symbol, gates passed, promoted, test accuracy vs baseline, training time, where, cost."""
+    table = Table(title="crpbot V8: this run", title_justify="left")
+    for name, justify in (
+        ("symbol", "left"),
+        ("run", "left"),
+        ("gates", "right"),
+        ("promoted", "left"),
+        ("test acc (baseline)", "right"),
+        ("train time", "right"),
+        ("ran on", "left"),
+        ("cost", "right"),
+    ):
+        table.add_column(name, justify=justify)  # type: ignore[arg-type]
+    for result in results:
+        table.add_row(result.symbol, *_row(result))
+    return table
+
+
+def _row(result: SymbolResult) -> list[str]:
+    run = "[green]ok[/]" if result.failure is None else "[red]FAILED[/]"
+    entry = result.entry
+    if entry is None:
+        return [run, "-", "no", "-", "-", "-", "-"]
+    gates = entry.get("gates") or {}
+    passed = sum(bool(gates.get(name, {}).get("passed")) for name in GATE_NAMES)
+    seconds = entry.get("train_seconds")
+    cost = entry.get("cost_usd")
+    return [
+        run,
+        f"{passed}/{len(GATE_NAMES)}",
+        "[green]yes[/]" if entry.get("promoted") else "no",
+        f"{_percent(entry.get('test_accuracy'))} ({_percent(entry.get('baseline_accuracy'))})",
+        "-" if seconds is None else f"{seconds:.0f} s",
+        " / ".join(str(entry[key]) for key in ("trainer", "device") if entry.get(key)) or "-",
+        f"${cost or 0.0:.2f}",
+    ]
+
+
+def _percent(value: float | None) -> str:
+    return "-" if value is None else f"{100 * value:.1f}%"
