@@ -14,6 +14,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import dagster as dg
+from rich import box
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 from rich.table import Table
@@ -153,15 +154,17 @@ class SymbolResult:
 
 
 def summary_table(results: Iterable[SymbolResult]) -> Table:
-    """symbol, gates passed, promoted, test accuracy vs baseline, training time, where, cost."""
-    table = Table(title="crpbot V8: this run", title_justify="left")
+    """symbol, run outcome, gates passed, promoted, test accuracy and the majority-class baseline,
+    training time, where it ran, cost: one row per result."""
+    table = Table(box=box.SIMPLE_HEAD, pad_edge=False, collapse_padding=True)
     for name, justify in (
         ("symbol", "left"),
         ("run", "left"),
         ("gates", "right"),
         ("promoted", "left"),
-        ("test acc (baseline)", "right"),
-        ("train time", "right"),
+        ("test acc", "right"),
+        ("baseline", "right"),
+        ("train", "right"),
         ("ran on", "left"),
         ("cost", "right"),
     ):
@@ -172,10 +175,10 @@ def summary_table(results: Iterable[SymbolResult]) -> Table:
 
 
 def _row(result: SymbolResult) -> list[str]:
-    run = "[green]ok[/]" if result.failure is None else "[red]FAILED[/]"
+    run = "[green]ok[/]" if result.failure is None else "[red]failed[/]"
     entry = result.entry
     if entry is None:
-        return [run, "-", "no", "-", "-", "-", "-"]
+        return [run, "-", "no", "-", "-", "-", "-", "-"]
     gates = entry.get("gates") or {}
     passed = sum(bool(gates.get(name, {}).get("passed")) for name in GATE_NAMES)
     seconds = entry.get("train_seconds")
@@ -184,9 +187,10 @@ def _row(result: SymbolResult) -> list[str]:
         run,
         f"{passed}/{len(GATE_NAMES)}",
         "[green]yes[/]" if entry.get("promoted") else "no",
-        f"{_percent(entry.get('test_accuracy'))} ({_percent(entry.get('baseline_accuracy'))})",
+        _percent(entry.get("test_accuracy")),
+        _percent(entry.get("baseline_accuracy")),
         "-" if seconds is None else f"{seconds:.0f} s",
-        " / ".join(str(entry[key]) for key in ("trainer", "device") if entry.get(key)) or "-",
+        "/".join(str(entry[key]) for key in ("trainer", "device") if entry.get(key)) or "-",
         f"${cost or 0.0:.2f}",
     ]
 
