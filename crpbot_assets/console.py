@@ -113,12 +113,13 @@ class ProgressBoard:
     def started(self, symbol: str, run_url: str) -> None:
         self.progress.start_task(self.tasks[symbol])
         self.progress.update(self.tasks[symbol], stage=_stage_text("candles"))
-        self.console.print(f"{symbol} started: {run_url}", highlight=False)
+        self.console.print(f"{symbol} started: {run_url}", highlight=False, soft_wrap=True)
 
     def apply(self, symbol: str, update: RunUpdate) -> None:
         task = self.tasks[symbol]
         for note in update.notes:
-            self.console.print(f"[yellow]{symbol}:[/] {note}", highlight=False)
+            # soft_wrap: a path or a fix is shown whole, never broken across lines.
+            self.console.print(f"[yellow]{symbol}:[/] {note}", highlight=False, soft_wrap=True)
         changes: dict = {}
         if update.stage is not None:
             changes["stage"] = _stage_text(update.stage)
