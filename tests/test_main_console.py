@@ -59,7 +59,18 @@ def test_summary_table_rows_fit_80_columns():
     lines = console.export_text().splitlines()
     assert any(TABLE_HEADER.search(line) for line in lines)
     [eth] = [line for line in lines if line.startswith("ETH")]
-    assert eth.split() == ["ETH", "ok", "5/5", "yes", "52.1%", "31.8%", "50", "s", "local/cpu", "$0.00"]
+    assert eth.split() == [
+        "ETH",
+        "ok",
+        "5/5",
+        "yes",
+        "52.1%",
+        "31.8%",
+        "50",
+        "s",
+        "local/cpu",
+        "$0.00",
+    ]
     [btc] = [line for line in lines if line.startswith("BTC")]
     assert btc.split()[:4] == ["BTC", "failed", "5/5", "no"]
     [sol] = [line for line in lines if line.startswith("SOL")]
