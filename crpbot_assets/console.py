@@ -157,7 +157,7 @@ class SymbolResult:
 def summary_table(results: Iterable[SymbolResult]) -> Table:
     """symbol, run outcome, gates passed, promoted, test accuracy and the majority-class baseline,
     training time, where it ran, cost: one row per result."""
-    table = Table(box=box.SIMPLE_HEAD, pad_edge=False, collapse_padding=True)
+    table = Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False, collapse_padding=True)
     for name, justify in (
         ("symbol", "left"),
         ("run", "left"),
