@@ -14,6 +14,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import dagster as dg
+import sqlalchemy.exc
 from rich import box
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
@@ -57,7 +58,12 @@ class RunFollower:
 
     def poll(self) -> RunUpdate:
         update = RunUpdate()
-        connection = self.instance.get_records_for_run(self.run_id, cursor=self._cursor)
+        if not self.instance.has_run(self.run_id):
+            return update  # its process has not created it yet
+        try:
+            connection = self.instance.get_records_for_run(self.run_id, cursor=self._cursor)
+        except sqlalchemy.exc.OperationalError:
+            return update  # SQLite busy with the run's own write: the next poll reads on
         self._cursor = connection.cursor or self._cursor
         for record in connection.records:
             apply_entry(update, record.event_log_entry)

@@ -181,7 +181,8 @@ def symbol_run_failure(run: SymbolProcess) -> str | None:
         tail = ": " + "\n".join(lines[-20:]) if lines else ""
     where = f" (full output: {run.log_path})" if run.log_path is not None else ""
     code = run.process.returncode
-    return f"its process exited with code {code} before its run ended{where}{tail}"
+    how = f"was killed by {signal.Signals(-code).name}" if code < 0 else f"exited with code {code}"
+    return f"its process {how} before its run ended{where}{tail}"
 
 
 def stop_symbol_runs(runs: Sequence[SymbolProcess], signal_number: int) -> None:

@@ -22,15 +22,11 @@ from pathlib import Path
 import dagster as dg
 
 from crpbot_assets.definitions import defs
-from crpbot_assets.main import failure_summary
+from crpbot_assets.main import QUIET_LOGGERS, failure_summary
 from crpbot_assets.profiles import PROFILES
 from crpbot_assets.writers import process_tags
 from v8_model.lifetime import die_with_parent
 from v8_model.storage import atomic_write_text
-
-# Dagster's default console logger, silenced: every event still reaches the instance.
-QUIET_LOGGERS = {"console": {"config": {"log_level": "CRITICAL"}}}
-
 
 def run_config(profile: str, verbose: bool) -> dict:
     config: dict = {"resources": {"profile": {"config": {"name": profile}}}}
