@@ -28,6 +28,7 @@ from crpbot_assets.writers import process_tags
 from v8_model.lifetime import die_with_parent
 from v8_model.storage import atomic_write_text
 
+
 def run_config(profile: str, verbose: bool) -> dict:
     config: dict = {"resources": {"profile": {"config": {"name": profile}}}}
     if not verbose:
