@@ -2,28 +2,39 @@
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
+DEMO_STAMP := $(VENV)/.installed-demo
 STAMP := $(VENV)/.installed
+# --no-compile: no .pyc for the many modules the demo never imports (Python compiles what it uses).
+PIP := $(BIN)/python -m pip install --quiet --no-compile
 
-.PHONY: setup demo test ui lint bench clean
+.PHONY: setup setup-demo demo test ui lint bench clean
 
+# What the demo needs and nothing more: the runtime dependencies.
+setup-demo: $(DEMO_STAMP)
+
+# Everything: the demo's set-up plus the test tooling and the SageMaker SDK.
 setup: $(STAMP)
 
 # torch is pinned to 2.13.0 and installed first: on the project's machines pip takes the CPU wheel
 # that lies on disk; a plain `torch` (or a range) would pull a multi-GB CUDA build.
-$(STAMP): pyproject.toml
+$(DEMO_STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet torch==2.13.0
-	$(BIN)/python -m pip install --quiet -e '.[dev,sagemaker]'
+	$(PIP) torch==2.13.0
+	$(PIP) -e .
+	touch $(DEMO_STAMP)
+
+$(STAMP): $(DEMO_STAMP)
+	$(PIP) -e '.[dev,sagemaker]'
 	touch $(STAMP)
 
-demo: setup
+demo: setup-demo
 	$(BIN)/python -m crpbot_assets.main
 
 test: setup
 	$(BIN)/python -m pytest
 
-ui: setup
+ui: setup-demo
 	DAGSTER_HOME=$(CURDIR)/.dagster_home $(BIN)/dagster dev -h 127.0.0.1 -p 3000
 
 lint: setup

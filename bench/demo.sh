@@ -1,28 +1,31 @@
 #!/usr/bin/env bash
-# Wall time and peak RSS of the main command (all symbols, demo profile unless CRPBOT_PROFILE says
-# otherwise), measured after set-up so that installing packages is not counted.
-# Usage: bench/demo.sh [main-command args, e.g. --symbols BTC]
-#        bench/demo.sh --compare OTHER_CHECKOUT [args]   e.g. --compare ../main
-#   runs the demo in OTHER_CHECKOUT ("before") and in this checkout ("after"), one after the other,
-#   each in a fresh storage root and DAGSTER_HOME, and prints both wall times and their ratio.
-# PYTHON (default .venv/bin/python, made by `make setup` when missing) runs both checkouts.
+# Wall time and peak RSS of the main command (demo profile unless CRPBOT_PROFILE says otherwise),
+# measured after set-up so that installing packages is not counted. Every run starts from an empty
+# storage root and Dagster instance.
+#
+#   bench/demo.sh                          3 and 8 symbols, serial (--jobs 1) vs parallel
+#                                          (--jobs = cores), and the speed-up
+#   bench/demo.sh --compare OTHER [ARGS]   the main command in the checkout OTHER ("before", e.g.
+#                                          ../main) and in this one ("after"), one after the other,
+#                                          and the ratio of their wall times
+#   bench/demo.sh ARGS...                  one run of the main command with ARGS
+#
+# PYTHON names the interpreter for every checkout (default .venv/bin/python, set up by
+# `make setup-demo` when missing).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 here=$(pwd)
 if [ -z "${PYTHON:-}" ]; then
-    [ -x .venv/bin/python ] || make setup
+    [ -x .venv/bin/python ] || make setup-demo
     PYTHON=$here/.venv/bin/python
 fi
-compare=""
-if [ "${1:-}" = "--compare" ]; then
-    compare=$(cd "$2" && pwd)
-    shift 2
-fi
+export CRPBOT_PROFILE="${CRPBOT_PROFILE:-demo}"
 log=$(mktemp)
 work=$(mktemp -d)
 trap 'rm -rf "$log" "$work"' EXIT
 
-# One demo run of the checkout $1 (remaining args: the main command's); sets wall, rss_kib, status.
+# One run of the main command in checkout $1 (remaining args: the command's); sets wall (m:ss),
+# rss_kib and status, and prints the run's promotion lines.
 measure() {
     local checkout=$1
     shift
@@ -31,7 +34,7 @@ measure() {
     status=0
     if [ -x /usr/bin/time ]; then
         # -v: GNU time's report; its "Maximum resident set size" is the largest single process
-        # among the command and its children (the Dagster process or a training subprocess).
+        # among the command and its children (a symbol's run or a training subprocess).
         (cd "$checkout" && CRPBOT_ROOT=$run_dir/root DAGSTER_HOME=$run_dir/home \
             PYTHONPATH=$checkout /usr/bin/time -v -o "$log" "$PYTHON" -m crpbot_assets.main "$@" \
             >"$run_dir/out.txt" 2>&1) || status=$?
@@ -59,13 +62,37 @@ seconds() { # m:ss.ss or h:mm:ss → seconds
     awk -F: '{ s = 0; for (i = 1; i <= NF; i++) s = s * 60 + $i; print s }' <<<"$1"
 }
 
-if [ -z "$compare" ]; then
+if [ "$#" -eq 0 ]; then
+    cores=$(nproc)
+    eight="BTC,ETH,SOL,DOGE,ADA,XRP,LTC,AVAX" # the five added symbols train on synthetic data
+    declare -A took
+    for symbols in "BTC,ETH,SOL" "$eight"; do
+        count=$(tr ',' '\n' <<<"$symbols" | wc -l)
+        for jobs in 1 "$cores"; do
+            CRPBOT_SYMBOLS=$symbols measure "$here" --jobs "$jobs" >/dev/null
+            took[$count-$jobs]=$(seconds "$wall")
+            printf '%s symbols, --jobs %s: exit %s, wall %s (m:ss), peak RSS %s MiB\n' \
+                "$count" "$jobs" "$status" "$wall" "$((rss_kib / 1024))"
+        done
+    done
+    echo
+    echo "on $cores cores, demo profile (wall seconds; speed-up = serial / parallel):"
+    for count in 3 8; do
+        awk -v n="$count" -v j="$cores" -v s="${took[$count-1]}" -v p="${took[$count-$cores]}" \
+            'BEGIN { printf "%s symbols: serial %7.1f s   parallel (--jobs %s) %7.1f s   speed-up %.2fx\n", n, s, j, p, s / p }'
+    done
+    exit 0
+fi
+
+if [ "$1" != "--compare" ]; then
     measure "$here" "$@"
     echo
     echo "main command: exit ${status}, wall ${wall} (m:ss), peak RSS $((rss_kib / 1024)) MiB"
     exit "$status"
 fi
 
+compare=$(cd "$2" && pwd)
+shift 2
 measure "$compare" "$@"
 before_wall=$wall before_rss=$rss_kib before_status=$status
 measure "$here" "$@"

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING
 
 from pydantic import ValidationError
 
-from v8_model.defaults import SYMBOLS
+from v8_model.symbols import HOW_TO_ADD, SYMBOLS
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -76,7 +76,9 @@ def _settings(args: argparse.Namespace) -> SageMakerSettings:
 def _symbol(text: str) -> str:
     symbol = text.strip().upper()
     if symbol not in SYMBOLS:
-        raise argparse.ArgumentTypeError(f"unknown symbol {text!r}; known: {', '.join(SYMBOLS)}")
+        raise argparse.ArgumentTypeError(
+            f"unknown symbol {text!r}; known: {', '.join(SYMBOLS)} ({HOW_TO_ADD})"
+        )
     return symbol
 
 

@@ -1,35 +1,63 @@
 """The main command: every asset, every symbol, on the embedded default; prints the gate report.
 
-    python -m crpbot_assets.main [--profile demo|full] [--symbols BTC,ETH]
+    python -m crpbot_assets.main [--profile demo|full] [--symbols BTC,ETH] [--jobs N] [--verbose]
 
 One `symbol_pipeline` run per symbol (candles → features → processor → model → production_model,
-with every check), then one `gate_report_job` run. The runs are recorded in a persistent
-DAGSTER_HOME (default `<repo>/.dagster_home`, git-ignored), so `dagster dev` with the same
-DAGSTER_HOME shows them. Exits 1 when any run failed, naming the symbol and why.
+with every check), each in its own process (`crpbot_assets.symbol_run`), up to `--jobs` at a time;
+then one `gate_report_job` run. The runs are recorded in a persistent DAGSTER_HOME (default
+`<repo>/.dagster_home`, git-ignored), so `dagster dev` with the same DAGSTER_HOME shows them.
+The console shows each symbol's stage and epochs, then a summary table; Dagster's event records
+stay in the run logs unless `--verbose`. Exits 1 when any run failed, naming the symbol and why.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import json
 import os
 import signal
+import subprocess
 import sys
-from collections.abc import Sequence
+import tempfile
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO
 
 import dagster as dg
+from dagster._core.utils import make_new_run_id
 from dagster._utils.error import SerializableErrorInfo
+from rich.console import Console
 
 from crpbot_assets.alerts import DEFAULT_UI_URL, UI_URL_ENV_VAR
+from crpbot_assets.console import (
+    ProgressBoard,
+    RunFollower,
+    SymbolResult,
+    promotion_line,
+    summary_table,
+)
 from crpbot_assets.definitions import defs
 from crpbot_assets.partitions import symbol_partitions
-from crpbot_assets.profiles import PROFILES, default_profile_name
+from crpbot_assets.profiles import PROFILES, default_profile_name, get_profile
+from crpbot_assets.report import NOT_TRAINED, symbol_entry
 from crpbot_assets.storage import REPO_ROOT, REPORT_JSON_KEY, REPORT_MARKDOWN_KEY
-from crpbot_assets.verdict import promotion_verdict
+from crpbot_assets.trainers import utc_now
 from crpbot_assets.writers import fail_orphaned_runs, process_tags
+from v8_model.lifetime import PARENT_PID_ENV_VAR
+from v8_model.symbols import HOW_TO_ADD
 
 DAGSTER_HOME_DEFAULT = REPO_ROOT / ".dagster_home"
 # Dagster's wrappers around a step's own error; the failure line shows what they wrap.
 DAGSTER_WRAPPERS = {"DagsterExecutionStepExecutionError", "DagsterUserCodeExecutionError"}
+SYMBOL_RUN_MODULE = "crpbot_assets.symbol_run"
+POLL_SECONDS = 0.5  # how often the console reads the runs' new events
+# After a forwarded SIGINT/SIGTERM, how long a symbol's process may take to stop its run.
+STOP_SECONDS = 60.0
+# Dagster's default console logger, silenced: every event still reaches the instance.
+QUIET_LOGGERS = {"console": {"config": {"log_level": "CRITICAL"}}}
 
 
 def _cause(error: SerializableErrorInfo) -> str:
@@ -101,46 +129,174 @@ class Interrupted(Exception):
         self.outcomes = outcomes
 
 
+def default_jobs() -> int:
+    """Symbols run at once by default: one per core but one, at least one."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return max(1, (cores or 1) - 1)
+
+
+@dataclass
+class SymbolProcess:
+    """One symbol's run in its own process (`crpbot_assets.symbol_run`)."""
+
+    symbol: str
+    run_id: str
+    process: subprocess.Popen
+    result_path: Path
+    log_path: Path | None  # its stdout and stderr; None when they go to the console (--verbose)
+    follower: RunFollower
+
+
+def start_symbol_run(
+    symbol: str, profile: str, instance: dg.DagsterInstance, work: Path, verbose: bool
+) -> SymbolProcess:
+    run_id = make_new_run_id()
+    result_path = work / f"{symbol}.json"
+    log_path = None
+    output: IO | None = None
+    if not verbose:
+        log_path = Path(instance.root_directory) / "logs" / f"{symbol}-{run_id}.log"
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+        output = log_path.open("w")
+    command = [sys.executable, "-m", SYMBOL_RUN_MODULE, symbol, "--profile", profile]
+    command += ["--run-id", run_id, "--result", str(result_path)]
+    command += ["--verbose"] if verbose else []
+    process = subprocess.Popen(
+        command,
+        # Killed with this process, even by SIGKILL (see v8_model.lifetime).
+        env={**os.environ, PARENT_PID_ENV_VAR: str(os.getpid())},
+        stdout=output,
+        stderr=None if output is None else subprocess.STDOUT,
+        # Ctrl-C reaches this process only; it forwards the signal once, to every symbol.
+        start_new_session=True,
+    )
+    if output is not None:
+        output.close()  # the child holds its own copy
+    return SymbolProcess(
+        symbol, run_id, process, result_path, log_path, RunFollower(instance, run_id)
+    )
+
+
+def symbol_run_failure(run: SymbolProcess) -> str | None:
+    """The run's failure reason (None: it succeeded), or why its process gave none."""
+    if run.result_path.is_file():
+        return json.loads(run.result_path.read_text())["failure"]
+    tail = ""
+    if run.log_path is not None and run.log_path.is_file():
+        lines = run.log_path.read_text(errors="replace").strip().splitlines()
+        tail = ": " + "\n".join(lines[-20:]) if lines else ""
+    where = f" (full output: {run.log_path})" if run.log_path is not None else ""
+    code = run.process.returncode
+    how = f"was killed by {signal.Signals(-code).name}" if code < 0 else f"exited with code {code}"
+    return f"its process {how} before its run ended{where}{tail}"
+
+
+def stop_symbol_runs(runs: Sequence[SymbolProcess], signal_number: int) -> None:
+    """Forward the signal (Dagster stops each run in progress), then wait; SIGKILL stragglers."""
+    for run in runs:
+        with contextlib.suppress(ProcessLookupError):
+            run.process.send_signal(signal_number)
+    deadline = time.monotonic() + STOP_SECONDS
+    try:
+        for run in runs:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                run.process.wait(timeout=max(0.0, deadline - time.monotonic()))
+    except KeyboardInterrupt:  # a second Ctrl-C: do not wait
+        pass
+    for run in runs:
+        if run.process.poll() is None:
+            run.process.kill()
+            run.process.wait()
+
+
 def run_all(
-    symbols: Sequence[str], profile: str, instance: dg.DagsterInstance, watch: SignalWatch
+    symbols: Sequence[str],
+    profile: str,
+    instance: dg.DagsterInstance,
+    watch: SignalWatch,
+    *,
+    jobs: int = 1,
+    verbose: bool = False,
+    console: Console | None = None,
 ) -> dict[str, str | None]:
     """Materialize every asset for `symbols`; returns run name → failure reason (None: ok).
 
-    Raises Interrupted (with the outcomes so far) when SIGINT or SIGTERM arrives: the run in
-    progress is stopped by Dagster, and no further symbol starts.
+    Up to `jobs` symbols run at once, each in its own process, so one symbol's crash fails that
+    symbol only. Raises Interrupted (with the outcomes so far) when SIGINT or SIGTERM arrives:
+    the runs in progress are stopped, and no further symbol starts.
     """
-    run_config = {"resources": {"profile": {"config": {"name": profile}}}}
+    console = console or Console()
     ui_url = os.environ.get(UI_URL_ENV_VAR, DEFAULT_UI_URL).rstrip("/")
     outcomes: dict[str, str | None] = {}
-    pipeline = defs.resolve_job_def("symbol_pipeline")
-    for symbol in symbols:
-        print(f"\n=== {symbol}: symbol_pipeline ({profile} profile) ===", flush=True)
+    pending = list(symbols)
+    running: list[SymbolProcess] = []
+    epochs = get_profile(profile).train.epochs
+    board = None if verbose else ProgressBoard(console, symbols, epochs)
+
+    def follow(run: SymbolProcess) -> None:
+        update = run.follower.poll()
+        if board is not None:
+            board.apply(run.symbol, update)
+
+    live = board or contextlib.nullcontext()
+    with tempfile.TemporaryDirectory(prefix="crpbot-main-") as work, live:
         try:
-            result = pipeline.execute_in_process(
-                partition_key=symbol,
-                instance=instance,
-                run_config=run_config,
-                raise_on_error=False,
-                tags=process_tags(),
-            )
-        except KeyboardInterrupt:  # a signal between Dagster's own handlers
-            outcomes[symbol] = "interrupted"
-            raise Interrupted(watch.received() or signal.SIGINT, outcomes) from None
-        outcomes[symbol] = None if result.success else failure_summary(result)
-        print(
-            f"=== {symbol}: {'ok' if result.success else 'FAILED'}: {ui_url}/runs/{result.run_id}"
-        )
-        print(promotion_verdict(symbol, result), flush=True)
-        received = watch.received()
-        if received is not None:
-            outcomes[symbol] = outcomes[symbol] or "interrupted"
-            raise Interrupted(received, outcomes)
-    print("\n=== gate_report_job ===", flush=True)
+            while pending or running:
+                while pending and len(running) < jobs:
+                    run = start_symbol_run(pending.pop(0), profile, instance, Path(work), verbose)
+                    running.append(run)
+                    url = f"{ui_url}/runs/{run.run_id}"
+                    if board is not None:
+                        board.started(run.symbol, url)
+                    else:
+                        print(f"\n=== {run.symbol}: symbol_pipeline ({profile}): {url}", flush=True)
+                for run in list(running):
+                    done = run.process.poll() is not None
+                    follow(run)  # after poll(): a finished run's last events are in
+                    if not done:
+                        continue
+                    running.remove(run)
+                    outcomes[run.symbol] = symbol_run_failure(run)
+                    if board is not None:
+                        board.finished(run.symbol, outcomes[run.symbol])
+                    else:
+                        state = "ok" if outcomes[run.symbol] is None else "FAILED"
+                        print(f"=== {run.symbol}: {state}", flush=True)
+                time.sleep(POLL_SECONDS)
+        except KeyboardInterrupt:
+            signal_number = watch.received() or signal.SIGINT
+            stop_symbol_runs(running, signal_number)
+            for run in running:
+                follow(run)  # what they logged up to the stop (e.g. a removed work folder)
+                outcomes[run.symbol] = "interrupted"
+            raise Interrupted(signal_number, outcomes) from None
+
+    if verbose:
+        print("\n=== gate_report_job ===", flush=True)
     report = defs.resolve_job_def("gate_report_job").execute_in_process(
-        instance=instance, raise_on_error=False, tags=process_tags()
+        instance=instance,
+        run_config={} if verbose else {"loggers": QUIET_LOGGERS},
+        raise_on_error=False,
+        tags=process_tags(),
     )
     outcomes["gate_report"] = None if report.success else failure_summary(report)
     return outcomes
+
+
+def symbol_results(
+    symbols: Sequence[str], outcomes: Mapping[str, str | None], since: str
+) -> list[SymbolResult]:
+    """Each symbol's outcome, with its report entry when this command trained its model
+    (the stored model finished after `since`); the summary table is made from these."""
+    store = defs.resources["storage"].store
+    results = []
+    for symbol in symbols:
+        entry = symbol_entry(store, symbol)
+        fresh = entry["status"] != NOT_TRAINED and (entry.get("finished_at") or "") >= since
+        results.append(
+            SymbolResult(symbol, outcomes.get(symbol, "not run"), entry if fresh else None)
+        )
+    return results
 
 
 def _symbols(parser: argparse.ArgumentParser, text: str | None) -> list[str]:
@@ -150,17 +306,32 @@ def _symbols(parser: argparse.ArgumentParser, text: str | None) -> list[str]:
     symbols = [s.strip().upper() for s in text.split(",")]
     unknown = sorted(set(symbols) - set(known))
     if unknown:
-        parser.error(f"unknown symbol(s) {unknown}; known: {known}")
+        parser.error(f"unknown symbol(s) {unknown}; known: {known} ({HOW_TO_ADD})")
     repeated = sorted({s for s in symbols if symbols.count(s) > 1})
     if repeated:
         parser.error(f"--symbols lists {', '.join(repeated)} more than once; name each once")
     return symbols
 
 
+def _positive(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {text!r}")
+    return int(text)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m crpbot_assets.main", description=__doc__)
     parser.add_argument("--profile", choices=sorted(PROFILES))
     parser.add_argument("--symbols", help="comma-separated subset, default: every symbol")
+    parser.add_argument(
+        "--jobs",
+        type=_positive,
+        default=default_jobs(),
+        help="symbols run at once, each in its own process (default: cores - 1, at least 1)",
+    )
+    parser.add_argument(
+        "--verbose", action="store_true", help="print Dagster's event records as they happen"
+    )
     args = parser.parse_args(argv)
     try:
         profile = args.profile or default_profile_name()
@@ -170,11 +341,21 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     os.environ.setdefault("DAGSTER_HOME", str(DAGSTER_HOME_DEFAULT))
     os.makedirs(os.environ["DAGSTER_HOME"], exist_ok=True)
+    console = Console()
+    started_at = utc_now()
     with dg.DagsterInstance.get() as instance, SignalWatch() as watch:
         for run_id in fail_orphaned_runs(instance):
             print(f"run {run_id} was left in progress by a process that is gone: marked failed")
         try:
-            outcomes = run_all(symbols, profile, instance, watch)
+            outcomes = run_all(
+                symbols,
+                profile,
+                instance,
+                watch,
+                jobs=args.jobs,
+                verbose=args.verbose,
+                console=console,
+            )
         except Interrupted as interrupted:
             not_run = [symbol for symbol in symbols if symbol not in interrupted.outcomes]
             print(
@@ -184,6 +365,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             )
             return 128 + interrupted.signal_number
 
+    results = symbol_results(symbols, outcomes, started_at)
+    console.print(summary_table(results))
+    for result in results:
+        console.print(promotion_line(result), highlight=False, markup=False)
     storage = defs.resources["storage"]
     print(f"\nDAGSTER_HOME: {os.environ['DAGSTER_HOME']}")
     print(f"gate report: {storage.store.uri(REPORT_MARKDOWN_KEY)}")

@@ -8,6 +8,10 @@ from __future__ import annotations
 
 import http.server
 import json
+import os
+import shutil
+import subprocess
+import sys
 import threading
 import urllib.request
 from collections.abc import Iterator
@@ -20,6 +24,7 @@ import pytest
 from sagemaker_emulator import SageMakerEmulator, running_emulator
 
 S3_REGION = "us-east-2"
+REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture
@@ -124,3 +129,39 @@ def serve_webhook() -> Iterator[WebhookReceiver]:
 def webhook() -> Iterator[WebhookReceiver]:
     with serve_webhook() as receiver:
         yield receiver
+
+
+@pytest.fixture(scope="session")
+def added_symbol_run(tmp_path_factory) -> dict:
+    """The main command as a user runs it, for DOGE added through CRPBOT_SYMBOLS, on synthetic
+    data (demo profile), with the repo's instance settings in a fresh DAGSTER_HOME.
+
+    Returns its exit code, stdout, stderr, storage root and DAGSTER_HOME.
+    """
+    base = tmp_path_factory.mktemp("added_symbol")
+    home = base / "home"
+    home.mkdir()
+    shutil.copy(REPO / ".dagster_home" / "dagster.yaml", home)
+    env = {
+        **os.environ,
+        "CRPBOT_SYMBOLS": "BTC,ETH,SOL,DOGE",
+        "CRPBOT_ROOT": str(base / "root"),
+        "DAGSTER_HOME": str(home),
+        "CRPBOT_PROFILE": "demo",
+        "COLUMNS": "80",
+    }
+    done = subprocess.run(
+        [sys.executable, "-m", "crpbot_assets.main", "--symbols", "doge"],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    return {
+        "returncode": done.returncode,
+        "stdout": done.stdout,
+        "stderr": done.stderr,
+        "root": base / "root",
+        "home": home,
+    }

@@ -279,7 +279,7 @@ def test_main_command_names_the_failed_gate(scenario):
 def test_main_command_exit_code(monkeypatch, capsys, tmp_path):
     calls = []
 
-    def fake_run_all(symbols, profile, instance, watch):
+    def fake_run_all(symbols, profile, instance, watch, **options):
         calls.append((list(symbols), profile, instance.root_directory))
         return {"BTC": "check logit_range = 244.6", "ETH": None, "gate_report": None}
 

@@ -1,7 +1,7 @@
 """Facts and defaults shared by every module; change a default here and only here."""
 
-# Adding a symbol is this one edit: the Dagster partitions and the CLI read this tuple.
-SYMBOLS: tuple[str, ...] = ("BTC", "ETH", "SOL")
+# The symbols are a setting (crpbot.toml or CRPBOT_SYMBOLS), loaded by `v8_model.symbols`.
+from v8_model.symbols import SYMBOLS  # noqa: E402, F401  (re-exported for existing importers)
 
 CLASS_NAMES: tuple[str, ...] = ("SELL", "HOLD", "BUY")  # class index 0, 1, 2
 

@@ -45,7 +45,6 @@ from v8_model.config import (
     add_hyperparameter_arguments,
     decode_hyperparameters,
 )
-from v8_model.defaults import SYMBOLS
 from v8_model.evaluation import EpochStats, Evaluation
 from v8_model.features import FEATURE_NAMES, FEATURES_DATASET_COLUMNS
 from v8_model.gates import GATE_NAMES
@@ -61,6 +60,7 @@ from v8_model.net import save_model
 from v8_model.pipeline import SymbolOutcome, train_symbol
 from v8_model.processor import V8FeatureProcessor
 from v8_model.storage import atomic_write_text
+from v8_model.symbols import SYMBOLS
 
 
 @dataclass(frozen=True)

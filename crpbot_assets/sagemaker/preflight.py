@@ -44,7 +44,7 @@ from crpbot_assets.sagemaker.settings import (
     region_source,
 )
 from crpbot_assets.storage import features_key, processor_key
-from v8_model.defaults import SYMBOLS
+from v8_model.symbols import SYMBOLS
 
 PARQUET_MAGIC = b"PAR1"
 # IAM errors that mean "this caller may not ask", not "the answer is no".

@@ -1,0 +1,116 @@
+"""The main command's console: live stages and epochs, one summary table, no event records."""
+
+from __future__ import annotations
+
+import logging
+import re
+
+import dagster as dg
+from rich.console import Console
+
+from crpbot_assets.console import RunUpdate, SymbolResult, apply_entry, summary_table
+from v8_model.gates import GATE_NAMES
+
+PASSED_ENTRY = {
+    "status": "passed",
+    "gates": {name: {"passed": True} for name in GATE_NAMES},
+    "promoted": True,
+    "test_accuracy": 0.521,
+    "baseline_accuracy": 0.318,
+    "train_seconds": 50.2,
+    "trainer": "local",
+    "device": "cpu",
+    "cost_usd": None,
+}
+TABLE_HEADER = re.compile(r"symbol\s+run\s+gates\s+promoted\s+test acc\s+baseline\s+train\s+ran on")
+
+
+def _entry(message: str, level: int = logging.INFO) -> dg.EventLogEntry:
+    return dg.EventLogEntry(
+        error_info=None,
+        level=level,
+        user_message=message,
+        run_id="run",
+        timestamp=0.0,
+        step_key="model",
+    )
+
+
+def test_epoch_lines_and_warnings_become_progress_and_notes():
+    update = RunUpdate()
+    apply_entry(update, _entry("symbol=ETH epoch=2 train_loss=0.1057 val_loss=0.1068 val_acc=0.5"))
+    apply_entry(update, _entry("training ETH locally as job-1"))  # INFO: not shown
+    apply_entry(update, _entry("removed /tmp/x, left behind", logging.WARNING))
+    assert (update.epoch, update.train_loss, update.val_loss) == (2, "0.1057", "0.1068")
+    assert update.notes == ["removed /tmp/x, left behind"]
+
+
+def test_summary_table_rows_fit_80_columns():
+    console = Console(width=80, record=True, color_system=None)
+    console.print(
+        summary_table(
+            [
+                SymbolResult("ETH", None, PASSED_ENTRY),
+                SymbolResult("BTC", "check logit_range = 244.6", {**PASSED_ENTRY, "promoted": 0}),
+                SymbolResult("SOL", "step features: too few rows", None),
+            ]
+        )
+    )
+    lines = console.export_text().splitlines()
+    assert any(TABLE_HEADER.search(line) for line in lines)
+    [eth] = [line for line in lines if line.startswith("ETH")]
+    assert eth.split() == [
+        "ETH",
+        "ok",
+        "5/5",
+        "yes",
+        "52.1%",
+        "31.8%",
+        "50",
+        "s",
+        "local/cpu",
+        "$0.00",
+    ]
+    [btc] = [line for line in lines if line.startswith("BTC")]
+    assert btc.split()[:4] == ["BTC", "failed", "5/5", "no"]
+    [sol] = [line for line in lines if line.startswith("SOL")]
+    assert sol.split() == ["SOL", "failed", "-", "no", "-", "-", "-", "-", "-"]
+    assert max(len(line.rstrip()) for line in lines) <= 80
+
+
+def test_console_has_the_summary_and_no_event_records(added_symbol_run):
+    out, err = added_symbol_run["stdout"], added_symbol_run["stderr"]
+    assert added_symbol_run["returncode"] == 0, out + err
+    lines = out.splitlines()
+    assert any(TABLE_HEADER.search(line) for line in lines), out
+    [row] = [line for line in lines if line.startswith("DOGE ")]  # the table's row
+    assert row.split()[:4] == ["DOGE", "ok", "5/5", "yes"]
+    assert re.search(r"DOGE\s+done\s+\S+\s+epoch\s+\d+/\d+\s+train \d\.\d+\s+val \d\.\d+", out)
+    assert "gate report: " in out and "reports/gate_report.md" in out
+    # Dagster's event records and its start-up notices stay off the console.
+    for text in (" - DEBUG - ", "STEP_START", "ASSET_MATERIALIZATION", "dagster - "):
+        assert text not in out + err
+    assert "telemetry" not in (out + err).lower()
+    assert "No dagster instance configuration file" not in err
+    assert len(lines) <= 20  # one screen for one symbol, table included
+
+
+def test_the_event_records_are_in_the_run_logs(added_symbol_run):
+    """What the console leaves out is recorded in the instance (the UI's run logs)."""
+    with dg.DagsterInstance.from_config(str(added_symbol_run["home"])) as instance:
+        [run] = instance.get_run_records(filters=dg.RunsFilter(job_name="symbol_pipeline"))
+        records = instance.get_records_for_run(run.dagster_run.run_id).records
+        starts = {
+            record.event_log_entry.step_key
+            for record in records
+            if record.event_log_entry.dagster_event is not None
+            and record.event_log_entry.dagster_event.event_type_value == "STEP_START"
+        }
+        epochs = [
+            record
+            for record in records
+            if "epoch=" in (record.event_log_entry.user_message or "")
+            and record.event_log_entry.dagster_event is None
+        ]
+    assert {"candles", "features", "processor", "model", "production_model"} <= starts
+    assert epochs

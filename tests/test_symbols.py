@@ -1,0 +1,148 @@
+"""Symbols are configuration: crpbot.toml or CRPBOT_SYMBOLS, validated, followed everywhere."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import dagster as dg
+import pytest
+
+from crpbot_assets.cli import main as crpbot
+from crpbot_assets.storage import features_key
+from v8_model.symbols import (
+    DEFAULT_SYMBOLS,
+    SETTINGS_FILE,
+    SYMBOLS_ENV_VAR,
+    SymbolSettingsError,
+    load_symbols,
+)
+
+REPO = Path(__file__).resolve().parents[1]
+SYMBOL_ASSETS = ("candles", "features", "processor", "model", "production_model")
+
+
+def settings(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "crpbot.toml"
+    path.write_text(text)
+    return path
+
+
+def test_the_repo_settings_file_lists_the_seed_symbols():
+    assert SETTINGS_FILE == REPO / "crpbot.toml"
+    assert load_symbols(SETTINGS_FILE, environ={}) == ("BTC", "ETH", "SOL")
+
+
+def test_the_settings_file_is_read_and_normalized(tmp_path):
+    path = settings(tmp_path, 'symbols = ["btc", " DOGE ", "1INCH"]\n')
+    assert load_symbols(path, environ={}) == ("BTC", "DOGE", "1INCH")
+
+
+def test_the_environment_variable_wins_over_the_file(tmp_path):
+    path = settings(tmp_path, 'symbols = ["BTC"]\n')
+    assert load_symbols(path, environ={SYMBOLS_ENV_VAR: "BTC,ETH,SOL,DOGE"}) == (
+        "BTC",
+        "ETH",
+        "SOL",
+        "DOGE",
+    )
+
+
+def test_without_a_settings_file_the_seed_symbols_apply(tmp_path):
+    assert load_symbols(tmp_path / "missing.toml", environ={}) == DEFAULT_SYMBOLS
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        ("", "CRPBOT_SYMBOLS lists no symbols"),
+        ("  ", "CRPBOT_SYMBOLS lists no symbols"),
+        ("BTC,,ETH", "CRPBOT_SYMBOLS: symbol 2 is empty"),
+        ("BTC,ETH,", "CRPBOT_SYMBOLS: symbol 3 is empty"),
+        ("BTC/USD", "symbol 1 'BTC/USD' is not a symbol: expected 2 to 15 letters or digits"),
+        ("BTC,DOGE!", "symbol 2 'DOGE!' is not a symbol"),
+        ("B", "symbol 1 'B' is not a symbol"),
+        ("ABCDEFGHIJKLMNOP", "is not a symbol"),
+        ("BTC,ETH,btc", "CRPBOT_SYMBOLS: BTC is listed more than once"),
+    ],
+)
+def test_bad_environment_values_are_refused(tmp_path, value, message):
+    with pytest.raises(SymbolSettingsError) as error:
+        load_symbols(tmp_path / "missing.toml", environ={SYMBOLS_ENV_VAR: value})
+    assert message in str(error.value)
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("symbols = []\n", "`symbols` lists no symbols"),
+        ('symbols = "BTC,ETH"\n', "`symbols` must be a list like"),
+        ("symbols = [1, 2]\n", "symbol 1 is 1, not a string"),
+        ('symbols = ["BTC", "ETH", "ETH"]\n', "ETH is listed more than once"),
+        ('symbols = ["BTC-USD"]\n', "symbol 1 'BTC-USD' is not a symbol"),
+        ('symbol = ["BTC"]\n', "has no `symbols` setting"),
+        ('symbols = ["BTC"\n', "is not valid TOML"),
+    ],
+)
+def test_bad_settings_files_are_refused_naming_the_file(tmp_path, text, message):
+    path = settings(tmp_path, text)
+    with pytest.raises(SymbolSettingsError) as error:
+        load_symbols(path, environ={})
+    assert message in str(error.value) and str(path) in str(error.value)
+
+
+def _python(code: str, symbols: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=REPO,
+        env={**os.environ, SYMBOLS_ENV_VAR: symbols},
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+
+
+def test_partitions_and_preflight_follow_the_setting():
+    code = (
+        "import inspect\n"
+        "from crpbot_assets.partitions import symbol_partitions\n"
+        "from crpbot_assets.sagemaker.preflight import run_preflight\n"
+        "print(','.join(symbol_partitions.get_partition_keys()))\n"
+        "print(','.join(inspect.signature(run_preflight).parameters['symbols'].default))\n"
+    )
+    done = _python(code, "BTC,DOGE")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["BTC,DOGE", "BTC,DOGE"]
+
+
+def test_a_bad_setting_stops_every_command_with_the_reason():
+    done = _python("import crpbot_assets.definitions", "BTC,DOGE/USD")
+    assert done.returncode != 0
+    assert "CRPBOT_SYMBOLS: symbol 2 'DOGE/USD' is not a symbol" in done.stderr
+
+
+def test_an_unknown_symbol_says_how_to_add_it(capsys):
+    with pytest.raises(SystemExit):
+        crpbot(["predict", "DOGE"])
+    err = capsys.readouterr().err
+    assert "unknown symbol 'DOGE'; known: BTC, ETH, SOL" in err
+    assert "add it to `symbols` in crpbot.toml or CRPBOT_SYMBOLS" in err
+
+
+def test_an_added_symbol_is_materialized_end_to_end(added_symbol_run):
+    run = added_symbol_run
+    assert run["returncode"] == 0, run["stdout"] + run["stderr"]
+    root = run["root"]
+    assert (root / features_key("DOGE")).is_file()
+    assert json.loads((root / "production" / "DOGE" / "current.json").read_text())
+    with dg.DagsterInstance.from_config(str(run["home"])) as instance:
+        for name in SYMBOL_ASSETS:
+            assert instance.get_materialized_partitions(dg.AssetKey(name)) == {"DOGE"}, name
+    report = json.loads((root / "reports" / "gate_report.json").read_text())
+    assert list(report["symbols"]) == ["BTC", "ETH", "SOL", "DOGE"]
+    assert report["symbols"]["DOGE"]["status"] == "passed"
+    assert report["symbols"]["DOGE"]["promoted"] is True
+    assert report["symbols"]["BTC"]["status"] == "not trained"
