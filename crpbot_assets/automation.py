@@ -4,8 +4,9 @@
   `dagster schedule start candles_refresh_schedule`): once a day, one `candles_refresh` run per
   symbol partition with the exchange source, which downloads only the minutes after the last
   stored candle.
-- `RETRAIN_CONDITION` on features, processor, model and production_model: Dagster's `eager()`,
-  except that an upstream update counts only when it changed the upstream's data version. The
+- `RETRAIN_CONDITION` on features, processor, model, backtest and production_model: Dagster's
+  `eager()`, except that an upstream update counts only when it changed the upstream's data
+  version. The
   candles asset versions its data by content, so a refresh that found no new candles records the
   same version and nothing downstream runs; a refresh with new candles starts one run per symbol
   through to production_model. It also waits for the upstream blocking checks to pass: a

@@ -368,7 +368,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     results = symbol_results(symbols, outcomes, started_at)
     console.print(summary_table(results))
     for result in results:
-        console.print(promotion_line(result), highlight=False, markup=False)
+        # soft_wrap: one line per symbol however narrow the terminal, so it greps well.
+        console.print(promotion_line(result), highlight=False, markup=False, soft_wrap=True)
     storage = defs.resources["storage"]
     print(f"\nDAGSTER_HOME: {os.environ['DAGSTER_HOME']}")
     print(f"gate report: {storage.store.uri(REPORT_MARKDOWN_KEY)}")

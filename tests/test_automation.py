@@ -16,7 +16,7 @@ from crpbot_assets.checks import GATE_CHECK_SPECS
 from crpbot_assets.definitions import defs
 from crpbot_assets.partitions import symbol_partitions
 
-AUTOMATED = ("features", "processor", "model", "production_model", "gate_report")
+AUTOMATED = ("features", "processor", "model", "backtest", "production_model", "gate_report")
 
 
 class Ticks:
@@ -99,7 +99,8 @@ def test_runs_that_materialize_the_whole_chain_leave_nothing_to_automate(ticks, 
         stand_in("features", ("candles",)),
         stand_in("processor", ("features",)),
         model_stand_in(),
-        stand_in("production_model", ("model",)),
+        stand_in("backtest", ("model",)),
+        stand_in("production_model", ("model", "backtest")),
     ]
     for symbol in ("BTC", "ETH"):
         run_stand_ins(dagster_instance, symbol, *chain)
@@ -111,12 +112,16 @@ def test_a_model_update_refreshes_the_report_and_promotion_needs_every_gate(
     ticks, dagster_instance
 ):
     run_stand_ins(dagster_instance, "BTC", model_stand_in(passed=False))
-    # The report shows the failed model; production_model is not asked to promote it.
+    # The report shows the failed model; neither backtest nor production_model runs for it.
     assert ticks.tick() == {"gate_report": {None}}
     assert ticks.tick() == {}
 
     run_stand_ins(dagster_instance, "BTC", model_stand_in(passed=True))
-    assert ticks.tick() == {"gate_report": {None}, "production_model": {"BTC"}}
+    assert ticks.tick() == {
+        "gate_report": {None},
+        "backtest": {"BTC"},
+        "production_model": {"BTC"},
+    }
 
 
 def test_the_report_waits_until_no_model_is_in_progress(ticks, dagster_instance):

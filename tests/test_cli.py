@@ -46,7 +46,11 @@ def test_sagemaker_request_shows_the_seeds_job(tmp_path: Path) -> None:
     )
     (training,) = [c for c in request["InputDataConfig"] if c["ChannelName"] == "training"]
     assert training["ContentType"] == "application/x-parquet"
-    assert training["DataSource"]["S3DataSource"]["S3Uri"] == f"s3://{BUCKET}/data/"
+    # Only BTC's file is downloaded, not every symbol's under data/.
+    assert (
+        training["DataSource"]["S3DataSource"]["S3Uri"]
+        == f"s3://{BUCKET}/data/BTC_features.parquet"
+    )
     hyperparameters = request["HyperParameters"]
     assert {key: hyperparameters[key] for key in ("epochs", "batch-size", "learning-rate")} == {
         "epochs": "100",

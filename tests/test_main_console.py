@@ -8,7 +8,13 @@ import re
 import dagster as dg
 from rich.console import Console
 
-from crpbot_assets.console import RunUpdate, SymbolResult, apply_entry, summary_table
+from crpbot_assets.console import (
+    RunUpdate,
+    SymbolResult,
+    apply_entry,
+    promotion_line,
+    summary_table,
+)
 from v8_model.gates import GATE_NAMES
 
 PASSED_ENTRY = {
@@ -22,6 +28,7 @@ PASSED_ENTRY = {
     "device": "cpu",
     "cost_usd": None,
 }
+ALL_GATES = f"{len(GATE_NAMES)}/{len(GATE_NAMES)}"
 TABLE_HEADER = re.compile(r"symbol\s+run\s+gates\s+promoted\s+test acc\s+baseline\s+train\s+ran on")
 
 
@@ -62,7 +69,7 @@ def test_summary_table_rows_fit_80_columns():
     assert eth.split() == [
         "ETH",
         "ok",
-        "5/5",
+        ALL_GATES,
         "yes",
         "52.1%",
         "31.8%",
@@ -72,10 +79,34 @@ def test_summary_table_rows_fit_80_columns():
         "$0.00",
     ]
     [btc] = [line for line in lines if line.startswith("BTC")]
-    assert btc.split()[:4] == ["BTC", "failed", "5/5", "no"]
+    assert btc.split()[:4] == ["BTC", "failed", ALL_GATES, "no"]
     [sol] = [line for line in lines if line.startswith("SOL")]
     assert sol.split() == ["SOL", "failed", "-", "no", "-", "-", "-", "-", "-"]
     assert max(len(line.rstrip()) for line in lines) <= 80
+
+
+def test_promotion_line_says_why():
+    worth = {
+        "skill": {"rank_ic": 0.0012, "ci_low": -0.01, "ci_high": 0.012, "p_value": 0.41},
+        "backtest": {"net_return": -0.031, "buy_and_hold_return": 0.02, "break_even_fee_bps": 1.5},
+    }
+    no_skill = {
+        **PASSED_ENTRY,
+        "promoted": False,
+        "gates": {**PASSED_ENTRY["gates"], "directional_skill": {"passed": False}},
+        "worth": worth,
+    }
+    assert promotion_line(SymbolResult("ETH", "check directional_skill", no_skill)) == (
+        "ETH: NOT promoted: gate(s) directional_skill failed; rank IC +0.0012 [-0.0100, +0.0120]"
+        ", p = 0.4100; net -3.10% vs buy-and-hold +2.00%, break-even 1.5 bps/side"
+        " (not profitable after costs)"
+    )
+    assert promotion_line(SymbolResult("ETH", None, PASSED_ENTRY)) == (
+        f"ETH: promoted: all {len(GATE_NAMES)} gates passed"
+    )
+    assert promotion_line(SymbolResult("SOL", "step features: too few rows", None)) == (
+        "SOL: NOT promoted: no model trained (step features: too few rows)"
+    )
 
 
 def test_console_has_the_summary_and_no_event_records(added_symbol_run):
@@ -83,10 +114,15 @@ def test_console_has_the_summary_and_no_event_records(added_symbol_run):
     assert added_symbol_run["returncode"] == 0, out + err
     lines = out.splitlines()
     assert any(TABLE_HEADER.search(line) for line in lines), out
-    [row] = [line for line in lines if line.startswith("DOGE ")]  # the table's row
-    assert row.split()[:4] == ["DOGE", "ok", "5/5", "yes"]
+    [row] = [line for line in lines if re.match(r"DOGE\s+(ok|failed)\s", line)]  # the table's
+    assert row.split()[:4] == ["DOGE", "ok", ALL_GATES, "yes"]
     assert re.search(r"DOGE\s+done\s+\S+\s+epoch\s+\d+/\d+\s+train \d\.\d+\s+val \d\.\d+", out)
     assert "gate report: " in out and "reports/gate_report.md" in out
+    assert re.search(
+        rf"^DOGE: promoted: all {len(GATE_NAMES)} gates passed; rank IC [+-]\d\.\d{{4}} .*, p = ",
+        out,
+        re.MULTILINE,
+    ), out
     # Dagster's event records and its start-up notices stay off the console.
     for text in (" - DEBUG - ", "STEP_START", "ASSET_MATERIALIZATION", "dagster - "):
         assert text not in out + err

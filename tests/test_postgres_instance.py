@@ -25,7 +25,7 @@ from servers import (
 )
 from test_assets import small_run_config
 
-from crpbot_assets.checks import FEATURES_CHECK_NAMES
+from crpbot_assets.checks import FEATURES_CHECK_NAMES, PROFIT_CHECK_NAME
 from crpbot_assets.definitions import defs
 from crpbot_assets.sagemaker.dagster_objects import TRAINING_POOL
 from v8_model.gates import GATE_NAMES
@@ -118,7 +118,7 @@ def test_partition_materialized_through_the_production_instance(
             (result.run_id,),
         )
         assert dict(cursor.fetchall()) == {
-            name: "SUCCEEDED" for name in (*GATE_NAMES, *FEATURES_CHECK_NAMES)
+            name: "SUCCEEDED" for name in (*GATE_NAMES, *FEATURES_CHECK_NAMES, PROFIT_CHECK_NAME)
         }
 
     # The steps' stdout/stderr went to S3 under the configured prefix, the trainer's too.

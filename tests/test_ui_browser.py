@@ -34,7 +34,15 @@ if TYPE_CHECKING:
 # Skips this module where Playwright is absent (fails under CI=true).
 expect = require_module("playwright.sync_api").expect
 
-ASSETS = ("candles", "features", "processor", "model", "production_model", "gate_report")
+ASSETS = (
+    "candles",
+    "features",
+    "processor",
+    "model",
+    "backtest",
+    "production_model",
+    "gate_report",
+)
 SYMBOL = "ETH"
 # The UI's words for an asset check execution's status.
 STATUS_WORDS = {True: "Succeeded", False: "Failed"}
@@ -78,7 +86,7 @@ def page() -> Iterator[Page]:
         yield browser_page
 
 
-def test_asset_graph_shows_all_six_assets(webserver: Webserver, page: Page):
+def test_asset_graph_shows_every_asset(webserver: Webserver, page: Page):
     page.goto(f"{webserver.url}/locations/{webserver.location}/asset-groups/{GROUP}/lineage")
     # Each asset is one node (an SVG foreignObject) whose header is the asset's name.
     nodes = page.locator("foreignObject")
