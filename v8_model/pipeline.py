@@ -114,14 +114,25 @@ def train_fold(
     """One earlier walk-forward fold: its own processor, its own training, its predictions."""
     # Rows after the fold's test block (and its last forward returns) are never read.
     data = prepare_segments(load_dataset(split.test.stop + horizon), None, symbol, split)
-    training = train_model(
+    return _predictions(_train(data, config), data)
+
+
+def _train(
+    data: PreparedData,
+    config: TrainConfig,
+    on_epoch: Callable[[EpochStats], None] | None = None,
+    checkpoint_dir: Path | None = None,
+) -> TrainResult:
+    """The recipe on one split's segments: fit on train, early-stop on validation."""
+    return train_model(
         data.train.features,
         data.train.labels,
         data.validation.features,
         data.validation.labels,
         config,
+        on_epoch,
+        checkpoint_dir,
     )
-    return _predictions(training, data)
 
 
 def _predictions(training: TrainResult, data: PreparedData) -> FoldPredictions:
@@ -144,15 +155,7 @@ def train_on_segments(
     """The main split's model with its five form gates, on segments already prepared (the
     dataset itself no longer needed); `train_symbol` adds the folds and the skill gate."""
     config = config or TrainConfig()
-    training = train_model(
-        data.train.features,
-        data.train.labels,
-        data.validation.features,
-        data.validation.labels,
-        config,
-        on_epoch,
-        checkpoint_dir,
-    )
+    training = _train(data, config, on_epoch, checkpoint_dir)
     predictions = _predictions(training, data)
     logits = predict_logits(training.model, data.test.features)
     gates = evaluate_gates(data.test.features, logits)

@@ -109,6 +109,9 @@ class EagerStep:
             group["capturable"] = False
 
     def __call__(self, index: torch.Tensor) -> None:
+        self._body(index, grads_to_none=True)
+
+    def _body(self, index: torch.Tensor, grads_to_none: bool = False) -> None:
         optimizer_step(
             self.model,
             self.loss_fn,
@@ -118,7 +121,7 @@ class EagerStep:
             self.labels,
             index,
             self.loss_sum,
-            grads_to_none=True,
+            grads_to_none=grads_to_none,
         )
 
 
@@ -168,19 +171,6 @@ class CapturedStep(EagerStep):
             for state in self.optimizer.state.values():
                 if "step" in state:
                     state["step"] = state["step"].to(device=device, dtype=torch.float32)
-
-    def _body(self, index: torch.Tensor, grads_to_none: bool = False) -> None:
-        optimizer_step(
-            self.model,
-            self.loss_fn,
-            self.optimizer,
-            self.grad_clip,
-            self.features,
-            self.labels,
-            index,
-            self.loss_sum,
-            grads_to_none=grads_to_none,
-        )
 
     def __call__(self, index: torch.Tensor) -> None:
         if len(index) != self.batch_size:
