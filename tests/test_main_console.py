@@ -8,6 +8,7 @@ import re
 import dagster as dg
 from rich.console import Console
 
+from crpbot_assets import main
 from crpbot_assets.console import (
     RunUpdate,
     SymbolResult,
@@ -150,3 +151,15 @@ def test_the_event_records_are_in_the_run_logs(added_symbol_run):
         ]
     assert {"candles", "features", "processor", "model", "production_model"} <= starts
     assert epochs
+
+
+def test_parallel_symbols_share_the_cores_as_threads(monkeypatch):
+    """Each of `jobs` trainers gets cores // jobs threads, so they do not spin against each
+    other; a user's own OMP_NUM_THREADS wins."""
+    monkeypatch.setattr(main, "available_cores", lambda: 8)
+    monkeypatch.delenv(main.THREADS_ENV_VAR, raising=False)
+    assert main.symbol_run_env(1)[main.THREADS_ENV_VAR] == "8"
+    assert main.symbol_run_env(3)[main.THREADS_ENV_VAR] == "2"
+    assert main.symbol_run_env(16)[main.THREADS_ENV_VAR] == "1"
+    monkeypatch.setenv(main.THREADS_ENV_VAR, "5")
+    assert main.symbol_run_env(3)[main.THREADS_ENV_VAR] == "5"
