@@ -18,7 +18,6 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from arch.bootstrap import StationaryBootstrap, optimal_block_length
 from scipy.stats import rankdata
 
 from v8_model.defaults import CLASS_NAMES
@@ -57,6 +56,10 @@ def _correlation(u: np.ndarray, v: np.ndarray) -> float:
 
 def block_size(products: np.ndarray, horizon: int) -> int:
     """At least the horizon; longer when the dependence of the IC's summands is longer."""
+    # arch is imported where it is used: it brings statsmodels and matplotlib (~50 MiB), which
+    # the trainer would otherwise hold while its feature matrices are largest (bench/memory.py).
+    from arch.bootstrap import optimal_block_length
+
     optimal = float(optimal_block_length(products)["stationary"].iloc[0])
     size = max(horizon, math.ceil(optimal) if math.isfinite(optimal) else horizon)
     return int(min(size, max(horizon, len(products) // 4)))
@@ -93,6 +96,8 @@ def directional_skill(
         return DirectionalSkill(0.0, 0.0, 0.0, 1.0, alpha, False, rows, calls, horizon, 0)
     statistic = _correlation(u, v)
     block = block_size(u * v, horizon)
+    from arch.bootstrap import StationaryBootstrap  # see block_size
+
     bootstrap = StationaryBootstrap(block, u, v, seed=seed)
     replicates = bootstrap.apply(lambda a, b: np.array([_correlation(a, b)]), reps)[:, 0]
     # Centred on the observed statistic, the replicates stand for the statistic under H0.
