@@ -1,7 +1,7 @@
 """GPU training speed: the DataLoader loop, today's eager loop and the captured CUDA-graph step.
 
-    python bench/gpu_train.py compare [rows] [epochs]   # default 500000 rows, 3 epochs
-    python bench/gpu_train.py full [epochs] [symbol]    # default 100 epochs of BTC
+    PYTHONPATH=. python bench/gpu_train.py compare [rows] [epochs]   # default 500000 rows, 3 epochs
+    PYTHONPATH=. python bench/gpu_train.py full [epochs] [symbol]    # default 100 epochs of BTC
 
 `compare`, in one process on the same device and data (random features, batch 256, the seed's
 settings): samples/s and seconds per epoch of
