@@ -9,6 +9,8 @@ settings): samples/s and seconds per epoch of
   - `train_model(step="eager")`: on-device tensors, index slices, one eager step per batch,
   - `train_model(step="captured")`: the same loop with each full batch a replayed CUDA graph
     (CUDA only; on a CPU this row says it is skipped),
+  - the same step body under `torch.compile` ("reduce-overhead", CUDA graphs, on a GPU), the
+    alternative to the hand-captured graph; its compile time is printed, not counted,
 then the eager vs captured loss trajectories: per step for the first steps with dropout off
 (same masks, so only float rounding differs) and per epoch with the seed's dropout (different
 masks from the same generator), each against its stated tolerance.
@@ -38,6 +40,7 @@ from v8_model.entrypoint import main as entrypoint_main
 from v8_model.features import build_features_dataset
 from v8_model.layout import features_filename
 from v8_model.loop import TrainingParts, train_model
+from v8_model.step import CapturedStep
 from v8_model.synthetic import generate_candles
 
 # Dropout off, first steps: the two paths differ only in float rounding (the captured path's
@@ -68,6 +71,37 @@ def _step_losses(kind: str, x: torch.Tensor, y: torch.Tensor, steps: int) -> lis
     return losses
 
 
+def _compiled_seconds_per_epoch(
+    x: torch.Tensor, y: torch.Tensor, config: TrainConfig, epochs: int
+) -> tuple[float, float]:
+    """(seconds per epoch, compile seconds) of the same step body under `torch.compile`, the
+    alternative issue 10 names: mode "reduce-overhead" replays it as CUDA graphs on a GPU. The
+    step keeps the captured path's static index buffer and tensor learning rate, so neither a
+    new batch nor the cosine schedule triggers a recompile."""
+    steps_per_epoch = math.ceil(len(x) / config.batch_size)
+    parts = TrainingParts.build(config, x.shape[1], steps_per_epoch * (epochs + 1), x.device)
+    step = CapturedStep(
+        parts.model,
+        parts.loss_fn,
+        parts.optimizer,
+        parts.grad_clip,
+        x,
+        y,
+        config.batch_size,
+        capture=False,
+    )
+    mode = "reduce-overhead" if x.device.type == "cuda" else "default"
+    step._body = torch.compile(step._body, mode=mode)
+    parts.step = step
+    started = time.perf_counter()
+    parts.train_epoch(x, y, config.batch_size)  # compiles (full and partial batch), not timed
+    compile_seconds = time.perf_counter() - started
+    started = time.perf_counter()
+    for _ in range(epochs):
+        parts.train_epoch(x, y, config.batch_size)  # ends in .item(): the device is synced
+    return (time.perf_counter() - started) / epochs, compile_seconds
+
+
 def compare(rows: int, epochs: int) -> int:
     device = _device()
     rng = np.random.default_rng(0)
@@ -96,14 +130,21 @@ def compare(rows: int, epochs: int) -> int:
             f"{kind + ' step':<18}: {rows / per_epoch:>12,.0f} samples/s  {per_epoch:8.2f} s/epoch"
             f"  ({loader_seconds / per_epoch:.1f}x the DataLoader loop)"
         )
+    x_t = torch.as_tensor(x, device=device)
+    y_t = torch.as_tensor(y, device=device)
+    per_epoch, compile_seconds = _compiled_seconds_per_epoch(x_t, y_t, config, epochs)
+    print(
+        f"{'torch.compile step':<18}: {rows / per_epoch:>12,.0f} samples/s"
+        f"  {per_epoch:8.2f} s/epoch"
+        f"  ({loader_seconds / per_epoch:.1f}x the DataLoader loop; compiling took "
+        f"{compile_seconds:.1f} s, not counted)"
+    )
     if "captured" not in runs:
         return 0
 
     eager_epochs = [stats.train_loss for stats in runs["eager"].history]
     captured_epochs = [stats.train_loss for stats in runs["captured"].history]
     epoch_diff = max(abs(c - e) / e for c, e in zip(captured_epochs, eager_epochs, strict=True))
-    x_t = torch.as_tensor(x, device=device)
-    y_t = torch.as_tensor(y, device=device)
     eager_steps = _step_losses("eager", x_t, y_t, STEP_TRAJECTORY_STEPS)
     captured_steps = _step_losses("captured", x_t, y_t, STEP_TRAJECTORY_STEPS)
     step_diff = max(abs(c - e) / e for c, e in zip(captured_steps, eager_steps, strict=True))
