@@ -6,11 +6,11 @@
   stored candle.
 - `RETRAIN_CONDITION` on features, processor, model, backtest and production_model: Dagster's
   `eager()`, except that an upstream update counts only when it changed the upstream's data
-  version. The
-  candles asset versions its data by content, so a refresh that found no new candles records the
-  same version and nothing downstream runs; a refresh with new candles starts one run per symbol
-  through to production_model. It also waits for the upstream blocking checks to pass: a
-  features file that failed its checks, or a model that failed a gate, starts nothing.
+  version. The candles asset versions its data by content, so a refresh that found no new
+  candles records the same version and nothing downstream runs; a refresh with new candles
+  starts one run per symbol through to production_model. It also waits for the upstream
+  blocking checks to pass: a features file that failed its checks, or a model that failed a
+  gate, starts nothing.
 - `GATE_REPORT_CONDITION` on gate_report: after any model partition updated, once no model
   partition is in progress, so a refresh of three symbols gives one report.
 - `automation_sensor` evaluates the conditions. Open-source Dagster would add a

@@ -132,10 +132,10 @@ def test_linked_report_and_figure_files(scenario):
         ]
     shown = metadata(scenario["report"], "gate_report")
     assert shown["linked_markdown_uri"] == str(root / REPORT_LINKED_MARKDOWN_KEY)
-    assert shown["figures_uri"] == str(reports / "figures") and shown["figure_files"] == len(
-        FIGURES
-    )
-    # What the report adds to the event log: four base64 images and a few KB of text.
+    assert shown["figures_uri"] == str(reports / "figures")
+    assert shown["figure_files"] == len(FIGURES)
+    # What the report adds to the event log: its base64 images, together under four PNGs' worth
+    # at the largest size, and a few KB of text.
     assert len(embedded) < 4 * MAX_PNG_BYTES * 4 / 3 + 10_000
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     shutil.copy(root / REPORT_LINKED_MARKDOWN_KEY, ARTIFACTS / "gate_report_linked.md")

@@ -115,7 +115,8 @@ def test_console_has_the_summary_and_no_event_records(added_symbol_run):
     assert added_symbol_run["returncode"] == 0, out + err
     lines = out.splitlines()
     assert any(TABLE_HEADER.search(line) for line in lines), out
-    [row] = [line for line in lines if re.match(r"DOGE\s+(ok|failed)\s", line)]  # the table's
+    # The table's row (the progress line also starts with the symbol).
+    [row] = [line for line in lines if re.match(r"DOGE\s+(ok|failed)\s", line)]
     assert row.split()[:4] == ["DOGE", "ok", ALL_GATES, "yes"]
     assert re.search(r"DOGE\s+done\s+\S+\s+epoch\s+\d+/\d+\s+train \d\.\d+\s+val \d\.\d+", out)
     assert "gate report: " in out and "reports/gate_report.md" in out
