@@ -34,14 +34,12 @@ if TYPE_CHECKING:
 # Skips this module where Playwright is absent (fails under CI=true).
 expect = require_module("playwright.sync_api").expect
 
-ASSETS = (
-    "candles",
-    "features",
-    "processor",
-    "model",
-    "backtest",
-    "production_model",
-    "gate_report",
+# Every asset of the group, as the definitions have them (test_assets_definitions pins the list).
+_GRAPH = defs.resolve_asset_graph()
+ASSETS = sorted(
+    key.to_user_string()
+    for key in _GRAPH.get_all_asset_keys()
+    if _GRAPH.get(key).group_name == GROUP
 )
 SYMBOL = "ETH"
 # The UI's words for an asset check execution's status.
