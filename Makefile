@@ -6,8 +6,13 @@ DEMO_STAMP := $(VENV)/.installed-demo
 STAMP := $(VENV)/.installed
 # --no-compile: no .pyc for the many modules the demo never imports (Python compiles what it uses).
 PIP := $(BIN)/python -m pip install --quiet --no-compile
+# The lock files (requirements/*.lock) pin every package with its hashes; `make lock` writes them.
+LOCKED := $(PIP) --require-hashes -r
+LOCK_TOOLS := .venv-lock
+PIP_COMPILE := $(LOCK_TOOLS)/bin/pip-compile --quiet --generate-hashes --strip-extras --allow-unsafe \
+	--no-emit-index-url --no-emit-find-links
 
-.PHONY: setup setup-demo demo test ui lint bench clean
+.PHONY: setup setup-demo demo test ui lint bench clean lock
 
 # What the demo needs and nothing more: the runtime dependencies.
 setup-demo: $(DEMO_STAMP)
@@ -15,18 +20,34 @@ setup-demo: $(DEMO_STAMP)
 # Everything: the demo's set-up plus the test tooling and the SageMaker SDK.
 setup: $(STAMP)
 
-# torch is pinned to 2.13.0 and installed first: on the project's machines pip takes the CPU wheel
-# that lies on disk; a plain `torch` (or a range) would pull a multi-GB CUDA build.
-$(DEMO_STAMP): pyproject.toml
+# torch is pinned to 2.13.0 and installed first, outside the lock: on the project's machines pip
+# takes the CPU wheel that lies on disk; a plain `torch` (or a range) would pull a multi-GB CUDA
+# build. Everything else comes from the lock, so a new release on the registry changes nothing
+# here; the project itself is installed without dependencies and without build isolation
+# (setuptools is in the lock).
+$(DEMO_STAMP): pyproject.toml requirements/demo.lock
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet pip==26.3
 	$(PIP) torch==2.13.0
-	$(PIP) -e .
+	$(LOCKED) requirements/demo.lock
+	$(PIP) --no-deps --no-build-isolation -e .
 	touch $(DEMO_STAMP)
 
-$(STAMP): $(DEMO_STAMP)
-	$(PIP) -e '.[dev,sagemaker]'
+$(STAMP): $(DEMO_STAMP) requirements/dev.lock
+	$(LOCKED) requirements/dev.lock
 	touch $(STAMP)
+
+# Resolve pyproject.toml's dependencies into the locks (pins already there are kept while they
+# still fit; `make lock LOCK_FLAGS=--upgrade` moves everything to the newest releases), then derive
+# v8_model/job-requirements.txt from dev.lock. Commit the three files together. demo.lock is
+# resolved under dev.lock's pins, so the two agree on every shared package.
+LOCK_FLAGS ?=
+lock:
+	$(PYTHON) -m venv $(LOCK_TOOLS)
+	$(LOCK_TOOLS)/bin/python -m pip install --quiet pip==26.3 pip-tools==7.6.2
+	$(PIP_COMPILE) $(LOCK_FLAGS) --extra dev --extra sagemaker -o requirements/dev.lock pyproject.toml
+	$(PIP_COMPILE) $(LOCK_FLAGS) -c requirements/dev.lock -o requirements/demo.lock pyproject.toml
+	$(PYTHON) requirements/pins.py
 
 demo: setup-demo
 	$(BIN)/python -m crpbot_assets.main
@@ -48,5 +69,5 @@ bench: setup
 
 # .dagster_home/dagster.yaml is the repo's instance settings: everything else there is runs.
 clean:
-	rm -rf $(VENV) var
+	rm -rf $(VENV) $(LOCK_TOOLS) var
 	find .dagster_home -mindepth 1 -maxdepth 1 ! -name dagster.yaml -exec rm -rf {} +

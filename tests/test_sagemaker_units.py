@@ -344,23 +344,6 @@ def test_bootstrap_drops_the_train_argument(
     assert command[1:] == ["-m", "v8_model.train", "--symbols", "BTC"]
 
 
-def test_job_requirements_are_declared_once_and_match_this_environment() -> None:
-    """The pins install exactly what the tests run with, and each satisfies pyproject's range."""
-    from packaging.requirements import Requirement
-
-    from v8_model.job_requirements import installed_version, read_requirements
-
-    pins = read_requirements()
-    declared = {
-        Requirement(text).name: Requirement(text)
-        for text in tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["dependencies"]
-    }
-    for name, version in pins.items():
-        assert installed_version(name) == version, name
-        if name in declared:  # botocore comes with boto3
-            assert declared[name].specifier.contains(version), (name, version)
-
-
 def test_every_third_party_import_of_the_job_is_declared() -> None:
     """scipy was imported by the features code but missing from the bootstrap's list: every
     third-party import of the modules the job loads must be pinned (torch: the image's)."""
