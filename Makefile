@@ -12,7 +12,7 @@ LOCK_TOOLS := .venv-lock
 PIP_COMPILE := $(LOCK_TOOLS)/bin/pip-compile --quiet --generate-hashes --strip-extras --allow-unsafe \
 	--no-emit-index-url --no-emit-find-links
 
-.PHONY: setup setup-demo demo test ui lint bench clean lock
+.PHONY: setup setup-demo demo test test-fast ui lint bench clean lock
 
 # What the demo needs and nothing more: the runtime dependencies.
 setup-demo: $(DEMO_STAMP)
@@ -54,6 +54,10 @@ demo: setup-demo
 
 test: setup
 	$(BIN)/python -m pytest
+
+# The inner loop: no servers, no browser, no end-to-end runs (markers in tests/conftest.py).
+test-fast: setup
+	$(BIN)/python -m pytest -m "not slow and not integration"
 
 ui: setup-demo
 	DAGSTER_HOME=$(CURDIR)/.dagster_home $(BIN)/dagster dev -h 127.0.0.1 -p 3000

@@ -86,7 +86,9 @@ def main() -> None:
     JOB_REQUIREMENTS.write_text(
         job_requirements_text(read_lock(DEV_LOCK), read_names()), encoding="utf-8"
     )
-    print(f"wrote {JOB_REQUIREMENTS.relative_to(HERE.parent)} from {DEV_LOCK.name}", file=sys.stderr)
+    print(
+        f"wrote {JOB_REQUIREMENTS.relative_to(HERE.parent)} from {DEV_LOCK.name}", file=sys.stderr
+    )
 
 
 if __name__ == "__main__":

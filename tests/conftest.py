@@ -25,6 +25,39 @@ from sagemaker_emulator import SageMakerEmulator, running_emulator
 
 S3_REGION = "us-east-2"
 REPO = Path(__file__).resolve().parents[1]
+# `make test-fast` leaves these out (`-m "not slow and not integration"`); CI runs everything.
+# Modules whose tests train through Dagster or run the main command in a subprocess:
+SLOW_MODULES = {
+    "test_alerts",
+    "test_assets",
+    "test_assets_bad_data",
+    "test_assets_exchange",
+    "test_assets_pictures",
+    "test_automation",
+    "test_backfill",
+    "test_config_record",
+    "test_entrypoint",
+    "test_faults",
+    "test_plots",
+    "test_postgres_instance",
+    "test_sagemaker_e2e",
+    "test_sagemaker_faults",
+    "test_sagemaker_first_run",
+    "test_symbols",
+    "test_ui_browser",
+    "test_warm_pool",
+    "test_worth",
+}
+# Fixtures that start a server for the test:
+SERVER_FIXTURES = {"moto_server", "emulator", "s3_bucket"}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if item.module.__name__.rsplit(".", 1)[-1] in SLOW_MODULES:
+            item.add_marker(pytest.mark.slow)
+        if SERVER_FIXTURES & set(item.fixturenames):
+            item.add_marker(pytest.mark.integration)
 
 
 @pytest.fixture
@@ -36,21 +69,33 @@ def dagster_instance(tmp_path) -> Iterator[dg.DagsterInstance]:
         yield instance
 
 
-@pytest.fixture
-def moto_server(monkeypatch) -> Iterator[str]:
-    """moto's S3 (and SageMaker, IAM, STS, logs) on 127.0.0.1; returns its endpoint URL.
+@pytest.fixture(scope="session")
+def moto_endpoint() -> Iterator[str]:
+    """One moto server (S3, SageMaker, IAM, STS, logs) on 127.0.0.1 for the whole session.
 
-    The IP address, not `localhost`, keeps S3 on path-style addressing. Dummy credentials and the
-    endpoint are set in the environment for this test only, so boto3 clients anywhere reach it.
+    The IP address, not `localhost`, keeps S3 on path-style addressing. Tests use `moto_server`,
+    which resets the server's state after each test.
     """
     from moto.server import ThreadedMotoServer
 
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
     server.start()
     host, port = server.get_host_and_port()
-    endpoint = f"http://{host}:{port}"
+    try:
+        yield f"http://{host}:{port}"
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def moto_server(moto_endpoint: str, monkeypatch) -> Iterator[str]:
+    """moto's server with a clean state; returns its endpoint URL.
+
+    Dummy credentials and the endpoint are set in the environment for this test only, so boto3
+    clients anywhere reach it.
+    """
     for name, value in {
-        "AWS_ENDPOINT_URL": endpoint,
+        "AWS_ENDPOINT_URL": moto_endpoint,
         "AWS_ACCESS_KEY_ID": "testing",
         "AWS_SECRET_ACCESS_KEY": "testing",
         "AWS_SESSION_TOKEN": "testing",
@@ -61,12 +106,11 @@ def moto_server(monkeypatch) -> Iterator[str]:
         monkeypatch.setenv(name, value)
     monkeypatch.delenv("AWS_PROFILE", raising=False)
     try:
-        yield endpoint
+        yield moto_endpoint
     finally:
-        # moto keeps its state per process, not per server: reset it for the next test.
-        reset = urllib.request.Request(f"{endpoint}/moto-api/reset", method="POST")
+        # Every bucket, job and role the test made goes, so the next test starts empty.
+        reset = urllib.request.Request(f"{moto_endpoint}/moto-api/reset", method="POST")
         urllib.request.urlopen(reset, timeout=10).close()
-        server.stop()
 
 
 @pytest.fixture

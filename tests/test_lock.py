@@ -81,7 +81,10 @@ def test_locked_versions_satisfy_every_range_in_pyproject() -> None:
         if name in pins.UNLOCKED:
             continue
         assert name in lock, f"{requirement} is declared in pyproject.toml but not locked"
-        assert requirement.specifier.contains(lock[name], prereleases=True), (requirement, lock[name])
+        assert requirement.specifier.contains(lock[name], prereleases=True), (
+            requirement,
+            lock[name],
+        )
 
 
 def test_drop_unlocked_removes_only_torchs_block(tmp_path: Path) -> None:

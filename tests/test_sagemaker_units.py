@@ -6,7 +6,6 @@ import json
 import tarfile
 import threading
 import time
-import tomllib
 from pathlib import Path
 
 import boto3

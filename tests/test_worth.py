@@ -282,4 +282,5 @@ def test_null_markets_with_volatility_clustering_promote_nothing(dagster_instanc
         skill_alerts = [m for m in webhook.messages if "directional_skill =" in m["text"]]
     assert len(skill_alerts) == 3
     assert all({"rank_ic", "ci_low", "ci_high"} <= set(m["figures"]) for m in skill_alerts)
-    assert json.dumps(skill_alerts)  # plain JSON all the way down
+    # Plain, finite JSON all the way down: no numpy scalars, no NaN or Infinity.
+    assert json.loads(json.dumps(skill_alerts, allow_nan=False)) == skill_alerts
