@@ -164,6 +164,12 @@ def _read_candles(args: argparse.Namespace, root: str) -> pd.DataFrame:
     from v8_model.storage import open_store
 
     if args.candles:
+        if "://" not in args.candles and not os.path.isfile(args.candles):
+            raise FileNotFoundError(
+                f"--candles {args.candles} does not exist (or is not a file); pass a parquet "
+                "file of 1-minute candles (timestamp, open, high, low, close, volume), or leave "
+                f"--candles out to use the stored candles of {args.symbol}"
+            )
         return pd.read_parquet(args.candles)
     store = open_store(root)
     key = candles_key(args.symbol)
@@ -181,6 +187,7 @@ def _predict(args: argparse.Namespace) -> int:
 
     from crpbot_assets.storage import default_root
     from v8_model.predict import MIN_PREDICT_CANDLES, format_predictions, predict_latest
+    from v8_model.storage import UnreadableParquetError
 
     root = args.root or default_root()
     where = args.candles or f"the stored candles of {args.symbol} under {root}"
@@ -189,7 +196,13 @@ def _predict(args: argparse.Namespace) -> int:
     except FileNotFoundError as error:
         print(f"crpbot predict: {error}", file=sys.stderr)
         return EXIT_FAILED
-    except (OSError, pyarrow.ArrowException, BotoCoreError, ClientError) as error:
+    except (
+        OSError,
+        pyarrow.ArrowException,
+        UnreadableParquetError,
+        BotoCoreError,
+        ClientError,
+    ) as error:
         # Unreadable or unreachable: say which file, not a pyarrow/botocore traceback.
         print(
             f"crpbot predict: cannot read {where}: {type(error).__name__}: {error}. Fix: check "

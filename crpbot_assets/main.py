@@ -327,8 +327,14 @@ def symbol_results(
 
 def _symbols(parser: argparse.ArgumentParser, text: str | None) -> list[str]:
     known = symbol_partitions.get_partition_keys()
-    if not text:
+    if text is None:
         return known
+    if not text.strip():
+        # An empty value (e.g. an unset shell variable) must not widen the run to every symbol.
+        parser.error(
+            f"--symbols is empty; name at least one of {', '.join(known)} (e.g. --symbols BTC), "
+            "or leave the flag out to run every symbol"
+        )
     symbols = [s.strip().upper() for s in text.split(",")]
     unknown = sorted(set(symbols) - set(known))
     if unknown:
