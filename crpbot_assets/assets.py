@@ -76,7 +76,7 @@ from v8_model.layout import (
 from v8_model.plots import equity_curve_png
 from v8_model.promotion import PromotionError, folder_digests, promote, verify_files
 from v8_model.segments import fit_processor
-from v8_model.storage import open_store
+from v8_model.storage import UnreadableParquetError, open_store
 from v8_model.synthetic import MINUTES_PER_DAY, generate_candles
 
 GROUP = "crpbot_v8"
@@ -151,7 +151,14 @@ class ModelConfig(dg.Config):
 def _read_source(source: str) -> pd.DataFrame:
     """A parquet file by path or URI, through the same store code as the root."""
     folder, _, name = source.rstrip("/").rpartition("/")
-    return open_store(folder or ".").read_parquet(name)
+    try:
+        return open_store(folder or ".").read_parquet(name)
+    except (FileNotFoundError, UnreadableParquetError) as error:
+        raise dg.Failure(
+            description=f"candles config path={source!r}: {error}. Nothing was stored. Fix: "
+            "point `path` at a parquet file of 1-minute candles (timestamp, open, high, low, "
+            "close, volume)"
+        ) from error
 
 
 def _validation_failure(error: CandleValidationError) -> dg.Failure:

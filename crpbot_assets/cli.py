@@ -22,7 +22,8 @@ from typing import TYPE_CHECKING
 
 from pydantic import ValidationError
 
-from v8_model.symbols import HOW_TO_ADD, SYMBOLS
+from v8_model import symbols as symbol_settings
+from v8_model.symbols import HOW_TO_ADD, SETTINGS_FILE, SYMBOLS_ENV_VAR, SymbolSettingsError
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -74,12 +75,24 @@ def _settings(args: argparse.Namespace) -> SageMakerSettings:
 
 
 def _symbol(text: str) -> str:
+    try:
+        known = symbol_settings.SYMBOLS
+    except SymbolSettingsError as error:  # a malformed setting: its reason, not argparse's
+        raise argparse.ArgumentTypeError(str(error)) from None
     symbol = text.strip().upper()
-    if symbol not in SYMBOLS:
+    if symbol not in known:
         raise argparse.ArgumentTypeError(
-            f"unknown symbol {text!r}; known: {', '.join(SYMBOLS)} ({HOW_TO_ADD})"
+            f"unknown symbol {text!r}; known: {', '.join(known)} ({HOW_TO_ADD})"
         )
     return symbol
+
+
+def _symbol_help() -> str:
+    """The symbols for --help; a malformed setting must not stop --help from answering."""
+    try:
+        return f"one of {', '.join(symbol_settings.SYMBOLS)}"
+    except SymbolSettingsError:
+        return f"one of the symbols in {SETTINGS_FILE.name} or {SYMBOLS_ENV_VAR} (unreadable now)"
 
 
 def _region_from(args: argparse.Namespace, settings: SageMakerSettings) -> str:
@@ -92,7 +105,8 @@ def _preflight(args: argparse.Namespace) -> int:
     from crpbot_assets.sagemaker.preflight import run_preflight
 
     settings = _settings(args)
-    report = run_preflight(settings, symbols=args.symbols, region_from=_region_from(args, settings))
+    symbols = args.symbols or symbol_settings.SYMBOLS
+    report = run_preflight(settings, symbols=symbols, region_from=_region_from(args, settings))
     print(report.table())
     print()
     print(report.summary())
@@ -108,7 +122,7 @@ def add_preflight_command(subparsers: argparse._SubParsersAction) -> None:
     )
     _settings_flags(parser)
     parser.add_argument(
-        "--symbols", nargs="+", type=_symbol, default=list(SYMBOLS), help="symbols to check"
+        "--symbols", nargs="+", type=_symbol, help="symbols to check (default: every symbol)"
     )
     parser.set_defaults(handler=_preflight)
 
@@ -151,7 +165,7 @@ def add_sagemaker_request_command(subparsers: argparse._SubParsersAction) -> Non
         description="Prints, as JSON, the request the SageMaker trainer would send for SYMBOL "
         "with the current settings. Nothing is sent and nothing is uploaded.",
     )
-    parser.add_argument("symbol", type=_symbol, help=f"one of {', '.join(SYMBOLS)}")
+    parser.add_argument("symbol", type=_symbol, help=_symbol_help())
     _settings_flags(parser)
     parser.set_defaults(handler=_sagemaker_request)
 
@@ -164,6 +178,12 @@ def _read_candles(args: argparse.Namespace, root: str) -> pd.DataFrame:
     from v8_model.storage import open_store
 
     if args.candles:
+        if "://" not in args.candles and not os.path.isfile(args.candles):
+            raise FileNotFoundError(
+                f"--candles {args.candles} does not exist (or is not a file); pass a parquet "
+                "file of 1-minute candles (timestamp, open, high, low, close, volume), or leave "
+                f"--candles out to use the stored candles of {args.symbol}"
+            )
         return pd.read_parquet(args.candles)
     store = open_store(root)
     key = candles_key(args.symbol)
@@ -181,6 +201,7 @@ def _predict(args: argparse.Namespace) -> int:
 
     from crpbot_assets.storage import default_root
     from v8_model.predict import MIN_PREDICT_CANDLES, format_predictions, predict_latest
+    from v8_model.storage import UnreadableParquetError
 
     root = args.root or default_root()
     where = args.candles or f"the stored candles of {args.symbol} under {root}"
@@ -189,7 +210,13 @@ def _predict(args: argparse.Namespace) -> int:
     except FileNotFoundError as error:
         print(f"crpbot predict: {error}", file=sys.stderr)
         return EXIT_FAILED
-    except (OSError, pyarrow.ArrowException, BotoCoreError, ClientError) as error:
+    except (
+        OSError,
+        pyarrow.ArrowException,
+        UnreadableParquetError,
+        BotoCoreError,
+        ClientError,
+    ) as error:
         # Unreadable or unreachable: say which file, not a pyarrow/botocore traceback.
         print(
             f"crpbot predict: cannot read {where}: {type(error).__name__}: {error}. Fix: check "
@@ -235,7 +262,7 @@ def add_predict_command(subparsers: argparse._SubParsersAction) -> None:
         "and predicts on the latest candles (the stored candles/{SYMBOL}_candles.parquet, or "
         "--candles).",
     )
-    parser.add_argument("symbol", type=_symbol, help=f"one of {', '.join(SYMBOLS)}")
+    parser.add_argument("symbol", type=_symbol, help=_symbol_help())
     parser.add_argument("--root", help="storage root, a folder or s3://bucket/prefix [CRPBOT_ROOT]")
     parser.add_argument("--candles", help="a parquet file of 1-minute candles to predict on")
     parser.add_argument(
@@ -270,7 +297,7 @@ def add_rollback_command(subparsers: argparse._SubParsersAction) -> None:
         "before the current one, after checking its files against their recorded sha256. The "
         "version left is removed.",
     )
-    parser.add_argument("symbol", type=_symbol, help=f"one of {', '.join(SYMBOLS)}")
+    parser.add_argument("symbol", type=_symbol, help=_symbol_help())
     parser.add_argument("--root", help="storage root, a folder or s3://bucket/prefix [CRPBOT_ROOT]")
     parser.set_defaults(handler=_rollback)
 
@@ -291,16 +318,25 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    from crpbot_assets.sagemaker.settings import SettingsError
+def _user_error(command: str, error: Exception) -> int:
+    # Settings are the user's to fix: one clear message, no traceback.
+    print(f"crpbot {command}: {error}", file=sys.stderr)
+    return EXIT_USAGE
 
+
+def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        return args.handler(args)
-    except (SettingsError, ValidationError) as error:
-        # Settings are the user's to fix: one clear message, no traceback.
-        print(f"crpbot {args.command}: {error}", file=sys.stderr)
-        return EXIT_USAGE
+        # Imported here, not at the top: importing the SageMaker package reads the symbols
+        # setting, and a malformed one must still leave `crpbot --help` working.
+        from crpbot_assets.sagemaker.settings import SettingsError
+
+        try:
+            return args.handler(args)
+        except (SettingsError, ValidationError) as error:
+            return _user_error(args.command, error)
+    except SymbolSettingsError as error:
+        return _user_error(args.command, error)
 
 
 if __name__ == "__main__":

@@ -60,6 +60,7 @@ POLL_SECONDS = 0.5  # how often the console reads the runs' new events
 STOP_SECONDS = 60.0
 # Dagster's default console logger, silenced: every event still reaches the instance.
 QUIET_LOGGERS = {"console": {"config": {"log_level": "CRITICAL"}}}
+EXIT_SETTING = 2  # a setting the user must fix, as argparse's usage errors
 
 
 def _cause(error: SerializableErrorInfo) -> str:
@@ -299,12 +300,20 @@ def run_all(
 
     if verbose:
         print("\n=== gate_report_job ===", flush=True)
-    report = defs.resolve_job_def("gate_report_job").execute_in_process(
-        instance=instance,
-        run_config={} if verbose else {"loggers": QUIET_LOGGERS},
-        raise_on_error=False,
-        tags=process_tags(),
-    )
+    try:
+        report = defs.resolve_job_def("gate_report_job").execute_in_process(
+            instance=instance,
+            run_config={} if verbose else {"loggers": QUIET_LOGGERS},
+            raise_on_error=False,
+            tags=process_tags(),
+        )
+    except KeyboardInterrupt:  # the signal came before or after Dagster's own handling
+        report = None
+    # Dagster turns a signal during the run into a failed result: stop as during a symbol's run.
+    signal_number = watch.received()
+    if report is None or signal_number is not None:
+        outcomes["gate_report"] = "interrupted"
+        raise Interrupted(signal_number or signal.SIGINT, outcomes)
     outcomes["gate_report"] = None if report.success else failure_summary(report)
     return outcomes
 
@@ -327,8 +336,14 @@ def symbol_results(
 
 def _symbols(parser: argparse.ArgumentParser, text: str | None) -> list[str]:
     known = symbol_partitions.get_partition_keys()
-    if not text:
+    if text is None:
         return known
+    if not text.strip():
+        # An empty value (e.g. an unset shell variable) must not widen the run to every symbol.
+        parser.error(
+            f"--symbols is empty; name at least one of {', '.join(known)} (e.g. --symbols BTC), "
+            "or leave the flag out to run every symbol"
+        )
     symbols = [s.strip().upper() for s in text.split(",")]
     unknown = sorted(set(symbols) - set(known))
     if unknown:
@@ -337,6 +352,21 @@ def _symbols(parser: argparse.ArgumentParser, text: str | None) -> list[str]:
     if repeated:
         parser.error(f"--symbols lists {', '.join(repeated)} more than once; name each once")
     return symbols
+
+
+def dagster_home_problem(home: str) -> str | None:
+    """Why the runs cannot be recorded under `home` (created when missing), or None."""
+    try:
+        os.makedirs(home, exist_ok=True)
+        with tempfile.TemporaryFile(dir=home):
+            pass
+    except OSError as error:
+        return (
+            f"DAGSTER_HOME={home} is not writable ({error.strerror or error}): every run is "
+            "recorded there. Fix: point DAGSTER_HOME at a folder this user may write, or make "
+            "this one writable"
+        )
+    return None
 
 
 def _positive(text: str) -> int:
@@ -366,7 +396,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     symbols = _symbols(parser, args.symbols)
 
     os.environ.setdefault("DAGSTER_HOME", str(DAGSTER_HOME_DEFAULT))
-    os.makedirs(os.environ["DAGSTER_HOME"], exist_ok=True)
+    problem = dagster_home_problem(os.environ["DAGSTER_HOME"])
+    if problem:
+        print(f"{parser.prog}: {problem}", file=sys.stderr)
+        return EXIT_SETTING
     console = Console()
     started_at = utc_now()
     with dg.DagsterInstance.get() as instance, SignalWatch() as watch:

@@ -6,6 +6,7 @@ Every server binds 127.0.0.1 on a free port (port 0) and is stopped by its fixtu
 
 from __future__ import annotations
 
+import contextlib
 import http.server
 import json
 import os
@@ -13,6 +14,7 @@ import shutil
 import subprocess
 import sys
 import threading
+import time
 import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -132,12 +134,51 @@ def s3_bucket(moto_server) -> str:
 
 
 class WebhookReceiver:
-    """Records JSON POST bodies; `status` is the HTTP status it answers (500 plays "down")."""
+    """Records what is POSTed to it and answers as told.
+
+    `status` is the HTTP status it answers (500 plays "down"); `delay_s` makes it slow: it takes
+    the message, then answers that late; `redirect_to` answers every POST with a 301 to that
+    Location. `messages` are the bodies it accepted (status 200), `posts` every POST's
+    (headers, body), `gets` the GET requests it saw (a POST re-sent as a GET after a redirect).
+    """
 
     def __init__(self) -> None:
         self.messages: list[dict] = []
+        self.posts: list[tuple[dict[str, str], dict]] = []
+        self.gets = 0
         self.status = 200
+        self.delay_s = 0.0
+        self.redirect_to: str | None = None
         self.url = ""
+
+
+@contextmanager
+def serve_http(handler: type[http.server.BaseHTTPRequestHandler]) -> Iterator[str]:
+    """`handler` served on 127.0.0.1 (a free port) in a thread; yields the base URL."""
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.1})
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=10)
+
+
+class QuietHandler(http.server.BaseHTTPRequestHandler):
+    def log_message(self, *args) -> None:  # keep test output quiet
+        return
+
+    def answer(self, status: int, body: bytes, headers: dict[str, str] | None = None) -> None:
+        """Send the answer; a client that gave up waiting (a timeout) is not the server's error."""
+        with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+            self.send_response(status)
+            for name, value in (headers or {}).items():
+                self.send_header(name, value)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
 
 
 @contextmanager
@@ -145,28 +186,42 @@ def serve_webhook() -> Iterator[WebhookReceiver]:
     """An HTTP server on 127.0.0.1 in a thread, recording what is POSTed to it."""
     receiver = WebhookReceiver()
 
-    class Handler(http.server.BaseHTTPRequestHandler):
+    class Handler(QuietHandler):
         def do_POST(self) -> None:
-            body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+            message = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))))
+            receiver.posts.append((dict(self.headers), message))
+            if receiver.redirect_to is not None:
+                self.answer(301, b"moved", {"Location": receiver.redirect_to})
+                return
             if receiver.status == 200:
-                receiver.messages.append(json.loads(body))
-            self.send_response(receiver.status)
-            self.end_headers()
-            self.wfile.write(b"ok")
+                receiver.messages.append(message)
+            time.sleep(receiver.delay_s)
+            self.answer(receiver.status, b"ok")
 
-        def log_message(self, *args) -> None:  # keep test output quiet
-            return
+        def do_GET(self) -> None:
+            receiver.gets += 1
+            self.answer(200, b"ok")
 
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.1})
-    thread.start()
-    receiver.url = f"http://127.0.0.1:{server.server_address[1]}/hook"
-    try:
+    with serve_http(Handler) as base_url:
+        receiver.url = f"{base_url}/hook"
         yield receiver
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=10)
+
+
+@pytest.fixture
+def html_endpoint() -> Iterator[str]:
+    """An endpoint that answers every request with an HTML page and 200, as a corporate proxy's
+    login page or an S3-compatible store's error page does: not AWS's XML or JSON."""
+    page = b"<!doctype html><html><title>Sign in</title><h1>Proxy login</h1></html>"
+
+    class Handler(QuietHandler):
+        def do_any(self) -> None:
+            self.rfile.read(int(self.headers.get("Content-Length", 0)))
+            self.answer(200, page, {"Content-Type": "text/html"})
+
+        do_GET = do_POST = do_PUT = do_HEAD = do_any
+
+    with serve_http(Handler) as base_url:
+        yield base_url
 
 
 @pytest.fixture

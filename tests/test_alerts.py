@@ -4,9 +4,12 @@ A stand-in `model` asset with the real gate check specs reports chosen gate resu
 history the sensor reads is exactly what a training run leaves, without training.
 """
 
+import contextlib
 import json
 import logging
 import socket
+import threading
+from collections.abc import Iterator
 
 import dagster as dg
 import pytest
@@ -232,7 +235,154 @@ def test_a_webhook_url_without_http_scheme_is_named_not_leaked(dagster_instance,
         cursor, summary = process_gate_alerts(
             dagster_instance, AlertCursor(), webhook_url=bad_url, ui_url="http://ui", log=logger
         )  # the tick completes: no exception
-    assert summary == "1 new failed gate(s), 0 alert(s) sent, 1 pending"
+    assert summary.startswith("1 new failed gate(s), 0 alert(s) sent, 1 pending; not sent: ")
     assert f"{WEBHOOK_ENV_VAR} is not an http(s) URL" in caplog.text
     assert "SECRET-TOKEN" not in caplog.text and "SECRET-TOKEN" not in summary
     assert "SECRET-TOKEN" not in cursor.to_json()
+
+
+def secret_free(*texts: str) -> bool:
+    return not any("SECRET" in text or "TOKEN123" in text for text in texts)
+
+
+@pytest.mark.parametrize(
+    ("bad_url", "problem"),
+    [
+        ("http://127.0.0.1:18081/hooks/SECRET TOKEN123", "contains a space at character 36"),
+        ("http://127.0.0.1:18081/hooks/SECRET\nTOKEN123", "contains a control character (code 10)"),
+        ("http://[::1/hooks/SECRET", "has a malformed host or port"),
+        ("http://127.0.0.1:99999/hooks/SECRET", "has a malformed host or port"),
+        ("https://bot:SECRET@hooks.example.test/T0", "has a user name or password before the host"),
+        ("https://hooks.example.test/T0/SECRET-caf\u00e9", "contains a non-ASCII character"),
+    ],
+)
+def test_an_unusable_webhook_url_is_named_by_its_setting_and_alerts_wait_for_the_fix(
+    dagster_instance, monkeypatch, capfd, webhook, bad_url, problem
+):
+    """The URLs that crashed the sensor (http.client's InvalidURL, urllib's ValueError) and
+    printed the secret: each tick now completes, names the setting and the problem, and keeps
+    the alert until the setting is fixed; the cursor moves on, so later failures are seen."""
+    record_gates(dagster_instance, "BTC", {"logit_range": 61.0})
+    monkeypatch.setenv(WEBHOOK_ENV_VAR, bad_url)
+    capfd.readouterr()
+    summary, cursor = tick(dagster_instance, None)
+    daemon_log = capfd.readouterr().err  # what the sensor logs, as the daemon would show it
+    assert summary.startswith("1 new failed gate(s), 0 alert(s) sent, 1 pending; not sent: ")
+    assert f"{WEBHOOK_ENV_VAR} {problem}" in summary
+    assert f"alerts not sent: {WEBHOOK_ENV_VAR} {problem}" in daemon_log
+    assert secret_free(summary, cursor, daemon_log), summary
+    assert AlertCursor.from_json(cursor).pending[0]["attempts"] == 0  # not a delivery try
+
+    record_gates(dagster_instance, "ETH", {"class_balance": 0.7})
+    summary, cursor = tick(dagster_instance, cursor)
+    assert summary.startswith("1 new failed gate(s), 0 alert(s) sent, 2 pending; not sent: ")
+
+    monkeypatch.setenv(WEBHOOK_ENV_VAR, webhook.url)
+    summary, cursor = tick(dagster_instance, cursor)
+    assert summary == "0 new failed gate(s), 2 alert(s) sent, 0 pending"
+    assert [m["text"].split(" = ")[0].split(": ")[-1] for m in webhook.messages] == [
+        "BTC logit_range",
+        "ETH class_balance",
+    ]
+    tick(dagster_instance, cursor)
+    assert len(webhook.messages) == 2
+
+
+@contextlib.contextmanager
+def raw_tcp_receiver(answer: bytes | None) -> Iterator[str]:
+    """A listener on 127.0.0.1 that reads one request and answers `answer` raw (not HTTP), or
+    closes without a word when it is None: the sending errors urllib does not wrap."""
+    with socket.create_server(("127.0.0.1", 0)) as server:
+        server.settimeout(10)
+
+        def serve() -> None:
+            connection, _ = server.accept()
+            with connection:
+                connection.recv(65536)
+                if answer is not None:
+                    connection.sendall(answer)
+
+        thread = threading.Thread(target=serve)
+        thread.start()
+        try:
+            yield f"http://127.0.0.1:{server.getsockname()[1]}/hooks/T0/SECRET"
+        finally:
+            thread.join(timeout=10)
+
+
+@pytest.mark.parametrize(
+    ("answer", "reported"),
+    [
+        (None, "webhook unreachable: RemoteDisconnected: Remote end closed connection"),
+        (b"SECRET garbage\r\n\r\n", "webhook not reached: BadStatusLine (its message is not"),
+    ],
+)
+def test_a_sending_error_of_any_kind_is_not_delivered_and_the_tick_goes_on(
+    dagster_instance, caplog, answer, reported
+):
+    record_gates(dagster_instance, "SOL", {"no_nan_inf": 2.0})
+    logger = logging.getLogger("test_alerts")
+    with raw_tcp_receiver(answer) as url, caplog.at_level(logging.INFO, logger="test_alerts"):
+        cursor, summary = process_gate_alerts(
+            dagster_instance, AlertCursor(), webhook_url=url, ui_url="http://ui", log=logger
+        )
+    assert summary == "1 new failed gate(s), 0 alert(s) sent, 1 pending"
+    assert reported in caplog.text
+    assert cursor.pending[0]["attempts"] == 1 and cursor.handled
+    assert secret_free(caplog.text, summary, cursor.to_json())
+
+
+def test_a_redirect_is_not_delivered_and_names_only_the_locations_host(
+    dagster_instance, capfd, alert_env
+):
+    """urllib would re-send the POST as a GET without its body, and count the GET's 200 as
+    delivered; the alert would be lost. The redirect is a failure; no GET is ever sent."""
+    record_gates(dagster_instance, "BTC", {"logit_range": 70.0})
+    alert_env.redirect_to = "https://moved.example.test:8443/hooks/T0/SECRET?token=SECRET"
+    capfd.readouterr()
+    summary, cursor = tick(dagster_instance, None)
+    daemon_log = capfd.readouterr().err
+    assert summary == "1 new failed gate(s), 0 alert(s) sent, 1 pending"
+    assert len(alert_env.posts) == 1 and alert_env.gets == 0 and alert_env.messages == []
+    assert "webhook answered HTTP 301, a redirect to host moved.example.test:" in daemon_log
+    assert secret_free(daemon_log, summary, cursor)
+
+    alert_env.redirect_to = None
+    summary, _ = tick(dagster_instance, cursor)
+    assert summary == "0 new failed gate(s), 1 alert(s) sent, 0 pending"
+    assert alert_env.gets == 0 and "BTC logit_range = 70" in alert_env.messages[0]["text"]
+
+
+def test_a_slow_receivers_repeats_carry_one_alert_id_and_stop_at_max_attempts(
+    dagster_instance, monkeypatch, alert_env
+):
+    """A receiver that takes the message but answers after the timeout gets it again on the next
+    tick: once per tick, at most MAX_ATTEMPTS times, always with the same alert_id (body and
+    Idempotency-Key header) and the attempt number, so it can drop the repeats."""
+    monkeypatch.setattr(alerts, "WEBHOOK_TIMEOUT_SECONDS", 0.2)
+    monkeypatch.setattr(alerts, "MAX_ATTEMPTS", 3)
+    run_id = record_gates(dagster_instance, "BTC", {"logit_range": 80.0, "class_balance": 0.9})
+    alert_env.delay_s = 1.0
+    cursor = None
+    for _ in range(4):
+        summary, cursor = tick(dagster_instance, cursor)
+    assert summary == "0 new failed gate(s), 0 alert(s) sent, 1 pending"
+    # One POST per tick (the first timeout ends the tick): the first alert three times, given
+    # up after the third; the other alert once, on the fourth tick.
+    first, other = (f"crpbot:{run_id}:BTC:{gate}" for gate in ("class_balance", "logit_range"))
+    assert [(m["alert_id"], m["attempt"]) for m in alert_env.messages] == [
+        (first, 1),
+        (first, 2),
+        (first, 3),
+        (other, 1),
+    ]
+    assert [headers["Idempotency-Key"] for headers, _ in alert_env.posts] == [
+        m["alert_id"] for m in alert_env.messages
+    ]
+    assert "delivery attempt" not in alert_env.messages[0]["text"]
+    assert f"(delivery attempt 2, alert {first})" in alert_env.messages[1]["text"]
+
+    alert_env.delay_s = 0.0
+    summary, cursor = tick(dagster_instance, cursor)
+    assert summary == "0 new failed gate(s), 1 alert(s) sent, 0 pending"
+    assert alert_env.messages[-1]["attempt"] == 2

@@ -175,3 +175,28 @@ def test_invalid_candles_are_refused_with_the_validation_message(tmp_path, dagst
     )
     assert failure_data.metadata["rule"].value == "high_below_open_close"
     assert not (tmp_path / "root" / "candles").exists()
+
+
+@pytest.mark.parametrize(
+    ("content", "problem"),
+    [(b"PAR1 not a parquet file PAR1", "is not a readable parquet file"), (None, "no such object")],
+)
+def test_a_garbage_or_missing_candles_file_is_named_with_its_path(
+    tmp_path, dagster_instance, content, problem
+):
+    """pyarrow's ArrowInvalid says "magic bytes not found" and never which file: the failure
+    names the setting, the file and the fix, and nothing is stored."""
+    path = tmp_path / "SOL_1m.parquet"
+    if content is not None:
+        path.write_bytes(content)
+    result = materialize_candles(tmp_path, dagster_instance, str(path))
+    assert not result.success
+    [failure] = result.get_step_failure_events()
+    description = failure.step_failure_data.user_failure_data.description
+    assert description.startswith(f"candles config path='{path}': ")
+    assert str(path) in description.split(": ", 1)[1] and problem in description.lower()
+    assert description.endswith(
+        "Fix: point `path` at a parquet file of 1-minute candles "
+        "(timestamp, open, high, low, close, volume)"
+    )
+    assert not (tmp_path / "root" / "candles").exists()

@@ -145,3 +145,97 @@ def test_preflight_refuses_800_kb_samples(
             f"  - data {symbol}: s3://{BUCKET}/data/{symbol}_features.parquet: "
             "not a parquet file (no PAR1 footer)"
         ) in out
+
+
+def run_console_script(*args: str) -> subprocess.CompletedProcess:
+    """`crpbot ARGS` as a user runs it, in the test's environment (the endpoint, credentials)."""
+    return subprocess.run(
+        [str(CONSOLE_SCRIPT), *args], capture_output=True, text=True, timeout=300, check=False
+    )
+
+
+def table_rows(out: str) -> dict[str, tuple[str, str]]:
+    """CHECK → (STATUS, DETAIL) from the printed table (the rows before the blank line)."""
+    lines = out.split("\n\n")[0].splitlines()
+    status_at = lines[0].index("STATUS")
+    return {
+        line[:status_at].strip(): (line[status_at:].split()[0], line[status_at + 8 :])
+        for line in lines[1:]
+    }
+
+
+PREFLIGHT_ROWS = {
+    "settings",
+    "caller identity",
+    "region",
+    "sagemaker api",
+    "bucket",
+    "data BTC",
+    "data ETH",
+    "data SOL",
+    "role",
+    "role permissions",
+    "caller permissions",
+    "image",
+    "quota",
+    "warm pool quota",
+    "estimate",
+}
+
+
+def test_preflight_against_moto_prints_every_row_when_the_simulator_answers_html(
+    moto_server: str,
+) -> None:
+    """moto has no policy simulator: it answers an HTML 500 that botocore cannot parse. That is
+    the permission rows' WARN, with the error's type; every other row is still printed."""
+    done = run_console_script(
+        "preflight", "--role-arn", "arn:aws:iam::123456789012:role/service-role/CrpbotTrainingRole"
+    )
+    assert done.returncode == 1, done.stderr
+    assert "Traceback" not in done.stderr + done.stdout
+    rows = table_rows(done.stdout)
+    assert set(rows) == PREFLIGHT_ROWS
+    for name in ("role permissions", "caller permissions"):
+        status, detail = rows[name]
+        assert status == "WARN"
+        assert "not verified: the policy simulator gave no answer (ResponseParserError:" in detail
+    assert rows["bucket"] == ("FAIL", "s3://crpbot-sagemaker-training does not exist")
+    assert rows["caller identity"][0] == "PASS"
+    assert "  - bucket: s3://crpbot-sagemaker-training does not exist" in done.stdout
+
+
+def test_preflight_behind_a_proxy_answering_html_fails_every_aws_row_and_prints_them(
+    html_endpoint: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A corporate proxy's login page (HTML, 200) instead of AWS: each AWS check FAILs naming
+    the parser error, none hides another, and the command ends with exit 1, not a traceback."""
+    for name, value in {
+        "AWS_ENDPOINT_URL": html_endpoint,
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_CONFIG_FILE": "/dev/null",
+        "AWS_SHARED_CREDENTIALS_FILE": "/dev/null",
+    }.items():
+        monkeypatch.setenv(name, value)
+    done = run_console_script("preflight", "--role-arn", ROLE_ARN, "--symbols", "BTC")
+    assert done.returncode == 1, done.stderr
+    assert "Traceback" not in done.stderr + done.stdout
+    rows = table_rows(done.stdout)
+    assert set(rows) == PREFLIGHT_ROWS - {"data ETH", "data SOL"}
+    for name in ("caller identity", "role"):
+        status, detail = rows[name]
+        assert status == "FAIL" and detail.startswith("ResponseParserError: "), rows[name]
+    # S3's region look-up parses the body itself: the XML parser's own error, named as such.
+    assert rows["bucket"] == ("FAIL", "ParseError: syntax error: line 1, column 0")
+    # SageMaker's JSON protocol: botocore hands the HTML over as a message, not an error.
+    assert rows["sagemaker api"] == (
+        "FAIL",
+        "the endpoint answered, but not as SageMaker does (no TrainingJobSummaries): a proxy "
+        "or AWS_ENDPOINT_URL is in the way",
+    )
+    assert rows["data BTC"][0] == "FAIL" and "not checked" in rows["data BTC"][1]
+    assert rows["quota"] == (
+        "WARN",
+        "could not read L-FE869B40 'ml.g5.4xlarge for training job usage': KeyError: 'Quota'",
+    )
+    assert rows["settings"][0] == "PASS" and rows["estimate"][0] == "INFO"

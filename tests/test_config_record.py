@@ -81,6 +81,16 @@ def test_bad_hyperparameters_name_the_setting():
         from_hyperparameters({"loss": "hinge"})
 
 
+@pytest.mark.parametrize("name", ["weight-decay", "focal-gamma"])
+@pytest.mark.parametrize("value", ["nan", "inf", "-inf", "-0.5"])
+def test_weight_decay_and_focal_gamma_refuse_nan_inf_and_negatives(name: str, value: str):
+    """`nan < 0` is False, so a plain sign test let `--weight-decay nan` train a NaN model."""
+    field = name.replace("-", "_")
+    with pytest.raises(ValueError, match=f"training setting {field} must be a finite number >= 0"):
+        from_hyperparameters({name: value})
+    assert getattr(from_hyperparameters({name: "0"}), field) == 0.0  # zero stays allowed
+
+
 def test_argument_parser_is_generated_from_the_fields():
     parser = argparse.ArgumentParser()
     add_hyperparameter_arguments(parser)

@@ -337,3 +337,98 @@ def test_artifacts_follow_the_umask_so_a_serving_user_can_read_them(promoted):
     serving = open_store(promoted["root"]).list_keys("production")
     modes = {oct((promoted["root"] / key).stat().st_mode & 0o777) for key in serving}
     assert modes == {oct(0o666 & ~umask)}
+
+
+@pytest.mark.parametrize("value", ["", "  "])
+def test_empty_symbols_are_refused_not_read_as_every_symbol(value, capsys):
+    """`--symbols "$UNSET"` once trained every symbol."""
+    with pytest.raises(SystemExit) as exit_info:
+        main_command.main(["--symbols", value])
+    assert exit_info.value.code == 2
+    assert "--symbols is empty; name at least one of BTC, ETH, SOL" in capsys.readouterr().err
+
+
+@contextlib.contextmanager
+def read_only_folder(path: Path):
+    """`path` made unwritable for this user: immutable for root (who ignores modes), 0555 else."""
+    path.mkdir(parents=True, exist_ok=True)
+    as_root = os.geteuid() == 0
+    if as_root:
+        subprocess.run(["chattr", "+i", str(path)], check=True, timeout=30)
+    else:
+        path.chmod(0o555)
+    try:
+        yield path
+    finally:
+        if as_root:
+            subprocess.run(["chattr", "-i", str(path)], check=True, timeout=30)
+        else:
+            path.chmod(0o755)
+
+
+def test_a_read_only_dagster_home_is_one_line_naming_it(tmp_path, monkeypatch, capsys):
+    """It was a 46-line traceback from deep inside Dagster's sqlite storage."""
+    with read_only_folder(tmp_path / "home") as home:
+        monkeypatch.setenv("DAGSTER_HOME", str(home))
+        assert main_command.main(["--symbols", "BTC"]) == 2
+        assert list(home.iterdir()) == []
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1, err
+    assert err.startswith(f"python -m crpbot_assets.main: DAGSTER_HOME={home} is not writable (")
+    assert "Fix: point DAGSTER_HOME at a folder this user may write" in err
+
+
+GATE_REPORT_DRIVER = """
+import dagster as dg
+from crpbot_assets import main as command
+with dg.DagsterInstance.get() as instance, command.SignalWatch() as watch:
+    try:
+        command.run_all([], "demo", instance, watch)
+    except command.Interrupted as stop:
+        print("interrupted", stop.signal_number, stop.outcomes, flush=True)
+        raise SystemExit(128 + stop.signal_number)
+print("finished", flush=True)
+"""
+
+
+def test_sigterm_during_the_gate_report_stops_with_143(tmp_path):
+    """The gate report runs in the main command's own process, where Dagster turned SIGTERM into
+    a failed run: the command went on and exited 1. It now stops as during a symbol's run."""
+    home = tmp_path / "home"
+    home.mkdir()
+    env = {**os.environ, "DAGSTER_HOME": str(home), "CRPBOT_ROOT": str(tmp_path / "root")}
+    started = dg.RunsFilter(job_name="gate_report_job", statuses=[dg.DagsterRunStatus.STARTED])
+    # The instance's storage is created here, before the driver, so the two never race for it.
+    with dg.DagsterInstance.from_config(str(home)) as instance:
+        driver = subprocess.Popen(
+            [sys.executable, "-c", GATE_REPORT_DRIVER],
+            cwd=REPO,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        try:
+            deadline = time.monotonic() + PROCESS_TIMEOUT
+            while not instance.get_run_records(filters=started):
+                assert driver.poll() is None and time.monotonic() < deadline, driver.stdout.read()
+                time.sleep(0.05)
+            driver.send_signal(signal.SIGTERM)
+            output, _ = driver.communicate(timeout=PROCESS_TIMEOUT)
+        finally:
+            if driver.poll() is None:
+                driver.kill()
+                driver.wait()
+    assert driver.returncode == 128 + signal.SIGTERM, output
+    assert f"interrupted {int(signal.SIGTERM)} {{'gate_report': 'interrupted'}}" in output
+
+
+def test_predict_says_a_missing_candles_file_does_not_exist(tmp_path, capsys):
+    missing = tmp_path / "nonexistent.parquet"
+    assert crpbot(["predict", SYMBOL, "--root", str(tmp_path), "--candles", str(missing)]) == 1
+    err = capsys.readouterr().err
+    assert err == (
+        f"crpbot predict: --candles {missing} does not exist (or is not a file); pass a parquet "
+        "file of 1-minute candles (timestamp, open, high, low, close, volume), or leave "
+        f"--candles out to use the stored candles of {SYMBOL}\n"
+    )

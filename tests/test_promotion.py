@@ -20,6 +20,7 @@ from v8_model.promotion import (
     rollback,
 )
 from v8_model.storage import Store, open_store
+from v8_model.synthetic import generate_candles
 
 SYMBOL = "BTC"
 STAGED = f"models/{SYMBOL}"
@@ -136,3 +137,34 @@ def test_a_corrupt_pointer_is_a_clear_error(tmp_path):
     store.write_text(f"production/{SYMBOL}/current.json", "{not json")
     with pytest.raises(PromotionError, match="corrupt production pointer"):
         current_folder(store, SYMBOL)
+
+
+@pytest.mark.parametrize("field", ["version", "previous"])
+def test_a_tampered_pointer_is_refused_by_rollback_and_predict_with_one_line(
+    tmp_path, capsys, field
+):
+    """`"version": "../../../candles"` once made `crpbot rollback` die with a ValueError
+    traceback; a path in the pointer must never steer reads or the clean-up of versions."""
+    store = open_store(tmp_path)
+    promote(store, SYMBOL, STAGED, stage(store, b"model 1"), {})
+    promote(store, SYMBOL, STAGED, stage(store, b"model 2"), {})
+    candles = tmp_path / "candles" / "BTC_candles.parquet"
+    store.write_parquet("candles/BTC_candles.parquet", generate_candles(SYMBOL, minutes=400))
+    key = f"production/{SYMBOL}/current.json"
+    pointer = json.loads(store.read_text(key))
+    pointer[field] = "../../../candles" if field == "version" else ["../../../candles"]
+    store.write_text(key, json.dumps(pointer))
+    before = tree_digest(tmp_path)
+
+    assert crpbot(["rollback", SYMBOL, "--root", str(tmp_path)]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "Traceback" not in err
+    assert err.startswith(f"crpbot rollback: {tmp_path}/{key}: names version '../../../candles'")
+    assert f"Fix: restore {tmp_path}/{key} from a backup, or delete it and promote BTC" in err
+    assert crpbot(["predict", SYMBOL, "--root", str(tmp_path), "--candles", str(candles)]) == 1
+    assert "names version '../../../candles'" in capsys.readouterr().err
+    assert tree_digest(tmp_path) == before  # nothing was changed or deleted
+
+    (tmp_path / key).unlink()  # the fix the message gives
+    promote(store, SYMBOL, STAGED, stage(store, b"model 3"), {})
+    assert serving_weights(store) == b"model 3"

@@ -146,3 +146,40 @@ def test_an_added_symbol_is_materialized_end_to_end(added_symbol_run):
     assert report["symbols"]["DOGE"]["status"] == "passed"
     assert report["symbols"]["DOGE"]["promoted"] is True
     assert report["symbols"]["BTC"]["status"] == "not trained"
+
+
+CONSOLE_SCRIPT = Path(sys.executable).with_name("crpbot")
+
+
+@pytest.mark.parametrize(
+    ("args", "code"),
+    [
+        (["--help"], 0),
+        (["predict", "--help"], 0),
+        (["predict", "BTC"], 2),
+        (["rollback", "BTC"], 2),
+        (["preflight"], 2),
+        (["sagemaker-request", "BTC"], 2),
+    ],
+)
+def test_a_malformed_symbols_setting_leaves_help_working_and_every_command_one_line(args, code):
+    """It once printed a 12-line traceback on every command, `crpbot --help` included."""
+    done = subprocess.run(
+        [str(CONSOLE_SCRIPT), *args],
+        env={**os.environ, SYMBOLS_ENV_VAR: "BTC,DOGE/USD"},
+        capture_output=True,
+        text=True,
+        timeout=180,
+        check=False,
+    )
+    assert done.returncode == code, done.stderr
+    assert "Traceback" not in done.stderr
+    if code == 0:
+        assert done.stdout.startswith("usage: crpbot")
+        return
+    last_line = done.stderr.strip().splitlines()[-1]
+    assert last_line.startswith(f"crpbot {args[0]}: ")
+    assert last_line.endswith(
+        "CRPBOT_SYMBOLS: symbol 2 'DOGE/USD' is not a symbol: expected 2 to 15 letters or digits "
+        "naming the base asset (e.g. BTC, not BTC/USD)"
+    )

@@ -78,10 +78,13 @@ class TrainConfig:
             raise ValueError(
                 f"training setting label_smoothing must be in [0, 1), got {self.label_smoothing!r}"
             )
-        if self.weight_decay < 0:
-            raise ValueError(f"training setting weight_decay must be >= 0, got {self.weight_decay}")
-        if self.focal_gamma < 0:
-            raise ValueError(f"training setting focal_gamma must be >= 0, got {self.focal_gamma}")
+        for name in ("weight_decay", "focal_gamma"):
+            value = getattr(self, name)
+            # `nan < 0` is False: the finiteness test is what refuses nan (and inf).
+            if not (isinstance(value, int | float) and math.isfinite(value) and value >= 0):
+                raise ValueError(
+                    f"training setting {name} must be a finite number >= 0, got {value!r}"
+                )
         if self.loss not in LOSSES:
             raise ValueError(f"training setting loss must be one of {LOSSES}, got {self.loss!r}")
         if isinstance(self.folds, bool) or not isinstance(self.folds, int) or self.folds < 1:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -26,6 +27,9 @@ from v8_model.layout import (
 from v8_model.storage import Store
 
 KEEP_VERSIONS = 5  # the serving version and up to 4 earlier ones for rollback
+# The version names `promote` writes (UTC time, random suffix). A pointer naming anything else
+# (e.g. "../../../candles") was not written by promotion and must not steer reads or clean-up.
+VERSION_PATTERN = re.compile(r"\d{8}T\d{6}Z-[0-9a-f]{8}")
 
 
 class PromotionError(ValueError):
@@ -63,6 +67,14 @@ def folder_digests(store: Store, folder: str) -> dict[str, dict[str, int | str]]
     }
 
 
+def _pointer_fix(store: Store, key: str, symbol: str) -> str:
+    # Promotion reads the pointer too (for the versions to keep): it cannot overwrite a bad one.
+    return (
+        f"Fix: restore {store.uri(key)} from a backup, or delete it and promote {symbol} again "
+        "(materialize `production_model`)"
+    )
+
+
 def read_pointer(store: Store, symbol: str) -> ProductionPointer | None:
     """The symbol's `current.json`, or None when nothing was promoted yet."""
     key = f"{production_folder(symbol)}/{PRODUCTION_POINTER_FILE}"
@@ -70,7 +82,7 @@ def read_pointer(store: Store, symbol: str) -> ProductionPointer | None:
         return None
     try:
         fields = json.loads(store.read_text(key))
-        return ProductionPointer(
+        pointer = ProductionPointer(
             symbol=str(fields["symbol"]),
             version=str(fields["version"]),
             previous=tuple(str(version) for version in fields["previous"]),
@@ -78,9 +90,18 @@ def read_pointer(store: Store, symbol: str) -> ProductionPointer | None:
         )
     except (UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError) as error:
         raise PromotionError(
-            f"{store.uri(key)}: corrupt production pointer ({error!r}); promote {symbol} again "
-            "(materialize `production_model`), which rewrites it"
+            f"{store.uri(key)}: corrupt production pointer ({error!r}). "
+            + _pointer_fix(store, key, symbol)
         ) from error
+    names = (pointer.version, *pointer.previous)
+    foreign = [name for name in names if not VERSION_PATTERN.fullmatch(name)]
+    if foreign:
+        raise PromotionError(
+            f"{store.uri(key)}: names version {foreign[0]!r}, not a version name promotion writes "
+            "(like 20260101T000000Z-0123abcd): the pointer was edited by hand or tampered with. "
+            f"Nothing was changed. {_pointer_fix(store, key, symbol)}"
+        )
+    return pointer
 
 
 def current_folder(store: Store, symbol: str) -> str | None:

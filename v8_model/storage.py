@@ -30,6 +30,10 @@ import pandas as pd
 S3_SCHEME = "s3://"
 
 
+class UnreadableParquetError(ValueError):
+    """An object that is not a parquet file pyarrow can read; the message names its URI."""
+
+
 def _umask() -> int:
     mask = os.umask(0o022)  # reading the umask means setting it; put it straight back
     os.umask(mask)
@@ -129,7 +133,16 @@ class Store(ABC):
         return self.read_bytes(key).decode("utf-8")
 
     def read_parquet(self, key: str) -> pd.DataFrame:
-        return pd.read_parquet(io.BytesIO(self.read_bytes(key)))
+        import pyarrow as pa
+
+        data = self.read_bytes(key)
+        try:
+            return pd.read_parquet(io.BytesIO(data))
+        except pa.ArrowException as error:  # pyarrow's own message never names the file
+            raise UnreadableParquetError(
+                f"{self.uri(key)} is not a readable parquet file ({len(data):,} bytes; "
+                f"{type(error).__name__}: {error})"
+            ) from error
 
     def write_parquet(self, key: str, frame: pd.DataFrame) -> int:
         """Write `frame` (without its index) atomically; returns the size in bytes."""

@@ -2,8 +2,10 @@
 
 The list comes from `symbols = [...]` in `crpbot.toml` at the repository root, or from the
 environment variable CRPBOT_SYMBOLS (comma-separated, e.g. `BTC,ETH,SOL,DOGE`), which wins when
-set. Both are read once, when this module is imported: the Dagster partitions, the CLI, the
-preflight, the exchange source and the gate report all follow `SYMBOLS`. Without a settings file
+set. Both are read once, when `SYMBOLS` is first used (not when this module is imported, so
+that `crpbot --help` and the error's own class stay available when the setting is malformed):
+the Dagster partitions, the CLI, the preflight, the exchange source and the gate report all
+follow `SYMBOLS`. Without a settings file
 (an installed package, the SageMaker container) the seed's three symbols apply.
 
 A symbol is 2 to 15 capital letters or digits (the base asset: `BTC`, `1INCH`); the exchange
@@ -84,4 +86,14 @@ def load_symbols(
     return parse_symbols(values, f"{settings_file} `symbols`")
 
 
-SYMBOLS: tuple[str, ...] = load_symbols()
+SYMBOLS: tuple[str, ...]  # set by `__getattr__` on first use
+
+
+def __getattr__(name: str) -> tuple[str, ...]:
+    """`SYMBOLS`, loaded on first use (PEP 562); a malformed setting raises SymbolSettingsError
+    at every use, naming where the bad value came from."""
+    if name != "SYMBOLS":
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    symbols = load_symbols()
+    globals()["SYMBOLS"] = symbols
+    return symbols

@@ -50,6 +50,9 @@ PARQUET_MAGIC = b"PAR1"
 # IAM errors that mean "this caller may not ask", not "the answer is no".
 NOT_ALLOWED_CODES = frozenset({"AccessDenied", "AccessDeniedException", "UnauthorizedOperation"})
 MB = 1_000_000
+# An error's message is shown up to this length: an HTML page from a proxy or a store that is not
+# AWS (botocore quotes the body it could not parse) would otherwise fill the table.
+MAX_ERROR_CHARS = 240
 
 
 class Status(StrEnum):
@@ -92,7 +95,8 @@ class PreflightReport:
         return f"preflight FAILED: {len(self.failures)} of {len(self.checks)} checks\n{listed}"
 
 
-def _describe(error: ClientError | BotoCoreError) -> str:
+def _describe(error: Exception) -> str:
+    """One line for the table: what went wrong and, for the AWS errors users meet, what to do."""
     if isinstance(error, NoCredentialsError):
         return (
             f"{error}: give this shell AWS credentials (aws configure / AWS_PROFILE / aws sso "
@@ -100,8 +104,15 @@ def _describe(error: ClientError | BotoCoreError) -> str:
         )
     if isinstance(error, ClientError):
         message = error.response.get("Error", {}).get("Message", "")
-        return f"{error_code(error)}: {message}".rstrip(": ")
-    return str(error)
+        text = f"{error_code(error)}: {message}"
+    elif isinstance(error, BotoCoreError):
+        text = str(error)
+    else:
+        # Anything else (botocore's ResponseParserError for an HTML answer, a connection error,
+        # a bug): its type says what kind of surprise it was, its message what was received.
+        text = f"{type(error).__name__}: {error}"
+    text = " ".join(text.split()).rstrip(": ")  # one table row, even for a quoted HTML page
+    return text if len(text) <= MAX_ERROR_CHARS else text[: MAX_ERROR_CHARS - 1] + "…"
 
 
 def parquet_rows(s3: Any, bucket: str, key: str, size: int) -> int:
@@ -207,13 +218,26 @@ class Preflight:
             self.check_warm_pool_quota,
             self.check_estimate,
         ]
-        return PreflightReport([check for step in steps for check in step()])
+        return PreflightReport([check for step in steps for check in self._rows(step)])
+
+    @staticmethod
+    def _rows(step: Callable[[], Iterable[Check]]) -> list[Check]:
+        """A step's rows; an error that escapes the step becomes one more FAIL row named after it,
+        so a preflight always prints its whole table (its job is to report every problem)."""
+        rows: list[Check] = []
+        try:
+            rows.extend(step())
+        except Exception as error:
+            name = step.__name__.removeprefix("check_").replace("_", " ")
+            rows.append(Check(name, Status.FAIL, f"check failed unexpectedly: {_describe(error)}"))
+        return rows
 
     def _guarded(self, name: str, probe: Callable[[], Check]) -> Check:
-        """Run one probe; an AWS error becomes that check's FAIL instead of ending preflight."""
+        """Run one probe; any error (an AWS error, an answer that is not AWS's, a lost
+        connection) becomes that check's FAIL instead of ending preflight."""
         try:
             return probe()
-        except (ClientError, BotoCoreError) as error:
+        except Exception as error:
             return Check(name, Status.FAIL, _describe(error))
 
     def check_settings(self) -> Iterable[Check]:
@@ -258,7 +282,15 @@ class Preflight:
 
     def check_sagemaker_api(self) -> Iterable[Check]:
         def probe() -> Check:
-            self.clients.sagemaker.list_training_jobs(MaxResults=1)
+            answer = self.clients.sagemaker.list_training_jobs(MaxResults=1)
+            # botocore passes a body that is not JSON (a proxy's HTML page) as {"message": ...}.
+            if "TrainingJobSummaries" not in answer:
+                return Check(
+                    "sagemaker api",
+                    Status.FAIL,
+                    "the endpoint answered, but not as SageMaker does (no TrainingJobSummaries): "
+                    "a proxy or AWS_ENDPOINT_URL is in the way",
+                )
             return Check("sagemaker api", Status.PASS, "answers")
 
         yield self._guarded("sagemaker api", probe)
@@ -417,8 +449,15 @@ class Preflight:
                     "docs/sagemaker.md",
                 )
             return Check(name, Status.WARN, f"not verified: {_describe(error)}")
-        except BotoCoreError as error:
-            return Check(name, Status.WARN, f"not verified: {_describe(error)}")
+        except Exception as error:
+            # Advisory: an endpoint without a policy simulator (moto, an S3-compatible store
+            # behind a proxy answering HTML) leaves the permissions unverified, not wrong.
+            return Check(
+                name,
+                Status.WARN,
+                f"not verified: the policy simulator gave no answer ({_describe(error)}); "
+                f"compare {who}'s policy with docs/sagemaker.md",
+            )
         if denied:
             return Check(
                 name,
@@ -489,7 +528,7 @@ class Preflight:
             )
         try:
             quota = read_quota(self.clients.service_quotas, code)
-        except (ClientError, BotoCoreError) as error:
+        except Exception as error:  # advisory reading: a surprise leaves the quota unread
             return Check(
                 name, Status.WARN, f"could not read {code} '{expected}': {_describe(error)}"
             )
