@@ -51,7 +51,7 @@ SLOW_MODULES = {
     "test_worth",
 }
 # Fixtures that start a server for the test:
-SERVER_FIXTURES = {"moto_server", "emulator", "s3_bucket"}
+SERVER_FIXTURES = {"moto_server", "emulator", "s3_bucket", "html_endpoint", "webhook"}
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
