@@ -50,13 +50,16 @@ SLOW_MODULES = {
     "test_warm_pool",
     "test_worth",
 }
+# Fixtures that run the main command end to end:
+SLOW_FIXTURES = {"added_symbol_run"}
 # Fixtures that start a server for the test:
 SERVER_FIXTURES = {"moto_server", "emulator", "s3_bucket", "html_endpoint", "webhook"}
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
-        if item.module.__name__.rsplit(".", 1)[-1] in SLOW_MODULES:
+        module = item.module.__name__.rsplit(".", 1)[-1]
+        if module in SLOW_MODULES or SLOW_FIXTURES & set(item.fixturenames):
             item.add_marker(pytest.mark.slow)
         if SERVER_FIXTURES & set(item.fixturenames):
             item.add_marker(pytest.mark.integration)
