@@ -202,10 +202,18 @@ class LocalStore(Store):
         return path
 
 
+def parse_s3_uri(uri: str) -> tuple[str, str]:
+    """('bucket', 'key/prefix') of an s3:// URI; the one place such a URI is taken apart."""
+    if not uri.startswith(S3_SCHEME):
+        raise ValueError(f"{uri!r} is not an s3:// URI")
+    bucket, _, key = uri[len(S3_SCHEME) :].partition("/")
+    return bucket, key
+
+
 class S3Store(Store):
     def __init__(self, root: str, client: object | None = None) -> None:
         super().__init__(root)
-        bucket, _, prefix = root[len(S3_SCHEME) :].partition("/")
+        bucket, prefix = parse_s3_uri(root)
         if not bucket:
             raise ValueError(f"{root!r}: an S3 root needs a bucket, e.g. s3://bucket/prefix")
         self.bucket, self.prefix = bucket, prefix.strip("/")

@@ -16,7 +16,7 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
-from crpbot_assets.sagemaker.aws import error_code, parse_s3_uri
+from crpbot_assets.sagemaker.aws import error_code
 from v8_model.layout import (
     CONFIG_FILE,
     METRICS_FILE,
@@ -25,6 +25,7 @@ from v8_model.layout import (
     processor_filename,
 )
 from v8_model.processor import ProcessorLoadError, V8FeatureProcessor
+from v8_model.storage import parse_s3_uri
 
 ARCHIVE_NAME = "model.tar.gz"
 

@@ -126,11 +126,3 @@ class AwsClients:
     @property
     def service_quotas(self) -> Any:
         return self.get("service-quotas")
-
-
-def parse_s3_uri(uri: str) -> tuple[str, str]:
-    """('bucket', 'key/prefix') of an s3:// URI."""
-    if not uri.startswith("s3://"):
-        raise ValueError(f"{uri!r} is not an s3:// URI")
-    bucket, _, key = uri[len("s3://") :].partition("/")
-    return bucket, key

@@ -44,6 +44,7 @@ from crpbot_assets.sagemaker.settings import (
     region_source,
 )
 from crpbot_assets.storage import features_key, processor_key
+from v8_model.storage import parse_s3_uri
 from v8_model.symbols import SYMBOLS
 
 PARQUET_MAGIC = b"PAR1"
@@ -369,7 +370,7 @@ class Preflight:
                         "a sample, not the dataset (min_features_mb / CRPBOT_MIN_FEATURES_MB)",
                         metadata,
                     )
-                bucket, key = uri[len("s3://") :].split("/", 1)
+                bucket, key = parse_s3_uri(uri)
                 try:
                     metadata["rows"] = parquet_rows(self.clients.s3, bucket, key, size)
                 except ValueError as error:

@@ -18,6 +18,7 @@ from pydantic import Field
 
 from crpbot_assets.storage import ROOT_ENV_VAR
 from v8_model.job_requirements import MIN_TORCH_VERSION, version_tuple
+from v8_model.storage import S3_SCHEME, parse_s3_uri
 
 # The seed's instance count: the entry point trains on one GPU and is not distributed.
 INSTANCE_COUNT = 1
@@ -64,9 +65,9 @@ SEED_BUCKET = "crpbot-sagemaker-training"
 def _root_in_s3() -> tuple[str, str] | None:
     """(bucket, prefix) of CRPBOT_ROOT when it is an s3:// URI: the bucket is set in one place."""
     root = os.environ.get(ROOT_ENV_VAR, "")
-    if not root.startswith("s3://"):
+    if not root.startswith(S3_SCHEME):
         return None
-    bucket, _, prefix = root.removeprefix("s3://").partition("/")
+    bucket, prefix = parse_s3_uri(root)
     return bucket, prefix.strip("/")
 
 
