@@ -9,7 +9,6 @@ DEBUG event records stay in the run logs (the main command's `--verbose` shows t
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
@@ -20,6 +19,7 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from v8_model.evaluation import EpochStats
 from v8_model.gates import GATE_NAMES
 
 # The pipeline's steps as the user thinks of them; the model's gate checks are their own stage.
@@ -32,10 +32,6 @@ STAGE_OF_STEP = {
     "backtest": "checks",  # the worth of the model's calls, beside its gate checks
     "production_model": "promotion",
 }
-# The entry point's per-epoch line (v8_model.evaluation.EpochStats.line), forwarded by Pipes.
-EPOCH_LINE = re.compile(
-    r"epoch=(?P<epoch>\d+) train_loss=(?P<train>\S+) val_loss=(?P<val>\S+)(?: val_acc=\S+)?"
-)
 
 
 @dataclass
@@ -81,10 +77,11 @@ def apply_entry(update: RunUpdate, entry: dg.EventLogEntry) -> None:
             update.stage = "checks"
         return
     message = entry.user_message or ""
-    epoch = EPOCH_LINE.search(message)
+    # The entry point's per-epoch line, forwarded by Pipes.
+    epoch = EpochStats.parse(message)
     if epoch is not None:
-        update.epoch = int(epoch["epoch"])
-        update.train_loss, update.val_loss = epoch["train"], epoch["val"]
+        update.epoch = epoch.epoch
+        update.train_loss, update.val_loss = f"{epoch.train_loss:.4f}", f"{epoch.val_loss:.4f}"
     elif entry.level >= 30:  # logging.WARNING: what a user must see, in full
         update.notes.append(message)
 

@@ -46,7 +46,8 @@ def _entry(message: str, level: int = logging.INFO) -> dg.EventLogEntry:
 
 def test_epoch_lines_and_warnings_become_progress_and_notes():
     update = RunUpdate()
-    apply_entry(update, _entry("symbol=ETH epoch=2 train_loss=0.1057 val_loss=0.1068 val_acc=0.5"))
+    line = "symbol=ETH epoch=2 train_loss=0.1057 val_loss=0.1068 val_acc=0.5000 lr=0.001000"
+    apply_entry(update, _entry(line))
     apply_entry(update, _entry("training ETH locally as job-1"))  # INFO: not shown
     apply_entry(update, _entry("removed /tmp/x, left behind", logging.WARNING))
     assert (update.epoch, update.train_loss, update.val_loss) == (2, "0.1057", "0.1068")

@@ -13,11 +13,27 @@ No torch import here: the Dagster side reads records without loading the trainer
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import asdict, dataclass, field, fields
 
 from v8_model.config import TrainConfig
 from v8_model.labels import LabelThresholds
 from v8_model.record import record_from_dict
+
+# A number as the job's log lines print it; SageMaker's metric definitions capture it after
+# `name=` (`metric_regex`).
+_NUMBER = r"[-+]?[0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?"
+# The per-epoch line that `EpochStats.line` writes and `EpochStats.parse` reads (a loss may be
+# `nan`, which the reader keeps: a user must see it).
+_EPOCH_LINE = re.compile(
+    r"epoch=(?P<epoch>\d+) train_loss=(?P<train_loss>\S+) val_loss=(?P<val_loss>\S+) "
+    r"val_acc=(?P<val_acc>\S+) lr=(?P<learning_rate>\S+)"
+)
+
+
+def metric_regex(name: str) -> str:
+    """The regex that captures the number after `name=` in a log line."""
+    return rf"{name}=({_NUMBER})"
 
 
 @dataclass(frozen=True)
@@ -33,6 +49,17 @@ class EpochStats:
         return (
             f"epoch={self.epoch} train_loss={self.train_loss:.4f} val_loss={self.val_loss:.4f} "
             f"val_acc={self.val_acc:.4f} lr={self.learning_rate:.6f}"
+        )
+
+    @classmethod
+    def parse(cls, text: str) -> EpochStats | None:
+        """The epoch line found in `text` (a log message), or None when there is none."""
+        found = _EPOCH_LINE.search(text)
+        if found is None:
+            return None
+        return cls(
+            epoch=int(found["epoch"]),
+            **{name: float(found[name]) for name in _EPOCH_LINE.groupindex if name != "epoch"},
         )
 
 

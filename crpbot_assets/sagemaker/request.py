@@ -16,20 +16,20 @@ from crpbot_assets.sagemaker.settings import (
     SettingsError,
 )
 from v8_model.config import SYMBOLS_HYPERPARAMETER
+from v8_model.evaluation import metric_regex
 from v8_model.layout import features_filename, processor_filename
 
 TRAINING_CHANNEL = "training"
 PROCESSOR_CHANNEL = "processor"
 PARQUET_CONTENT_TYPE = "application/x-parquet"  # the channel's files are parquet, never CSV
 _IMAGE_REGION = re.compile(r"\.dkr\.ecr\.([a-z0-9-]+)\.amazonaws\.com(?:\.cn)?/")
-_NUMBER = r"([-+]?[0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?)"
 
 # SageMaker scrapes these from the job's log lines (the entry point prints one line per epoch).
 METRIC_DEFINITIONS = [
-    {"Name": "train:loss", "Regex": rf"train_loss={_NUMBER}"},
-    {"Name": "validation:loss", "Regex": rf"val_loss={_NUMBER}"},
-    {"Name": "validation:accuracy", "Regex": rf"val_acc={_NUMBER}"},
-    {"Name": "test:accuracy", "Regex": rf"test_accuracy={_NUMBER}"},
+    {"Name": "train:loss", "Regex": metric_regex("train_loss")},
+    {"Name": "validation:loss", "Regex": metric_regex("val_loss")},
+    {"Name": "validation:accuracy", "Regex": metric_regex("val_acc")},
+    {"Name": "test:accuracy", "Regex": metric_regex("test_accuracy")},
 ]
 
 
