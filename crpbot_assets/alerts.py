@@ -27,6 +27,7 @@ from dagster._core.storage.asset_check_execution_record import AssetCheckExecuti
 
 from crpbot_assets.checks import PROFIT_CHECK_NAME
 from v8_model.gates import GATE_NAMES
+from v8_model.record import strict_json
 
 WEBHOOK_ENV_VAR = "CRPBOT_ALERT_WEBHOOK_URL"
 UI_URL_ENV_VAR = "CRPBOT_UI_URL"
@@ -119,7 +120,7 @@ class AlertCursor:
         return cls(**json.loads(text)) if text else cls()
 
     def to_json(self) -> str:
-        return json.dumps(asdict(self), sort_keys=True)
+        return strict_json(asdict(self), sort_keys=True)
 
 
 class WebhookError(RuntimeError):
@@ -136,7 +137,7 @@ def post_webhook(url: str, payload: dict, timeout: float = WEBHOOK_TIMEOUT_SECON
         )
     request = urllib.request.Request(
         url,
-        data=json.dumps(payload).encode("utf-8"),
+        data=strict_json(payload).encode("utf-8"),
         headers={"Content-Type": "application/json"},
         method="POST",
     )

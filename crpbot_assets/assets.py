@@ -56,7 +56,7 @@ from crpbot_assets.trainers import ModelTrainer, RunInfo, utc_now
 from crpbot_assets.writers import claim_symbol
 from v8_model.config import HYPERPARAMETER_NAMES, SYMBOLS_HYPERPARAMETER, to_hyperparameters
 from v8_model.data import DEFAULT_MAX_GAP, DEFAULT_MIN_ROWS, CandleValidationError, validate_candles
-from v8_model.evaluation import Evaluation
+from v8_model.evaluation import BacktestFigures, Evaluation
 from v8_model.exchange import (
     DEFAULT_EXCHANGE,
     ExchangeFetchError,
@@ -75,6 +75,7 @@ from v8_model.layout import (
 )
 from v8_model.plots import equity_curve_png
 from v8_model.promotion import PromotionError, folder_digests, promote, verify_files
+from v8_model.record import format_figure, is_finite_number, strict_json
 from v8_model.segments import fit_processor
 from v8_model.storage import open_store
 from v8_model.synthetic import MINUTES_PER_DAY, generate_candles
@@ -491,6 +492,31 @@ def _trained_record(context: dg.AssetExecutionContext, symbol: str) -> tuple[str
     return records[0].run_id, dict(materialization.metadata[STAGED_FILES_METADATA].value)
 
 
+def _profitable(figures: BacktestFigures) -> bool:
+    """The profit check's verdict; a non-finite return (corrupt prices) is no profit."""
+    return is_finite_number(figures.net_return) and figures.net_return > 0
+
+
+def _profit_refusal(evaluation: Evaluation, profile: ProfileResource) -> str | None:
+    """Why the profit check keeps this model out of production, or None when it does not.
+
+    Only a severity of ERROR blocks (as it blocks the `backtest` step); the verdict is taken
+    again from the verified metrics.json, so a `production_model` run alone cannot skip it.
+    """
+    if profile.get().profit_check_severity != dg.AssetCheckSeverity.ERROR.value:
+        return None
+    if evaluation.worth is None:
+        return f"{PROFIT_CHECK_NAME} cannot be checked: the metrics hold no backtest"
+    figures = evaluation.worth.backtest
+    if _profitable(figures):
+        return None
+    return (
+        f"{PROFIT_CHECK_NAME} failed (profit_check_severity ERROR): net return "
+        f"{format_figure(figures.net_return, '+.2%')} after {figures.cost_bps_per_side:g} bps "
+        "per side"
+    )
+
+
 @dg.asset(
     partitions_def=symbol_partitions,
     deps=[model],
@@ -518,21 +544,23 @@ def backtest(
     figures = worth.backtest
     key = backtest_key(symbol)
     store.write_text(
-        key, json.dumps({"symbol": symbol, "source": source, **asdict(worth)}, indent=1)
+        key, strict_json({"symbol": symbol, "source": source, **asdict(worth)}, indent=1)
     )
     png = equity_curve_png(worth.equity_curve, figures.cost_bps_per_side)
     store.write_bytes(figure_key(symbol, "equity_curve"), png)
     severity = dg.AssetCheckSeverity(profile.get().profit_check_severity)
-    profitable = figures.net_return > 0
+    profitable = _profitable(figures)
     numbers = {name: value for name, value in asdict(figures).items() if name != "note"}
     check = dg.AssetCheckResult(
         check_name=PROFIT_CHECK_NAME,
         passed=profitable,
         severity=severity,
         description=(
-            f"net return {figures.net_return:+.2%} after {figures.cost_bps_per_side:g} bps per "
-            f"side (break-even {figures.break_even_fee_bps:.1f} bps); buy and hold "
-            f"{figures.buy_and_hold_return:+.2%}" + (f"; {figures.note}" if figures.note else "")
+            f"net return {format_figure(figures.net_return, '+.2%')} after "
+            f"{figures.cost_bps_per_side:g} bps per side (break-even "
+            f"{format_figure(figures.break_even_fee_bps, '.1f')} bps); buy and hold "
+            f"{format_figure(figures.buy_and_hold_return, '+.2%')}"
+            + (f"; {figures.note}" if figures.note else "")
         ),
         metadata={"value": figures.net_return, "threshold": "net_return > 0", **numbers},
     )
@@ -566,7 +594,7 @@ def backtest(
     "gate passed and every staged file matches the hashes its training run recorded",
 )
 def production_model(
-    context: dg.AssetExecutionContext, storage: StorageResource
+    context: dg.AssetExecutionContext, storage: StorageResource, profile: ProfileResource
 ) -> dg.MaterializeResult:
     claim_symbol(context)
     symbol = context.partition_key
@@ -599,6 +627,14 @@ def production_model(
             f"{storage.store.uri(source)}/{METRICS_FILE}",
             metadata={"failed_gates": failed},
         )
+    refusal = _profit_refusal(evaluation, profile)
+    if refusal is not None:
+        raise dg.Failure(
+            description=f"refusing to promote {symbol}: {refusal}, recorded in "
+            f"{storage.store.uri(source)}/{METRICS_FILE}. Fix: retrain with a model that is "
+            "profitable after costs, or set profit_check_severity to WARN",
+            metadata={"failed_check": PROFIT_CHECK_NAME},
+        )
     run_info = json.loads(staged[RUN_INFO_FILE])
     record = {
         "job_name": run_info["job_name"],
@@ -607,7 +643,9 @@ def production_model(
         "dagster_run_id": context.run.run_id,
     }
     try:
-        pointer = promote(store, symbol, source, recorded, record)
+        pointer = promote(
+            store, symbol, source, recorded, record, holder={"run_id": context.run.run_id}
+        )
     except PromotionError as error:
         raise dg.Failure(description=f"refusing to promote {symbol}: {error}") from error
     return dg.MaterializeResult(

@@ -17,7 +17,7 @@ from dataclasses import asdict, dataclass, field, fields
 
 from v8_model.config import TrainConfig
 from v8_model.labels import LabelThresholds
-from v8_model.record import record_from_dict
+from v8_model.record import record_from_dict, strict_json
 
 
 @dataclass(frozen=True)
@@ -203,7 +203,7 @@ class Evaluation(TestMetrics):
         return asdict(self)
 
     def to_json(self) -> str:
-        return json.dumps(self.to_dict(), indent=1)
+        return strict_json(self.to_dict(), indent=1)
 
     @classmethod
     def from_dict(cls, data: object, source: str = "evaluation") -> Evaluation:
