@@ -21,7 +21,12 @@ import pandas as pd
 from pydantic import Field
 
 from crpbot_assets.automation import GATE_REPORT_CONDITION, RETRAIN_CONDITION
-from crpbot_assets.checks import GATE_CHECK_SPECS, PROFIT_CHECK_NAME, PROFIT_CHECK_SPEC
+from crpbot_assets.checks import (
+    GATE_CHECK_SPECS,
+    PROFIT_CHECK_NAME,
+    PROFIT_CHECK_SPEC,
+    audit_features,
+)
 from crpbot_assets.partitions import symbol_partitions
 from crpbot_assets.profiles import (
     MIN_COMPLETENESS,
@@ -51,6 +56,7 @@ from crpbot_assets.storage import (
     model_folder,
     processor_key,
     production_version_folder,
+    staged_candles_key,
 )
 from crpbot_assets.trainers import ModelTrainer, RunInfo, utc_now
 from crpbot_assets.writers import claim_symbol
@@ -218,14 +224,17 @@ def _download_candles(
     symbol = context.partition_key
     key = candles_key(symbol)
     uri = storage.store.uri(key)
+    staged = staged_candles_key(symbol)
     market = _with_symbol(config.market, symbol, "market") if config.market else market_for(symbol)
     source = f"exchange {config.exchange} {market}"
     previous = _previous_source(context, uri)
-    if previous is not None and previous != source and storage.store.exists(key):
+    held = [name for name in (key, staged) if storage.store.exists(name)]
+    if previous is not None and previous != source and held:
         # The download appends to the stored file: it must never extend candles of another origin.
+        where = " and ".join(storage.store.uri(name) for name in held)
         raise dg.Failure(
-            description=f"{uri} holds candles from {previous}, not from {source}; downloading "
-            f"would append to them. Delete {uri} (the download then starts from `start`), or "
+            description=f"{where} holds candles from {previous}, not from {source}; downloading "
+            f"would append to them. Delete {where} (the download then starts from `start`), or "
             "use another storage root for exchange candles.",
             metadata={"stored_source": previous, "source": source},
         )
@@ -237,9 +246,19 @@ def _download_candles(
         raise dg.Failure(
             description=f"cannot open exchange {config.exchange!r}: {error}"
         ) from error
+    if not storage.store.exists(staged) and storage.store.exists(key):
+        # The download extends a copy of the published candles; they stay as they are until
+        # `features` has audited the result.
+        storage.store.write_bytes(staged, storage.store.read_bytes(key))
     try:
         update = update_candles(
-            storage.store, key, client, market, start=start, max_gap=max_gap, log=context.log.info
+            storage.store,
+            staged,
+            client,
+            market,
+            start=start,
+            max_gap=max_gap,
+            log=context.log.info,
         )
     except CandleValidationError as error:
         raise _validation_failure(error) from error
@@ -262,7 +281,12 @@ def _download_candles(
             metadata=update.as_metadata(),
         )
     return dg.MaterializeResult(
-        metadata={"source": source, **update.as_metadata()},
+        metadata={
+            "source": source,
+            **update.as_metadata(),
+            "uri": uri,
+            "staged_uri": storage.store.uri(staged),
+        },
         data_version=dg.DataVersion(update.data_version),
     )
 
@@ -316,12 +340,14 @@ def candles(
             "of candles, or choose a profile with a shorter minimum.",
             metadata={"rows": len(frame), "min_rows": settings.min_rows},
         )
-    key = candles_key(symbol)
-    size = storage.store.write_parquet(key, frame)
+    # Staged, not published: `features` publishes the candles once their features pass the audit.
+    staged = staged_candles_key(symbol)
+    size = storage.store.write_parquet(staged, frame)
     return dg.MaterializeResult(
         metadata={
             "source": source,
-            "uri": storage.store.uri(key),
+            "uri": storage.store.uri(candles_key(symbol)),
+            "staged_uri": storage.store.uri(staged),
             "rows": len(frame),
             "MiB": round(size / MIB, 3),
             "first_timestamp": str(frame["timestamp"].iloc[0]),
@@ -340,12 +366,36 @@ def candles(
     automation_condition=RETRAIN_CONDITION,
     description="timestamp + OHLCV + the 72 features: data/{SYMBOL}_features.parquet",
 )
-def features(context: dg.AssetExecutionContext, storage: StorageResource) -> dg.MaterializeResult:
+def features(
+    context: dg.AssetExecutionContext, storage: StorageResource, profile: ProfileResource
+) -> dg.MaterializeResult:
+    """Write, audit, publish: the features of the staged candles (a refresh) are checked in
+    memory with the features checks; only when all pass are the features and then the candles
+    published. A refused refresh is discarded, and the last good candles and features (what the
+    trainer and `crpbot predict` read) stay in place."""
     claim_symbol(context)
     symbol = context.partition_key
-    dataset = build_features_dataset(storage.store.read_parquet(candles_key(symbol)))
+    store = storage.store
+    staged = staged_candles_key(symbol)
+    refresh = store.exists(staged)
+    dataset = build_features_dataset(store.read_parquet(staged if refresh else candles_key(symbol)))
+    failed = [result for result in audit_features(dataset, profile.get()) if not result.passed]
+    if failed:
+        if refresh:
+            store.delete(staged)
+        raise dg.Failure(
+            description=f"{symbol}: the features of "
+            f"{store.uri(staged) if refresh else 'the stored candles'} failed "
+            f"{len(failed)} check(s); nothing was published, the last good candles and features "
+            "stay in place. "
+            + " ".join(f"{result.check_name}: {result.description}" for result in failed),
+            metadata={"failed_checks": [result.check_name for result in failed]},
+        )
     key = features_key(symbol)
-    size = storage.store.write_parquet(key, dataset)
+    size = store.write_parquet(key, dataset)
+    if refresh:
+        store.write_bytes(candles_key(symbol), store.read_bytes(staged))
+        store.delete(staged)
     preview = dataset.loc[: PREVIEW_ROWS - 1, list(PREVIEW_COLUMNS)]
     return dg.MaterializeResult(
         metadata={
