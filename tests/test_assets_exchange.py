@@ -161,7 +161,7 @@ def test_a_gap_fails_validation_and_its_page_is_not_stored(tmp_path, dagster_ins
     result = materialize_candles(root, dagster_instance, exchange, exchange_config(max_gap="30min"))
     data = failure(result)
     assert data.metadata["rule"].value == "gap"
-    assert str(root / "candles" / "BTC_candles.parquet") in data.description
+    assert str(root / "staging" / "candles" / "BTC_candles.parquet") in data.description
     # Pages before the gap's page are kept (the next run resumes there), none after it.
     gap_start = fake_market(MARKET_START.isoformat()).timestamp[1_000]
     assert 0 < len(stored(root)) < 1_000
