@@ -2,7 +2,8 @@
 
 For each span of 1-minute candles (default: 1 and 5 years), builds the features file, then runs
 `python -m v8_model.train` in a child process under the emulated container contract (one epoch,
-no Pipes) and reads the child's peak RSS from the kernel (wait4).
+no Pipes) and reads the child's own peak RSS (VmHWM in /proc), not wait4's, which also counts
+the bench process's memory at the fork.
 
 The child first imports what the trainer imports (the entry point with torch, pandas, pyarrow,
 scikit-learn and scipy, and arch for the bootstrap it runs after training) and records its RSS
@@ -63,26 +64,34 @@ def peak_rss_of_training(years: float, work: Path) -> Measurement:
     )
     os.close(write_end)
     with os.fdopen(read_end) as pipe:
-        imports = int(pipe.read() or 0) * 1024  # KiB on Linux
-    _, status, usage = os.wait4(child.pid, 0)
+        reported = pipe.read().split()
+    _, status, _ = os.wait4(child.pid, 0)
     seconds = time.perf_counter() - started
-    if os.waitstatus_to_exitcode(status) != 0:
+    if os.waitstatus_to_exitcode(status) != 0 or len(reported) != 2:
         raise SystemExit(f"training failed: {container.failure_reason()}")
-    return Measurement(
-        rows, rows * len(FEATURE_NAMES) * 4, seconds, imports, usage.ru_maxrss * 1024
-    )
+    imports, peak = (int(kib) * 1024 for kib in reported)
+    return Measurement(rows, rows * len(FEATURE_NAMES) * 4, seconds, imports, peak)
 
 
-# The training child: the trainer's imports, its RSS then (written to the pipe named by argv[1]),
-# then the entry point in the same process, exactly as `python -m v8_model.train` runs it.
+# The training child: the trainer's imports, its peak RSS then, the entry point run in the same
+# process exactly as `python -m v8_model.train` runs it, and its peak RSS at the end, both
+# written to the pipe named by argv[1]. VmHWM is this process's own high-water mark; wait4's
+# ru_maxrss would also count the bench process's memory at the fork before exec.
 TRAIN_AFTER_IMPORTS = """
-import os, resource, runpy, sys
+import os, re, runpy, sys
 import arch.bootstrap, v8_model.entrypoint
+
+def vm_hwm_kib():
+    with open("/proc/self/status") as status:
+        return re.search(r"VmHWM:\\s+(\\d+) kB", status.read()).group(1)
+
 fd = int(sys.argv[1])
-os.write(fd, str(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss).encode())
-os.close(fd)
+os.write(fd, f"{vm_hwm_kib()}\\n".encode())
 sys.argv = ["v8_model.train"]
-runpy.run_module("v8_model.train", run_name="__main__", alter_sys=True)
+try:
+    runpy.run_module("v8_model.train", run_name="__main__", alter_sys=True)
+finally:
+    os.write(fd, f"{vm_hwm_kib()}\\n".encode())
 """
 
 
