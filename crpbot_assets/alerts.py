@@ -40,6 +40,7 @@ from dagster._core.storage.asset_check_execution_record import AssetCheckExecuti
 
 from crpbot_assets.checks import PROFIT_CHECK_NAME
 from v8_model.gates import GATE_NAMES
+from v8_model.record import strict_json
 
 WEBHOOK_ENV_VAR = "CRPBOT_ALERT_WEBHOOK_URL"
 UI_URL_ENV_VAR = "CRPBOT_UI_URL"
@@ -142,7 +143,7 @@ class AlertCursor:
         return cls(**json.loads(text)) if text else cls()
 
     def to_json(self) -> str:
-        return json.dumps(asdict(self), sort_keys=True)
+        return strict_json(asdict(self), sort_keys=True)
 
 
 class WebhookError(RuntimeError):
@@ -244,7 +245,7 @@ def post_webhook(url: str, payload: dict, timeout: float | None = None) -> None:
     if "alert_id" in payload:
         headers["Idempotency-Key"] = str(payload["alert_id"])
     request = urllib.request.Request(
-        url, data=json.dumps(payload).encode("utf-8"), headers=headers, method="POST"
+        url, data=strict_json(payload).encode("utf-8"), headers=headers, method="POST"
     )
     try:
         with _OPENER.open(request, timeout=timeout) as response:

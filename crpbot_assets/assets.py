@@ -21,7 +21,12 @@ import pandas as pd
 from pydantic import Field
 
 from crpbot_assets.automation import GATE_REPORT_CONDITION, RETRAIN_CONDITION
-from crpbot_assets.checks import GATE_CHECK_SPECS, PROFIT_CHECK_NAME, PROFIT_CHECK_SPEC
+from crpbot_assets.checks import (
+    GATE_CHECK_SPECS,
+    PROFIT_CHECK_NAME,
+    PROFIT_CHECK_SPEC,
+    audit_features,
+)
 from crpbot_assets.partitions import symbol_partitions
 from crpbot_assets.profiles import (
     MIN_COMPLETENESS,
@@ -51,12 +56,13 @@ from crpbot_assets.storage import (
     model_folder,
     processor_key,
     production_version_folder,
+    staged_candles_key,
 )
 from crpbot_assets.trainers import ModelTrainer, RunInfo, utc_now
 from crpbot_assets.writers import claim_symbol
 from v8_model.config import HYPERPARAMETER_NAMES, SYMBOLS_HYPERPARAMETER, to_hyperparameters
 from v8_model.data import DEFAULT_MAX_GAP, DEFAULT_MIN_ROWS, CandleValidationError, validate_candles
-from v8_model.evaluation import Evaluation
+from v8_model.evaluation import BacktestFigures, Evaluation
 from v8_model.exchange import (
     DEFAULT_EXCHANGE,
     ExchangeFetchError,
@@ -75,6 +81,7 @@ from v8_model.layout import (
 )
 from v8_model.plots import equity_curve_png
 from v8_model.promotion import PromotionError, folder_digests, promote, verify_files
+from v8_model.record import format_figure, is_finite_number, strict_json
 from v8_model.segments import fit_processor
 from v8_model.storage import UnreadableParquetError, open_store
 from v8_model.synthetic import MINUTES_PER_DAY, generate_candles
@@ -224,14 +231,17 @@ def _download_candles(
     symbol = context.partition_key
     key = candles_key(symbol)
     uri = storage.store.uri(key)
+    staged = staged_candles_key(symbol)
     market = _with_symbol(config.market, symbol, "market") if config.market else market_for(symbol)
     source = f"exchange {config.exchange} {market}"
     previous = _previous_source(context, uri)
-    if previous is not None and previous != source and storage.store.exists(key):
+    held = [name for name in (key, staged) if storage.store.exists(name)]
+    if previous is not None and previous != source and held:
         # The download appends to the stored file: it must never extend candles of another origin.
+        where = " and ".join(storage.store.uri(name) for name in held)
         raise dg.Failure(
-            description=f"{uri} holds candles from {previous}, not from {source}; downloading "
-            f"would append to them. Delete {uri} (the download then starts from `start`), or "
+            description=f"{where} holds candles from {previous}, not from {source}; downloading "
+            f"would append to them. Delete {where} (the download then starts from `start`), or "
             "use another storage root for exchange candles.",
             metadata={"stored_source": previous, "source": source},
         )
@@ -243,9 +253,19 @@ def _download_candles(
         raise dg.Failure(
             description=f"cannot open exchange {config.exchange!r}: {error}"
         ) from error
+    if not storage.store.exists(staged) and storage.store.exists(key):
+        # The download extends a copy of the published candles; they stay as they are until
+        # `features` has audited the result.
+        storage.store.write_bytes(staged, storage.store.read_bytes(key))
     try:
         update = update_candles(
-            storage.store, key, client, market, start=start, max_gap=max_gap, log=context.log.info
+            storage.store,
+            staged,
+            client,
+            market,
+            start=start,
+            max_gap=max_gap,
+            log=context.log.info,
         )
     except CandleValidationError as error:
         raise _validation_failure(error) from error
@@ -268,7 +288,12 @@ def _download_candles(
             metadata=update.as_metadata(),
         )
     return dg.MaterializeResult(
-        metadata={"source": source, **update.as_metadata()},
+        metadata={
+            "source": source,
+            **update.as_metadata(),
+            "uri": uri,
+            "staged_uri": storage.store.uri(staged),
+        },
         data_version=dg.DataVersion(update.data_version),
     )
 
@@ -322,12 +347,14 @@ def candles(
             "of candles, or choose a profile with a shorter minimum.",
             metadata={"rows": len(frame), "min_rows": settings.min_rows},
         )
-    key = candles_key(symbol)
-    size = storage.store.write_parquet(key, frame)
+    # Staged, not published: `features` publishes the candles once their features pass the audit.
+    staged = staged_candles_key(symbol)
+    size = storage.store.write_parquet(staged, frame)
     return dg.MaterializeResult(
         metadata={
             "source": source,
-            "uri": storage.store.uri(key),
+            "uri": storage.store.uri(candles_key(symbol)),
+            "staged_uri": storage.store.uri(staged),
             "rows": len(frame),
             "MiB": round(size / MIB, 3),
             "first_timestamp": str(frame["timestamp"].iloc[0]),
@@ -346,12 +373,36 @@ def candles(
     automation_condition=RETRAIN_CONDITION,
     description="timestamp + OHLCV + the 72 features: data/{SYMBOL}_features.parquet",
 )
-def features(context: dg.AssetExecutionContext, storage: StorageResource) -> dg.MaterializeResult:
+def features(
+    context: dg.AssetExecutionContext, storage: StorageResource, profile: ProfileResource
+) -> dg.MaterializeResult:
+    """Write, audit, publish: the features of the staged candles (a refresh) are checked in
+    memory with the features checks; only when all pass are the features and then the candles
+    published. A refused refresh is discarded, and the last good candles and features (what the
+    trainer and `crpbot predict` read) stay in place."""
     claim_symbol(context)
     symbol = context.partition_key
-    dataset = build_features_dataset(storage.store.read_parquet(candles_key(symbol)))
+    store = storage.store
+    staged = staged_candles_key(symbol)
+    refresh = store.exists(staged)
+    dataset = build_features_dataset(store.read_parquet(staged if refresh else candles_key(symbol)))
+    failed = [result for result in audit_features(dataset, profile.get()) if not result.passed]
+    if failed:
+        if refresh:
+            store.delete(staged)
+        raise dg.Failure(
+            description=f"{symbol}: the features of "
+            f"{store.uri(staged) if refresh else 'the stored candles'} failed "
+            f"{len(failed)} check(s); nothing was published, the last good candles and features "
+            "stay in place. "
+            + " ".join(f"{result.check_name}: {result.description}" for result in failed),
+            metadata={"failed_checks": [result.check_name for result in failed]},
+        )
     key = features_key(symbol)
-    size = storage.store.write_parquet(key, dataset)
+    size = store.write_parquet(key, dataset)
+    if refresh:
+        store.write_bytes(candles_key(symbol), store.read_bytes(staged))
+        store.delete(staged)
     preview = dataset.loc[: PREVIEW_ROWS - 1, list(PREVIEW_COLUMNS)]
     return dg.MaterializeResult(
         metadata={
@@ -498,6 +549,31 @@ def _trained_record(context: dg.AssetExecutionContext, symbol: str) -> tuple[str
     return records[0].run_id, dict(materialization.metadata[STAGED_FILES_METADATA].value)
 
 
+def _profitable(figures: BacktestFigures) -> bool:
+    """The profit check's verdict; a non-finite return (corrupt prices) is no profit."""
+    return is_finite_number(figures.net_return) and figures.net_return > 0
+
+
+def _profit_refusal(evaluation: Evaluation, profile: ProfileResource) -> str | None:
+    """Why the profit check keeps this model out of production, or None when it does not.
+
+    Only a severity of ERROR blocks (as it blocks the `backtest` step); the verdict is taken
+    again from the verified metrics.json, so a `production_model` run alone cannot skip it.
+    """
+    if profile.get().profit_check_severity != dg.AssetCheckSeverity.ERROR.value:
+        return None
+    if evaluation.worth is None:
+        return f"{PROFIT_CHECK_NAME} cannot be checked: the metrics hold no backtest"
+    figures = evaluation.worth.backtest
+    if _profitable(figures):
+        return None
+    return (
+        f"{PROFIT_CHECK_NAME} failed (profit_check_severity ERROR): net return "
+        f"{format_figure(figures.net_return, '+.2%')} after {figures.cost_bps_per_side:g} bps "
+        "per side"
+    )
+
+
 @dg.asset(
     partitions_def=symbol_partitions,
     deps=[model],
@@ -525,21 +601,23 @@ def backtest(
     figures = worth.backtest
     key = backtest_key(symbol)
     store.write_text(
-        key, json.dumps({"symbol": symbol, "source": source, **asdict(worth)}, indent=1)
+        key, strict_json({"symbol": symbol, "source": source, **asdict(worth)}, indent=1)
     )
     png = equity_curve_png(worth.equity_curve, figures.cost_bps_per_side)
     store.write_bytes(figure_key(symbol, "equity_curve"), png)
     severity = dg.AssetCheckSeverity(profile.get().profit_check_severity)
-    profitable = figures.net_return > 0
+    profitable = _profitable(figures)
     numbers = {name: value for name, value in asdict(figures).items() if name != "note"}
     check = dg.AssetCheckResult(
         check_name=PROFIT_CHECK_NAME,
         passed=profitable,
         severity=severity,
         description=(
-            f"net return {figures.net_return:+.2%} after {figures.cost_bps_per_side:g} bps per "
-            f"side (break-even {figures.break_even_fee_bps:.1f} bps); buy and hold "
-            f"{figures.buy_and_hold_return:+.2%}" + (f"; {figures.note}" if figures.note else "")
+            f"net return {format_figure(figures.net_return, '+.2%')} after "
+            f"{figures.cost_bps_per_side:g} bps per side (break-even "
+            f"{format_figure(figures.break_even_fee_bps, '.1f')} bps); buy and hold "
+            f"{format_figure(figures.buy_and_hold_return, '+.2%')}"
+            + (f"; {figures.note}" if figures.note else "")
         ),
         metadata={"value": figures.net_return, "threshold": "net_return > 0", **numbers},
     )
@@ -573,7 +651,7 @@ def backtest(
     "gate passed and every staged file matches the hashes its training run recorded",
 )
 def production_model(
-    context: dg.AssetExecutionContext, storage: StorageResource
+    context: dg.AssetExecutionContext, storage: StorageResource, profile: ProfileResource
 ) -> dg.MaterializeResult:
     claim_symbol(context)
     symbol = context.partition_key
@@ -606,6 +684,14 @@ def production_model(
             f"{storage.store.uri(source)}/{METRICS_FILE}",
             metadata={"failed_gates": failed},
         )
+    refusal = _profit_refusal(evaluation, profile)
+    if refusal is not None:
+        raise dg.Failure(
+            description=f"refusing to promote {symbol}: {refusal}, recorded in "
+            f"{storage.store.uri(source)}/{METRICS_FILE}. Fix: retrain with a model that is "
+            "profitable after costs, or set profit_check_severity to WARN",
+            metadata={"failed_check": PROFIT_CHECK_NAME},
+        )
     run_info = json.loads(staged[RUN_INFO_FILE])
     record = {
         "job_name": run_info["job_name"],
@@ -614,7 +700,9 @@ def production_model(
         "dagster_run_id": context.run.run_id,
     }
     try:
-        pointer = promote(store, symbol, source, recorded, record)
+        pointer = promote(
+            store, symbol, source, recorded, record, holder={"run_id": context.run.run_id}
+        )
     except PromotionError as error:
         raise dg.Failure(description=f"refusing to promote {symbol}: {error}") from error
     return dg.MaterializeResult(

@@ -232,6 +232,17 @@ def check_finite_values(dataset: pd.DataFrame) -> dg.AssetCheckResult:
     )
 
 
+def audit_features(dataset: pd.DataFrame, profile: Profile) -> list[dg.AssetCheckResult]:
+    """The four features checks on a dataset, in order (the `features` asset audits with them
+    before it publishes; `features_checks` runs them on the stored file)."""
+    return [
+        check_feature_columns(dataset),
+        check_enough_history(dataset, profile),
+        check_timestamps_increasing(dataset),
+        check_finite_values(dataset),
+    ]
+
+
 @dg.multi_asset_check(specs=FEATURES_CHECK_SPECS, compute_kind="pandas")
 def features_checks(
     context: dg.AssetCheckExecutionContext, storage: StorageResource, profile: ProfileResource
@@ -240,7 +251,4 @@ def features_checks(
     key = features_key(context.partition_key)
     dataset = storage.store.read_parquet(key)
     context.log.info(f"checking {storage.store.uri(key)}: {len(dataset):,} rows")
-    yield check_feature_columns(dataset)
-    yield check_enough_history(dataset, profile.get())
-    yield check_timestamps_increasing(dataset)
-    yield check_finite_values(dataset)
+    yield from audit_features(dataset, profile.get())

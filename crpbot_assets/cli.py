@@ -145,7 +145,7 @@ def _sagemaker_request(args: argparse.Namespace) -> int:
         # What a Dagster run of the current profile (CRPBOT_PROFILE) sends.
         hyperparameters=to_hyperparameters(current_profile().train),
     )
-    print(json.dumps(request, indent=2))
+    print(json.dumps(request, indent=2, allow_nan=False))
     # stdout stays pure JSON: with the code bundle uploaded it is a valid standalone job
     # (`aws sagemaker create-training-job --cli-input-json`), trained without Pipes.
     print(
@@ -278,7 +278,7 @@ def _rollback(args: argparse.Namespace) -> int:
 
     store = open_store(args.root or default_root())
     try:
-        left, pointer = rollback(store, args.symbol)
+        left, pointer = rollback(store, args.symbol, holder={"command": "crpbot rollback"})
     except PromotionError as error:
         print(f"crpbot rollback: {error}", file=sys.stderr)
         return EXIT_FAILED

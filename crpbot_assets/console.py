@@ -21,6 +21,7 @@ from rich.table import Table
 
 from v8_model.evaluation import EpochStats
 from v8_model.gates import GATE_NAMES
+from v8_model.record import format_figure, is_finite_number
 
 # The pipeline's steps as the user thinks of them; the model's gate checks are their own stage.
 STAGES = ("candles", "features", "processor", "model", "checks", "promotion")
@@ -222,11 +223,13 @@ def promotion_line(result: SymbolResult) -> str:
     if worth is not None:
         skill, backtest = worth["skill"], worth["backtest"]
         why += (
-            f"; rank IC {skill['rank_ic']:+.4f} [{skill['ci_low']:+.4f}, {skill['ci_high']:+.4f}]"
-            f", p = {skill['p_value']:.4f}; net {backtest['net_return']:+.2%} vs buy-and-hold "
-            f"{backtest['buy_and_hold_return']:+.2%}, break-even "
-            f"{backtest['break_even_fee_bps']:.1f} bps/side"
+            f"; rank IC {format_figure(skill['rank_ic'], '+.4f')} "
+            f"[{format_figure(skill['ci_low'], '+.4f')}, {format_figure(skill['ci_high'], '+.4f')}]"
+            f", p = {format_figure(skill['p_value'], '.4f')}; net "
+            f"{format_figure(backtest['net_return'], '+.2%')} vs buy-and-hold "
+            f"{format_figure(backtest['buy_and_hold_return'], '+.2%')}, break-even "
+            f"{format_figure(backtest['break_even_fee_bps'], '.1f')} bps/side"
         )
-        if backtest["net_return"] <= 0:
+        if not (is_finite_number(net := backtest["net_return"]) and net > 0):
             why += " (not profitable after costs)"
     return f"{result.symbol}: {'promoted' if entry.get('promoted') else 'NOT promoted'}: {why}"

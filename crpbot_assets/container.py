@@ -110,7 +110,9 @@ def emulate_training_container(
         ("resourceconfig.json", resource_config),
         ("inputdataconfig.json", input_data_config),
     ):
-        (container.config_dir / filename).write_text(json.dumps(payload, indent=1), "utf-8")
+        (container.config_dir / filename).write_text(
+            json.dumps(payload, indent=1, allow_nan=False), "utf-8"
+        )
 
     env = {
         "SM_MODEL_DIR": str(container.model_dir),
@@ -118,14 +120,14 @@ def emulate_training_container(
         "SM_INPUT_CONFIG_DIR": str(container.config_dir),
         "SM_OUTPUT_DIR": str(container.output_dir),
         "SM_OUTPUT_DATA_DIR": str(container.output_dir / "data"),
-        "SM_CHANNELS": json.dumps(sorted(channels)),
-        "SM_INPUT_DATA_CONFIG": json.dumps(input_data_config),
-        "SM_HPS": json.dumps(hyperparameters),
+        "SM_CHANNELS": json.dumps(sorted(channels), allow_nan=False),
+        "SM_INPUT_DATA_CONFIG": json.dumps(input_data_config, allow_nan=False),
+        "SM_HPS": json.dumps(hyperparameters, allow_nan=False),
         "SM_NUM_GPUS": str(num_gpus),
         "SM_NUM_CPUS": str(os.cpu_count() or 1),
         "SM_CURRENT_HOST": HOST,
-        "SM_HOSTS": json.dumps([HOST]),
-        "SM_RESOURCE_CONFIG": json.dumps(resource_config),
+        "SM_HOSTS": json.dumps([HOST], allow_nan=False),
+        "SM_RESOURCE_CONFIG": json.dumps(resource_config, allow_nan=False),
         "TRAINING_JOB_NAME": job_name,
     }
     for name in channels:

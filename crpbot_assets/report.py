@@ -35,6 +35,7 @@ from v8_model.gates import CLASS_SHARE_BAND, GATE_NAMES
 from v8_model.layout import METRICS_FILE
 from v8_model.plots import markdown_image, metrics_figures
 from v8_model.promotion import current_folder
+from v8_model.record import format_figure, strict_json
 from v8_model.storage import Store
 
 NOT_TRAINED = "not trained"
@@ -202,11 +203,11 @@ def _backtest_cells(figures: dict) -> str:
         if name == "trades":
             cells.append(str(value))
         elif name.endswith("_return"):
-            cells.append(f"{value:+.2%}")
+            cells.append(format_figure(value, "+.2%"))
         elif name in ("hit_rate", "exposure", "max_drawdown"):
-            cells.append(f"{value:.1%}")
+            cells.append(format_figure(value, ".1%"))
         else:
-            cells.append(f"{value:.2f}")
+            cells.append(format_figure(value, ".2f"))
     return " | ".join(cells)
 
 
@@ -216,9 +217,11 @@ def worth_markdown(worth: dict) -> str:
     verdict = "passes" if skill["passed"] else "**fails**"
     side = "long only" if worth["long_only"] else "long and short"
     lines = [
-        f"Directional skill {verdict}: rank IC {skill['rank_ic']:+.4f} (95% interval "
-        f"{skill['ci_low']:+.4f} to {skill['ci_high']:+.4f}), one-sided p = "
-        f"{skill['p_value']:.4f} against alpha {skill['alpha']:g}, on {skill['rows']:,} "
+        f"Directional skill {verdict}: rank IC {format_figure(skill['rank_ic'], '+.4f')} (95% "
+        f"interval {format_figure(skill['ci_low'], '+.4f')} to "
+        f"{format_figure(skill['ci_high'], '+.4f')}), one-sided p = "
+        f"{format_figure(skill['p_value'], '.4f')} against alpha {skill['alpha']:g}, on "
+        f"{skill['rows']:,} "
         f"out-of-sample rows of {len(worth['folds'])} walk-forward fold(s), "
         f"{skill['calls']:,} BUY/SELL calls, bootstrap block {skill['block_size']} rows.",
         "",
@@ -239,8 +242,9 @@ def worth_markdown(worth: dict) -> str:
     for fold in worth["folds"]:
         lines.append(
             f"| {fold['fold']} | {fold['train_rows']:,} | {fold['test_rows']:,} "
-            f"| {fold['test_start']} | {fold['test_end']} | {fold['confidence_threshold']:.2f} "
-            f"| {fold['rank_ic']:+.4f} | {_backtest_cells(fold)} |"
+            f"| {fold['test_start']} | {fold['test_end']} "
+            f"| {format_figure(fold['confidence_threshold'], '.2f')} "
+            f"| {format_figure(fold['rank_ic'], '+.4f')} | {_backtest_cells(fold)} |"
         )
     return "\n".join(lines)
 
@@ -259,7 +263,7 @@ def build_report(store: Store, symbols: Sequence[str], generated_at: str) -> dic
 
 
 def _number(value: float | None, digits: int = 4) -> str:
-    return "n/a" if value is None else f"{value:.{digits}f}"
+    return "n/a" if value is None else format_figure(value, f".{digits}f")
 
 
 def _cell(text: object) -> str:
@@ -358,7 +362,8 @@ def render_markdown(report: dict, images: Mapping[str, Mapping[str, str]] | None
         for name, gate in entry["gates"].items():
             result = "pass" if gate["passed"] else "**FAIL**"
             lines.append(
-                f"| {name} | {result} | {gate['value']:.4g} | {_cell(gate['threshold'])} |"
+                f"| {name} | {result} | {format_figure(gate['value'], '.4g')} | "
+                f"{_cell(gate['threshold'])} |"
             )
         if entry.get("worth"):
             lines += ["", "### Worth", "", worth_markdown(entry["worth"])]
@@ -399,7 +404,7 @@ def write_report(store: Store, symbols: Sequence[str], generated_at: str) -> Wri
         embedded[symbol] = embedded_images(symbol, figures)
         linked[symbol] = linked_images(symbol, figures)
     markdown = render_markdown(report, embedded)
-    store.write_text(REPORT_JSON_KEY, json.dumps(report, indent=1))
+    store.write_text(REPORT_JSON_KEY, strict_json(report, indent=1))
     store.write_text(REPORT_LINKED_MARKDOWN_KEY, render_markdown(report, linked))
     store.write_text(REPORT_MARKDOWN_KEY, markdown)
     return WrittenReport(report=report, markdown=markdown, figure_keys=figure_keys)

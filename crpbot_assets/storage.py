@@ -26,6 +26,7 @@ from v8_model.layout import (  # noqa: F401 - the layout, re-exported for the as
     processor_key,
     production_folder,
     production_version_folder,
+    staged_candles_key,
 )
 from v8_model.storage import Store, open_store
 

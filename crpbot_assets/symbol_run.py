@@ -13,7 +13,6 @@ to the instance only, unless `--verbose` also prints them.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import signal
 from collections.abc import Sequence
@@ -26,6 +25,7 @@ from crpbot_assets.main import QUIET_LOGGERS, failure_summary
 from crpbot_assets.profiles import PROFILES
 from crpbot_assets.writers import process_tags
 from v8_model.lifetime import die_with_parent
+from v8_model.record import strict_json
 from v8_model.storage import atomic_write_text
 
 
@@ -62,7 +62,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "success": result.success,
         "failure": None if result.success else failure_summary(result),
     }
-    atomic_write_text(args.result, json.dumps(outcome))
+    atomic_write_text(args.result, strict_json(outcome))
     return 0 if result.success else 1
 
 

@@ -6,7 +6,6 @@ a subprocess on this machine, the SageMaker trainer (crpbot_assets.sagemaker) as
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import sys
@@ -30,6 +29,7 @@ from crpbot_assets.storage import (
 )
 from v8_model.layout import features_filename, processor_filename
 from v8_model.lifetime import PARENT_PID_ENV_VAR, process_exists
+from v8_model.record import strict_json
 
 
 class TrainingFailedError(dg.Failure):
@@ -84,7 +84,7 @@ class RunInfo:
         return metadata
 
     def to_json(self) -> str:
-        return json.dumps(asdict(self), indent=1)
+        return strict_json(asdict(self), indent=1)
 
     @classmethod
     def from_dict(cls, values: dict) -> RunInfo:

@@ -23,14 +23,19 @@ from conftest import serve_webhook
 
 from crpbot_assets import main as main_command
 from crpbot_assets.alerts import UI_URL_ENV_VAR, WEBHOOK_ENV_VAR, gate_failure_alerts
+from crpbot_assets.assets import STAGED_FILES_METADATA
 from crpbot_assets.checks import FEATURES_CHECK_NAMES, PROFIT_CHECK_NAME
+from crpbot_assets.cli import main as crpbot_cli
 from crpbot_assets.definitions import defs
+from crpbot_assets.profiles import ProfileResource
 from crpbot_assets.report import BACKTEST_FIELDS
 from v8_model.features import FEATURE_NAMES, FEATURES_DATASET_COLUMNS
 from v8_model.gates import GATE_NAMES, MAX_ABS_LOGIT
 from v8_model.predict import load_production_model
-from v8_model.promotion import current_folder
+from v8_model.promotion import current_folder, folder_digests
+from v8_model.record import strict_json
 from v8_model.storage import open_store
+from v8_model.synthetic import generate_candles
 
 SMALL_PROFILE = {
     "name": "demo",
@@ -339,3 +344,96 @@ def test_production_model_refuses_a_failed_model_even_when_run_alone(scenario):
     description = failure.step_failure_data.user_failure_data.description
     assert description.startswith("refusing to promote BTC: gate(s) ['logit_range'")
     assert not (scenario["root"] / "production" / "BTC").exists()
+
+
+def _losing_copy(scenario, root: Path, instance: dg.DagsterInstance) -> None:
+    """ETH's trained files under `root`, its recorded backtest turned into a loss after costs,
+    recorded in `instance` as a `model` materialization (as a training run records it)."""
+    shutil.copytree(scenario["root"], root)
+    metrics_path = root / "models" / "ETH" / "metrics.json"
+    metrics = json.loads(metrics_path.read_text())
+    assert metrics["all_gates_passed"]
+    metrics["worth"]["backtest"]["net_return"] = -0.05
+    metrics_path.write_text(strict_json(metrics, indent=1))
+    instance.report_runless_asset_event(
+        dg.AssetMaterialization(
+            asset_key="model",
+            partition="ETH",
+            metadata={
+                STAGED_FILES_METADATA: dg.MetadataValue.json(
+                    folder_digests(open_store(root), "models/ETH")
+                )
+            },
+        )
+    )
+
+
+def _promote_with_severity(instance, root: Path, severity: str) -> dg.ExecuteInProcessResult:
+    return defs.resolve_job_def("symbol_pipeline").execute_in_process(
+        partition_key="ETH",
+        instance=instance,
+        run_config={
+            "resources": {
+                "storage": {"config": {"root": str(root)}},
+                "profile": {"config": {**SMALL_PROFILE, "profit_check_severity": severity}},
+            }
+        },
+        asset_selection=[dg.AssetKey("production_model")],
+        raise_on_error=False,
+    )
+
+
+def test_profit_check_error_blocks_production_model_materialized_on_its_own(
+    scenario, tmp_path, dagster_instance
+):
+    root = tmp_path / "root"
+    _losing_copy(scenario, root, dagster_instance)
+    shutil.rmtree(root / "production" / "ETH")
+
+    refused = _promote_with_severity(dagster_instance, root, "ERROR")
+    assert not refused.success
+    [failure] = refused.get_step_failure_events()
+    description = failure.step_failure_data.user_failure_data.description
+    assert description.startswith(f"refusing to promote ETH: {PROFIT_CHECK_NAME} failed")
+    assert "net return -5.00%" in description and "metrics.json" in description
+    assert not (root / "production" / "ETH").exists()
+
+    # The same recorded files with the check at WARN: the profit check was the only obstacle.
+    assert _promote_with_severity(dagster_instance, root, "WARN").success
+    assert load_production_model(root, "ETH")[0] is not None
+
+
+def test_a_refused_data_refresh_leaves_the_last_good_candles_and_features_and_predict_works(
+    scenario, tmp_path, dagster_instance, capsys
+):
+    root = tmp_path / "root"
+    shutil.copytree(scenario["root"], root)
+    keys = ("candles/ETH_candles.parquet", "data/ETH_features.parquet")
+    published = {key: (root / key).read_bytes() for key in keys}
+    # Just enough candles for the profile's row minimum: they pass the candle checks and are
+    # staged, but their features (warm-up rows dropped) cover too little for `enough_history`.
+    rows = ProfileResource(**SMALL_PROFILE).get().min_rows
+    short = tmp_path / "ETH_short.parquet"
+    generate_candles("ETH", minutes=rows, seed=9).to_parquet(short)
+
+    result = defs.resolve_job_def("symbol_pipeline").execute_in_process(
+        partition_key="ETH",
+        instance=dagster_instance,
+        run_config={
+            "resources": small_run_config(str(root))["resources"],
+            "ops": {"candles": {"config": {"source": "parquet", "path": str(short)}}},
+        },
+        asset_selection=[dg.AssetKey("candles"), dg.AssetKey("features")],
+        raise_on_error=False,
+    )
+
+    assert not result.success
+    [failure] = result.get_step_failure_events()
+    assert failure.step_key == "features"
+    description = failure.step_failure_data.user_failure_data.description
+    assert "nothing was published" in description and "enough_history:" in description
+    for key, data in published.items():
+        assert (root / key).read_bytes() == data, f"{key} was replaced by a refused refresh"
+    assert not (root / "staging" / "candles" / "ETH_candles.parquet").exists()
+    assert crpbot_cli(["predict", "ETH", "--root", str(root), "--last", "2"]) == 0
+    assert "p_buy" in capsys.readouterr().out

@@ -14,7 +14,13 @@ from crpbot_assets.assets import ExchangeResource, candles
 from crpbot_assets.checks import FEATURES_CHECK_NAMES, features_checks
 from crpbot_assets.definitions import SYMBOL_ASSETS
 from crpbot_assets.profiles import ProfileResource
-from crpbot_assets.storage import StorageResource, candles_key, features_key, processor_key
+from crpbot_assets.storage import (
+    StorageResource,
+    candles_key,
+    features_key,
+    processor_key,
+    staged_candles_key,
+)
 from crpbot_assets.trainers import ModelTrainer
 from v8_model.features import build_features_dataset
 from v8_model.synthetic import generate_candles
@@ -157,8 +163,9 @@ def test_candles_from_an_existing_parquet_file(tmp_path, dagster_instance):
     frame.to_parquet(tmp_path / "SOL_1m.parquet")
     result = materialize_candles(tmp_path, dagster_instance, str(tmp_path / "{symbol}_1m.parquet"))
     assert result.success
-    stored = StorageResource(root=str(tmp_path / "root")).store.read_parquet(candles_key("SOL"))
-    pd.testing.assert_frame_equal(stored, frame)
+    store = StorageResource(root=str(tmp_path / "root")).store
+    pd.testing.assert_frame_equal(store.read_parquet(staged_candles_key("SOL")), frame)
+    assert not store.exists(candles_key("SOL"))  # published only by `features`, once audited
 
 
 def test_invalid_candles_are_refused_with_the_validation_message(tmp_path, dagster_instance):

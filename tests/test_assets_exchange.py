@@ -21,7 +21,7 @@ from crpbot_assets.assets import ExchangeResource, candles
 from crpbot_assets.automation import EXCHANGE_RUN_CONFIG, candles_refresh_schedule
 from crpbot_assets.definitions import defs
 from crpbot_assets.profiles import ProfileResource
-from crpbot_assets.storage import StorageResource, candles_key
+from crpbot_assets.storage import StorageResource, staged_candles_key
 from v8_model.data import CANDLE_COLUMNS
 
 MARKET_MINUTES = 3_000
@@ -90,7 +90,8 @@ def failure(result: dg.ExecuteInProcessResult):
 
 
 def stored(root) -> pd.DataFrame:
-    return StorageResource(root=str(root)).store.read_parquet(candles_key("BTC"))
+    """The downloaded candles: staged until `features` audits and publishes them."""
+    return StorageResource(root=str(root)).store.read_parquet(staged_candles_key("BTC"))
 
 
 def test_exchange_source_downloads_incrementally_with_a_content_version(tmp_path, dagster_instance):
@@ -160,7 +161,7 @@ def test_a_gap_fails_validation_and_its_page_is_not_stored(tmp_path, dagster_ins
     result = materialize_candles(root, dagster_instance, exchange, exchange_config(max_gap="30min"))
     data = failure(result)
     assert data.metadata["rule"].value == "gap"
-    assert str(root / "candles" / "BTC_candles.parquet") in data.description
+    assert str(root / "staging" / "candles" / "BTC_candles.parquet") in data.description
     # Pages before the gap's page are kept (the next run resumes there), none after it.
     gap_start = fake_market(MARKET_START.isoformat()).timestamp[1_000]
     assert 0 < len(stored(root)) < 1_000

@@ -315,3 +315,47 @@ def test_bad_arguments_are_rejected(candles: pd.DataFrame, kwargs) -> None:
 
 def test_million_rows_validate() -> None:
     validate_candles(make_candles(1_000_000), source="big")
+
+
+def test_corrupt_tiny_prices_every_seventh_candle_are_refused_naming_the_row_and_rule() -> None:
+    # The red-team case: every 7th candle's prices set to 1e-300 passed validation and trained.
+    candles = make_candles(DEFAULT_MIN_ROWS * 4)
+    candles.loc[6::7, ["open", "high", "low", "close"]] = 1e-300
+    err = check_fails(
+        candles,
+        "implausible_price",
+        "1e-12 <= open <= 1e+12",
+        "row 6 (2024-01-01 00:06:00+00:00): open=1e-300",
+    )
+    assert err.rows[:2] == (6, 13)
+
+
+@pytest.mark.parametrize("factor", [12.0, 1 / 12.0])
+def test_a_tenfold_one_minute_move_is_refused(candles: pd.DataFrame, factor: float) -> None:
+    candles.loc[100:, ["open", "high", "low", "close"]] *= factor  # a mixed-scale splice
+    candles.loc[100, "open"] = candles.loc[99, "close"]
+    candles.loc[100, "high"] = candles.loc[100, ["open", "close"]].max()
+    candles.loc[100, "low"] = candles.loc[100, ["open", "close"]].min()
+    err = check_fails(candles, "implausible_move", "more than 10x", "row 100 (", "previous close=")
+    assert err.rows == (100,)
+
+
+def test_an_eightfold_flash_crash_within_one_minute_passes(candles: pd.DataFrame) -> None:
+    candles.loc[100, "low"] = candles.loc[100, "low"] / 8  # Binance.US BTC, October 2021
+    validate_candles(candles)
+
+
+def test_a_constant_price_with_one_tick_is_a_stale_market_not_a_training_failure() -> None:
+    candles = make_candles(86_400)
+    candles[["open", "high", "low", "close"]] = 100.0
+    candles.loc[50_000, ["high", "close"]] = 100.01
+    candles.loc[50_001, ["high", "open"]] = 100.01
+    err = check_fails(candles, "stale_series", "'close'", "steps where the close changes")
+    assert "lower the learning rate" not in str(err)
+
+
+def test_one_traded_minute_a_day_is_a_stale_market() -> None:
+    candles = make_candles(86_400)
+    candles["volume"] = 0.0
+    candles.loc[43_200, "volume"] = 3.0
+    check_fails(candles, "stale_series", "'volume'", "rows with non-zero volume: 0.0012%")

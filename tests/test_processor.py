@@ -75,3 +75,22 @@ def test_load_refuses_missing_and_non_json(tmp_path):
     (tmp_path / "bad.json").write_bytes(b"\x80\x04\x95 pickle bytes")
     with pytest.raises(ProcessorLoadError, match="not JSON"):
         V8FeatureProcessor.load(tmp_path / "bad.json")
+
+
+def test_features_constant_on_the_training_rows_are_refused_by_name():
+    # One traded minute after the training segment: every volume feature is constant (0) on the
+    # training rows, which the scaler would otherwise leave unscaled and the gates never see.
+    from v8_model.features import build_features_dataset
+    from v8_model.segments import fit_processor
+    from v8_model.synthetic import generate_candles
+
+    candles = generate_candles("BTC", minutes=6 * 1440, seed=1)
+    candles["volume"] = 0.0
+    candles.loc[len(candles) - 100, "volume"] = 5.0
+    dataset = build_features_dataset(candles)
+    with pytest.raises(ValueError, match="constant on all") as info:
+        fit_processor(dataset, "BTC")
+    message = str(info.value)
+    assert "'volume_ratio_20'" in message and "'chaikin_money_flow_20'" in message
+    assert "'log_return'" not in message  # prices still move: only volume features named
+    assert "volume that is zero" in message

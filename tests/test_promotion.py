@@ -4,12 +4,18 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import socket
+import subprocess
+import threading
+import time
 from pathlib import Path
 
 import boto3
 import pytest
 
 from crpbot_assets.cli import main as crpbot
+from v8_model.claims import ClaimError, claim_key, symbol_writer_claim
 from v8_model.promotion import (
     KEEP_VERSIONS,
     PromotionError,
@@ -19,7 +25,7 @@ from v8_model.promotion import (
     read_pointer,
     rollback,
 )
-from v8_model.storage import Store, open_store
+from v8_model.storage import LocalStore, Store, open_store
 from v8_model.synthetic import generate_candles
 
 SYMBOL = "BTC"
@@ -168,3 +174,83 @@ def test_a_tampered_pointer_is_refused_by_rollback_and_predict_with_one_line(
     (tmp_path / key).unlink()  # the fix the message gives
     promote(store, SYMBOL, STAGED, stage(store, b"model 3"), {})
     assert serving_weights(store) == b"model 3"
+
+
+class SlowStore(LocalStore):
+    """The local store with every write slowed, so a promotion's copy and a rollback overlap."""
+
+    def write_bytes(self, key: str, data: bytes) -> None:
+        time.sleep(0.01)
+        super().write_bytes(key, data)
+
+
+def test_a_rollback_racing_a_promotion_never_leaves_current_pointing_at_a_deleted_version(
+    tmp_path,
+):
+    store = SlowStore(str(tmp_path))
+    for number in (1, 2):
+        promote(store, SYMBOL, STAGED, stage(store, f"model {number}".encode()), {})
+    for round_number in range(8):
+        recorded = stage(store, f"model race {round_number}".encode())
+        start = threading.Barrier(2)
+        errors: list[BaseException] = []
+
+        def racer(action, start=start, errors=errors):
+            start.wait()
+            try:
+                action()
+            except PromotionError as error:  # e.g. nothing left to roll back to
+                errors.append(error)
+
+        threads = [
+            threading.Thread(
+                target=racer,
+                args=(
+                    lambda r=recorded: promote(
+                        store, SYMBOL, STAGED, r, {}, holder={"run_id": "promotion"}
+                    ),
+                ),
+            ),
+            threading.Thread(
+                target=racer,
+                args=(lambda: rollback(store, SYMBOL, holder={"command": "crpbot rollback"}),),
+            ),
+        ]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(timeout=60)
+        pointer = read_pointer(store, SYMBOL)
+        served = f"production/{SYMBOL}/versions/{pointer.version}"
+        assert store.list_keys(served), f"round {round_number}: current.json names deleted {served}"
+        for version in pointer.previous:  # every rollback target is still there
+            assert store.list_keys(f"production/{SYMBOL}/versions/{version}"), version
+        assert not store.exists(claim_key(SYMBOL))  # both released their claim
+        assert all("no earlier production version" in str(e) for e in errors), errors
+
+
+def test_a_live_claim_holds_off_rollback_naming_the_holder_on_s3(s3_bucket):
+    store = open_store(f"s3://{s3_bucket}/crpbot")
+    with (
+        symbol_writer_claim(store, SYMBOL, {"run_id": "run-123"}),
+        pytest.raises(ClaimError) as info,
+        symbol_writer_claim(store, SYMBOL, wait_s=0.2),
+    ):
+        pytest.fail("a second writer got the claim")
+    message = str(info.value)
+    assert "run_id run-123" in message and f"pid {os.getpid()}" in message
+    assert f"s3://{s3_bucket}/crpbot/production/{SYMBOL}/writer.json" in message
+    with symbol_writer_claim(store, SYMBOL, wait_s=0.2):  # released: free again
+        pass
+
+
+def test_a_claim_whose_process_is_gone_is_taken_over_without_a_person(tmp_path):
+    store = open_store(tmp_path)
+    dead = subprocess.Popen(["true"])  # its pid names no process once it was reaped
+    dead.wait()
+    record = {"run_id": "killed", "host": socket.gethostname(), "pid": dead.pid}
+    store.write_text(claim_key(SYMBOL), json.dumps(record))
+    taken = []
+    with symbol_writer_claim(store, SYMBOL, {"command": "test"}, wait_s=1.0, log=taken.append):
+        assert json.loads(store.read_text(claim_key(SYMBOL)))["pid"] == os.getpid()
+    assert "taking over the stale claim of run_id killed" in taken[0]

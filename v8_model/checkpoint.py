@@ -25,6 +25,7 @@ import numpy as np
 import torch
 
 from v8_model.evaluation import EpochStats
+from v8_model.record import strict_json
 from v8_model.storage import atomic_write_bytes, atomic_write_text
 
 ARRAYS_FILE = "state.npz"
@@ -181,7 +182,7 @@ def save_training_state(directory: str | Path, state: TrainingState) -> None:
         "epochs_without_improvement": state.epochs_without_improvement,
         "fingerprint": state.fingerprint,
     }
-    atomic_write_text(directory / STATE_FILE, json.dumps(payload))
+    atomic_write_text(directory / STATE_FILE, strict_json(payload))
 
 
 def load_training_state(directory: str | Path, fingerprint: dict) -> TrainingState | None:
@@ -242,9 +243,17 @@ def _state_from(payload: dict, arrays: dict[str, torch.Tensor]) -> TrainingState
         shuffle_rng=arrays["rng/shuffle"],
         torch_rng=arrays["rng/torch"],
         cuda_rng=arrays.get("rng/cuda"),
-        history=payload["history"],
+        history=[_null_as_nan(stats) for stats in payload["history"]],
         best_epoch=payload["best_epoch"],
         best_val_loss=payload["best_val_loss"],
         epochs_without_improvement=payload["epochs_without_improvement"],
         fingerprint=payload["fingerprint"],
     )
+
+
+def _null_as_nan(stats: dict) -> dict:
+    """An epoch's figures as written: strict_json stored a diverged epoch's NaN loss as null.
+
+    (best_val_loss needs no such care: a checkpoint is written only once an epoch was finite.)
+    """
+    return {name: math.nan if value is None else value for name, value in stats.items()}

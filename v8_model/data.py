@@ -16,6 +16,8 @@ Rules, checked in this order; the first one broken raises `CandleValidationError
  2. mistyped columns: dtypes as above; a naive timestamp must be localized to UTC first.
  3. not finite: no NaN/Inf in open/high/low/close/volume, no NaT timestamp.
  4. non-positive price: open, high, low and close are > 0.
+ 4a. implausible price: every price lies in [MIN_PRICE, MAX_PRICE] (1e-12 .. 1e12, beyond any
+    quoted market; 1e-300 is a corrupt value, not a price).
  5. high below open/close: high >= max(open, close).
  6. low above open/close: low <= min(open, close).
  7. negative volume: volume >= 0 (zero-volume candles happen in quiet markets).
@@ -27,8 +29,15 @@ Rules, checked in this order; the first one broken raises `CandleValidationError
     DEFAULT_HORIZON + 1, is the longest feature window plus the label horizon plus one, so at
     least one row has both a full feature window and a label. An empty frame breaks this
     rule (or rule 1): with no rows there is nothing to type-check.
+10a. implausible move: no step moves the price more than MAX_STEP_FACTOR (10x) either way:
+    a candle's high/low, and each candle against the previous close. The largest real
+    one-minute crashes (e.g. BTC on Binance.US, October 2021: about 8x) stay inside it.
 12. constant series: close, and volume, each take more than one value (an all-zero or
     constant volume, or a price that never moves, is a placeholder, not a market).
+13. stale series: in a frame long enough to train on (at least DEFAULT_MIN_ROWS rows), the close
+    changes in at least MIN_ACTIVE_SHARE (1%) of the steps and the volume is non-zero in at
+    least 1% of the rows: a price with one tick a day, or one traded minute among 86,400, has
+    nothing to learn from and would make features constant.
 
 Each message names the source (e.g. the file path), the rule, the column, how many rows
 offend, the first few offending rows (0-based positions with their timestamps and values) and
@@ -49,6 +58,12 @@ VALUE_COLUMNS: tuple[str, ...] = (*PRICE_COLUMNS, "volume")
 
 DEFAULT_MAX_GAP = pd.Timedelta(minutes=60)
 DEFAULT_MIN_ROWS = LONGEST_FEATURE_WINDOW + DEFAULT_HORIZON + 1
+
+# Beyond any quoted market: the cheapest tokens trade near 1e-9 USD, a whole bitcoin near 1e5.
+MIN_PRICE = 1e-12
+MAX_PRICE = 1e12
+MAX_STEP_FACTOR = 10.0  # the most one step (a candle, or a candle against the last close) moves
+MIN_ACTIVE_SHARE = 0.01  # of steps where the close changes, of rows with volume
 
 _MAX_SHOWN = 5  # offending rows quoted in a message; the count covers the rest
 # Time zones whose instants are UTC; other zones are real instants too, but the schema is UTC
@@ -160,6 +175,16 @@ def validate_candles(
             "prices must be positive: these candles are corrupt; repair them from the source "
             "or drop them",
         )
+    for c in PRICE_COLUMNS:
+        fail(
+            "implausible_price",
+            f"{MIN_PRICE:g} <= {c} <= {MAX_PRICE:g}",
+            c,
+            (values[c] < MIN_PRICE) | (values[c] > MAX_PRICE),
+            lambda i, c=c: at(i, c),
+            "no market quotes such a price: these candles are corrupt (a wrong scale or a "
+            "placeholder value); repair them from the source or drop them",
+        )
     o, h, lo, cl = (values[c] for c in PRICE_COLUMNS)
     fail(
         "high_below_open_close",
@@ -222,6 +247,19 @@ def validate_candles(
         "fill the missing candles from the source, or, if the gap is real (e.g. an exchange "
         f"outage), pass a larger max_gap (now {max_gap})",
     )
+    # The range each step spans: the candle itself, widened to the previous close.
+    previous_close = np.concatenate((cl[:1], cl[:-1]))
+    step_factor = np.maximum(h, previous_close) / np.minimum(lo, previous_close)
+    fail(
+        "implausible_move",
+        f"no step moves the price more than {MAX_STEP_FACTOR:g}x (high/low, and against the "
+        "previous close)",
+        "close",
+        step_factor > MAX_STEP_FACTOR,
+        lambda i: f"{at(i, 'high', 'low', 'close')}, previous close={previous_close[i]:.10g}",
+        "no market moves that far between two candles: these candles are corrupt (mixed "
+        "scales, a placeholder value); repair them from the source or drop them",
+    )
 
     if n < min_rows:
         raise _too_few_rows(source, n, min_rows, why)
@@ -236,6 +274,28 @@ def validate_candles(
                 source=source,
                 rule="constant_series",
                 columns=(c,),
+            )
+    if n >= DEFAULT_MIN_ROWS:
+        _check_activity(source, cl, values["volume"])
+
+
+def _check_activity(source: str, close: np.ndarray, volume: np.ndarray) -> None:
+    """Rule 13: the close moves, and volume trades, in at least MIN_ACTIVE_SHARE of minutes."""
+    shares = {
+        "close": ("steps where the close changes", np.mean(close[1:] != close[:-1])),
+        "volume": ("rows with non-zero volume", np.mean(volume > 0)),
+    }
+    for column, (what, share) in shares.items():
+        if share < MIN_ACTIVE_SHARE:
+            raise CandleValidationError(
+                f"{source}: rule 'market is active' is broken in column {column!r}: "
+                f"{what}: {share:.4%} of {len(close)} rows, at least {MIN_ACTIVE_SHARE:.0%} "
+                f"needed. A series that almost never moves makes features constant and leaves "
+                "nothing to learn.\nFix: check that the source holds real candles of this "
+                "market (not a placeholder with a few edits), or choose a more liquid market.",
+                source=source,
+                rule="stale_series",
+                columns=(column,),
             )
 
 

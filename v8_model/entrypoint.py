@@ -60,6 +60,7 @@ from v8_model.layout import (
 from v8_model.net import save_model
 from v8_model.pipeline import SymbolOutcome, train_symbol
 from v8_model.processor import V8FeatureProcessor
+from v8_model.record import strict_json
 from v8_model.storage import atomic_write_text
 from v8_model.symbols import SYMBOLS
 
@@ -307,7 +308,7 @@ def run(argv: Sequence[str], paths: ContainerPaths, env: Mapping[str, str], writ
             if pipes is not None:
                 _report_to_pipes(pipes, evaluation, symbol_dir)
         written.append(paths.model_dir / SUMMARY_FILE)
-        atomic_write_text(paths.model_dir / SUMMARY_FILE, json.dumps(summary, indent=1))
+        atomic_write_text(paths.model_dir / SUMMARY_FILE, strict_json(summary, indent=1))
 
 
 def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None) -> int:

@@ -18,7 +18,7 @@ from dataclasses import asdict, dataclass, field, fields
 
 from v8_model.config import TrainConfig
 from v8_model.labels import LabelThresholds
-from v8_model.record import record_from_dict
+from v8_model.record import record_from_dict, strict_json
 
 # A number as the job's log lines print it; SageMaker's metric definitions capture it after
 # `name=` (`metric_regex`).
@@ -230,7 +230,7 @@ class Evaluation(TestMetrics):
         return asdict(self)
 
     def to_json(self) -> str:
-        return json.dumps(self.to_dict(), indent=1)
+        return strict_json(self.to_dict(), indent=1)
 
     @classmethod
     def from_dict(cls, data: object, source: str = "evaluation") -> Evaluation:

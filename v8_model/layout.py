@@ -2,7 +2,8 @@
 
 One place for the layout, shared by the Dagster assets, the trainers and `v8_model.predict`:
 
-    candles/{SYMBOL}_candles.parquet      validated 1-minute candles
+    candles/{SYMBOL}_candles.parquet      validated 1-minute candles, published once audited
+    staging/candles/{SYMBOL}_candles.parquet  a refresh waiting for its features' audit
     data/{SYMBOL}_features.parquet        the training channel's file
     processors/processor_{SYMBOL}_v8.json the fitted processor (the processor channel's file)
     models/{SYMBOL}/...                   the entry point's SM_MODEL_DIR/{SYMBOL}/ + run_info.json
@@ -43,6 +44,11 @@ def processor_filename(symbol: str) -> str:
 
 def candles_key(symbol: str) -> str:
     return f"candles/{symbol}_candles.parquet"
+
+
+def staged_candles_key(symbol: str) -> str:
+    """Where `candles` writes a refresh; `features` publishes it to `candles_key` once audited."""
+    return f"staging/{candles_key(symbol)}"
 
 
 def features_key(symbol: str) -> str:

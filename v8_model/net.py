@@ -25,6 +25,7 @@ from torch import nn
 from v8_model.config import TrainConfig
 from v8_model.features import FEATURE_NAMES
 from v8_model.layout import CONFIG_FILE, WEIGHTS_FILE
+from v8_model.record import strict_json
 from v8_model.storage import atomic_write_bytes, atomic_write_text
 
 MODEL_FORMAT = "crpbot.v8.model"
@@ -105,7 +106,7 @@ def save_model(
         "feature_names": list(feature_names),
         "temperature": float(model.temperature.detach()),
     }
-    atomic_write_text(directory / CONFIG_FILE, json.dumps(config, indent=1))
+    atomic_write_text(directory / CONFIG_FILE, strict_json(config, indent=1))
 
 
 def load_model(

@@ -18,6 +18,7 @@ from v8_model.defaults import DEFAULT_HORIZON
 from v8_model.features import FEATURE_NAMES
 from v8_model.labels import LabelThresholds
 from v8_model.layout import processor_filename  # noqa: F401 - re-exported for callers
+from v8_model.record import strict_json
 from v8_model.storage import atomic_write_text
 
 FORMAT = "crpbot.v8.processor"
@@ -88,10 +89,25 @@ class V8FeatureProcessor:
                 "price series is not a market)"
             )
         scaler = StandardScaler()
+        low = np.full(len(self.feature_names), np.inf)
+        high = np.full(len(self.feature_names), -np.inf)
         for chunk in self._chunks(train_features, rows):
             if not np.all(np.isfinite(chunk)):
                 raise ValueError("training features contain NaN/Inf; the scaler cannot be fitted")
             scaler.partial_fit(chunk)
+            low, high = np.minimum(low, chunk.min(axis=0)), np.maximum(high, chunk.max(axis=0))
+        constant = [
+            name for name, lo, hi in zip(self.feature_names, low, high, strict=True) if lo == hi
+        ]
+        if constant:
+            # A constant column carries no information, and the scaler would silently leave it
+            # unscaled: the candles behind it are a placeholder, not a market.
+            raise ValueError(
+                f"{len(constant)} feature(s) are constant on all {int(scaler.n_samples_seen_)} "
+                f"training rows: {constant}. Fix: check the candles these features come from "
+                "(e.g. volume that is zero in almost every minute, or a price that never moves); "
+                "train on a market with real trading in the training period"
+            )
         self.scaler = scaler
         self.thresholds = LabelThresholds.fit(np.asarray(train_scores), self.horizon)
         return self
@@ -143,7 +159,7 @@ class V8FeatureProcessor:
     def save(self, path: str | Path) -> Path:
         """Write the processor as JSON, atomically; returns the path written."""
         path = Path(path)
-        atomic_write_text(path, json.dumps(self.to_dict(), indent=1))
+        atomic_write_text(path, strict_json(self.to_dict(), indent=1))
         return path
 
     @classmethod

@@ -15,15 +15,19 @@ import hashlib
 import json
 import re
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
+from v8_model.claims import ClaimError, symbol_writer_claim
 from v8_model.layout import (
     PRODUCTION_POINTER_FILE,
     PROMOTION_FILE,
     production_folder,
     production_version_folder,
 )
+from v8_model.record import strict_json
 from v8_model.storage import Store
 
 KEEP_VERSIONS = 5  # the serving version and up to 4 earlier ones for rollback
@@ -44,7 +48,7 @@ class ProductionPointer:
     switched_at: str
 
     def to_json(self) -> str:
-        return json.dumps(
+        return strict_json(
             {
                 "symbol": self.symbol,
                 "version": self.version,
@@ -140,12 +144,21 @@ def promote(
     staged_folder: str,
     recorded: dict[str, dict],
     record: dict,
+    holder: dict[str, str] | None = None,
 ) -> ProductionPointer:
     """Make the staged files, verified against `recorded`, the symbol's serving version.
 
     `recorded` is name → {bytes, sha256} as the training step recorded it; `record` goes into the
-    version's promotion.json (who trained it, which run promoted it). Returns the new pointer.
+    version's promotion.json (who trained it, which run promoted it); `holder` is who takes the
+    symbol's writer claim (e.g. the Dagster run id). Returns the new pointer.
     """
+    with _claimed(store, symbol, holder):
+        return _promote(store, symbol, staged_folder, recorded, record)
+
+
+def _promote(
+    store: Store, symbol: str, staged_folder: str, recorded: dict[str, dict], record: dict
+) -> ProductionPointer:
     files = verify_files(
         store,
         staged_folder,
@@ -159,7 +172,7 @@ def promote(
     for name, data in files.items():
         store.write_bytes(f"{target}/{name}", data)
     promotion = {**record, "symbol": symbol, "version": version, "files": recorded}
-    store.write_text(f"{target}/{PROMOTION_FILE}", json.dumps(promotion, indent=1))
+    store.write_text(f"{target}/{PROMOTION_FILE}", strict_json(promotion, indent=1))
     # A copy that does not read back as recorded must never become the serving version.
     verify_files(
         store, target, recorded, what="the training run", fix="check the storage root, retry"
@@ -172,12 +185,31 @@ def promote(
         previous=previous[: KEEP_VERSIONS - 1],
         switched_at=now.isoformat(timespec="seconds"),
     )
-    _switch(store, pointer)
+    _switch(store, before, pointer)
     return pointer
 
 
-def rollback(store: Store, symbol: str) -> tuple[str, ProductionPointer]:
-    """Serve the version promoted before the current one; returns (version left, new pointer)."""
+def rollback(
+    store: Store, symbol: str, holder: dict[str, str] | None = None
+) -> tuple[str, ProductionPointer]:
+    """Serve the version promoted before the current one; returns (version left, new pointer).
+
+    Takes the symbol's writer claim (`holder` says who), as promotion does.
+    """
+    with _claimed(store, symbol, holder):
+        return _rollback(store, symbol)
+
+
+@contextmanager
+def _claimed(store: Store, symbol: str, holder: dict[str, str] | None) -> Iterator[None]:
+    try:
+        with symbol_writer_claim(store, symbol, holder):
+            yield
+    except ClaimError as error:
+        raise PromotionError(str(error)) from error
+
+
+def _rollback(store: Store, symbol: str) -> tuple[str, ProductionPointer]:
     pointer = read_pointer(store, symbol)
     if pointer is None:
         raise PromotionError(
@@ -211,16 +243,21 @@ def rollback(store: Store, symbol: str) -> tuple[str, ProductionPointer]:
         previous=pointer.previous[1:],
         switched_at=datetime.now(UTC).isoformat(timespec="seconds"),
     )
-    _switch(store, new)
+    _switch(store, pointer, new)
     return pointer.version, new
 
 
-def _switch(store: Store, pointer: ProductionPointer) -> None:
-    """Write the pointer (one atomic write), then drop versions it no longer names."""
+def _switch(store: Store, before: ProductionPointer | None, pointer: ProductionPointer) -> None:
+    """Write the pointer (one atomic write), then drop the versions `before` named and it does not.
+
+    Only those: a version folder no pointer has named yet may belong to a promotion in flight
+    (on another host with a claim taken over, say), and the next pointer may name it. A folder
+    left by a promotion that failed after copying stays until removed by hand; it is never served.
+    """
     base = production_folder(pointer.symbol)
     store.write_text(f"{base}/{PRODUCTION_POINTER_FILE}", pointer.to_json())
-    kept = {pointer.version, *pointer.previous}
-    versions_prefix = f"{base}/versions/"
-    for key in store.list_keys(f"{base}/versions"):
-        if key.removeprefix(versions_prefix).split("/", 1)[0] not in kept:
+    dropped = set() if before is None else {before.version, *before.previous}
+    dropped -= {pointer.version, *pointer.previous}
+    for version in sorted(dropped):
+        for key in store.list_keys(production_version_folder(pointer.symbol, version)):
             store.delete(key)

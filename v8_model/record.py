@@ -7,11 +7,19 @@ expected. The one allowance: a field whose default is None (an optional section,
 later version adds) may be absent, so a record written before that section existed still reads.
 
 Supported hints: dataclasses, `list[X]`, `dict[str, X]`, `X | None`, int, float, bool, str.
+
+`strict_json(value)` is how the project writes every JSON file (records, reports, backtests,
+promotion records): standard JSON only (`allow_nan=False`), with each non-finite float written as
+null. Python's default would write `NaN` / `Infinity`, which no strict JSON reader accepts. A
+float field read back as null becomes NaN, so a non-finite figure stays non-finite and is shown
+as "n/a (non-finite)" (`format_figure`), never as a number.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import json
+import math
 import types
 import typing
 from typing import Any, TypeVar
@@ -25,6 +33,36 @@ class RecordError(ValueError):
 
 def _fail(source: str, where: str, expected: str, value: object) -> RecordError:
     return RecordError(f"{source}: {where or 'record'}: expected {expected}, got {value!r:.80}")
+
+
+NON_FINITE = "n/a (non-finite)"
+
+
+def _finite_or_null(value: object) -> object:
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {key: _finite_or_null(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_finite_or_null(item) for item in value]
+    return value
+
+
+def strict_json(value: object, **kwargs: Any) -> str:
+    """Standard JSON of `value` (keyword arguments as json.dumps'), non-finite floats as null."""
+    return json.dumps(_finite_or_null(value), allow_nan=False, **kwargs)
+
+
+def is_finite_number(value: object) -> bool:
+    """True for a finite int or float; False for NaN, ±inf, None (a non-finite figure read back)."""
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def format_figure(value: float | None, spec: str) -> str:
+    """`value` formatted with `spec`, or NON_FINITE when it is NaN, ±inf or missing (null)."""
+    if not is_finite_number(value):
+        return NON_FINITE
+    return format(value, spec)
 
 
 def _decode(hint: Any, value: object, source: str, where: str) -> object:
@@ -48,6 +86,8 @@ def _decode(hint: Any, value: object, source: str, where: str) -> object:
         _, item = typing.get_args(hint)
         return {k: _decode(item, v, source, f"{where}.{k}") for k, v in value.items()}
     if hint is float:
+        if value is None:  # strict_json writes a non-finite float as null
+            return math.nan
         if isinstance(value, bool) or not isinstance(value, int | float):
             raise _fail(source, where, "a number", value)
         return value

@@ -126,6 +126,13 @@ class Store(ABC):
     def delete(self, key: str) -> None:
         """Remove the object `key`; nothing happens when it does not exist."""
 
+    @abstractmethod
+    def create_exclusive(self, key: str, data: bytes) -> bool:
+        """Create `key` holding `data` only if it does not exist, atomically; False if it did.
+
+        Two writers racing for the same key: exactly one gets True (a claim's primitive).
+        """
+
     def write_text(self, key: str, text: str) -> None:
         self.write_bytes(key, text.encode("utf-8"))
 
@@ -194,6 +201,25 @@ class LocalStore(Store):
             if parent == Path(self.root) or not parent.is_dir() or any(parent.iterdir()):
                 break
             parent.rmdir()
+
+    def create_exclusive(self, key: str, data: bytes) -> bool:
+        # A complete temporary file hard-linked into place: link() fails when the target exists,
+        # and a reader never sees the object half written.
+        target = self.path(key)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+        try:
+            os.fchmod(fd, _FILE_MODE)
+            with os.fdopen(fd, "wb") as tmp:
+                tmp.write(data)
+                tmp.flush()
+                os.fsync(tmp.fileno())
+            os.link(tmp_name, target)
+        except FileExistsError:
+            return False
+        finally:
+            Path(tmp_name).unlink(missing_ok=True)
+        return True
 
     def _existing(self, key: str) -> Path:
         path = self.path(key)
@@ -277,6 +303,24 @@ class S3Store(Store):
 
     def delete(self, key: str) -> None:
         self.client.delete_object(Bucket=self.bucket, Key=self._key(key))
+
+    def create_exclusive(self, key: str, data: bytes) -> bool:
+        from botocore.exceptions import ClientError
+
+        try:
+            # S3 conditional write: If-None-Match "*" fails with 412 when the key exists.
+            self.client.put_object(
+                Bucket=self.bucket, Key=self._key(key), Body=data, IfNoneMatch="*"
+            )
+        except ClientError as error:
+            if str(error.response.get("Error", {}).get("Code", "")) in {
+                "PreconditionFailed",
+                "412",
+                "ConditionalRequestConflict",
+            }:
+                return False
+            raise
+        return True
 
     @contextmanager
     def _not_found(self, key: str) -> Iterator[None]:

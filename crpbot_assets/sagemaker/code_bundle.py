@@ -78,5 +78,9 @@ class CodeBundle:
         for name, content in self.files.items():
             s3.put_object(Bucket=self.bucket, Key=self.key_prefix + name, Body=content)
         manifest = {"digest": self.digest, "files": sorted(self.files)}
-        s3.put_object(Bucket=self.bucket, Key=manifest_key, Body=json.dumps(manifest, indent=1))
+        s3.put_object(
+            Bucket=self.bucket,
+            Key=manifest_key,
+            Body=json.dumps(manifest, indent=1, allow_nan=False),
+        )
         return self.uri

@@ -59,7 +59,7 @@ def container_env(base: Path, code_dir: Path, environ: dict[str, str]) -> dict[s
     channels = sorted(p.name for p in data_dir.iterdir() if p.is_dir()) if data_dir.is_dir() else []
     for name in channels:
         env.setdefault(f"SM_CHANNEL_{name.upper()}", str(data_dir / name))
-    env.setdefault("SM_CHANNELS", json.dumps(channels))
+    env.setdefault("SM_CHANNELS", json.dumps(channels, allow_nan=False))
     env.setdefault("SM_MODEL_DIR", str(base / "model"))
     env.setdefault("PYTHONUNBUFFERED", "1")
     source = str(code_dir / SOURCE_DIR)
