@@ -42,6 +42,7 @@ SLOW_MODULES = {
     "test_faults",
     "test_plots",
     "test_postgres_instance",
+    "test_run_claims",
     "test_sagemaker_e2e",
     "test_sagemaker_faults",
     "test_sagemaker_first_run",
