@@ -4,10 +4,11 @@ VENV := .venv
 BIN := $(VENV)/bin
 DEMO_STAMP := $(VENV)/.installed-demo
 STAMP := $(VENV)/.installed
+MLFLOW_UI_STAMP := $(VENV)/.installed-mlflow-ui
 # --no-compile: no .pyc for the many modules the demo never imports (Python compiles what it uses).
 PIP := $(BIN)/python -m pip install --quiet --no-compile
 
-.PHONY: setup setup-demo demo test ui lint bench clean
+.PHONY: setup setup-demo demo test ui mlflow lint bench clean
 
 # What the demo needs and nothing more: the runtime dependencies.
 setup-demo: $(DEMO_STAMP)
@@ -36,6 +37,15 @@ test: setup
 
 ui: setup-demo
 	DAGSTER_HOME=$(CURDIR)/.dagster_home $(BIN)/dagster dev -h 127.0.0.1 -p 3000
+
+# The MLflow UI over the embedded store (<storage root>/mlflow/) on 127.0.0.1:5000; the UI and
+# its server are the `mlflow-ui` extra, installed on first use (the demo set-up tracks without it).
+mlflow: $(MLFLOW_UI_STAMP)
+	$(BIN)/python -m crpbot_assets.tracking --port 5000
+
+$(MLFLOW_UI_STAMP): $(DEMO_STAMP)
+	$(PIP) -e '.[mlflow-ui]'
+	touch $(MLFLOW_UI_STAMP)
 
 lint: setup
 	$(BIN)/ruff check .
