@@ -399,9 +399,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         console.print(promotion_line(result), highlight=False, markup=False, soft_wrap=True)
     storage = defs.resources["storage"]
     print(f"\nDAGSTER_HOME: {os.environ['DAGSTER_HOME']}")
+    print(where_line(storage.root))
     print(f"gate report: {storage.store.uri(REPORT_MARKDOWN_KEY)}")
     print(f"             {storage.store.uri(REPORT_JSON_KEY)}")
-    print(where_line(storage.root))
     failed = {name: why for name, why in outcomes.items() if why}
     for name, why in failed.items():
         print(f"FAILED {name}: {why}", file=sys.stderr)

@@ -213,14 +213,11 @@ class Deadline:
 
 
 @contextlib.contextmanager
-def _embedded_lock(target: TrackingTarget) -> Iterator[None]:
-    """One process at a time creates the embedded store: symbols train in parallel processes,
-    and two first writers would both run MLflow's schema migrations on the same SQLite file."""
-    if target.embedded_folder is None:
-        yield
-        return
-    target.embedded_folder.mkdir(parents=True, exist_ok=True)
-    with (target.embedded_folder / ".lock").open("a") as handle:
+def _embedded_lock(folder: Path) -> Iterator[None]:
+    """One process at a time opens the embedded store: symbols train in parallel processes, and
+    two first writers would both run MLflow's schema migrations on the same SQLite file."""
+    folder.mkdir(parents=True, exist_ok=True)
+    with (folder / ".lock").open("a") as handle:
         fcntl.flock(handle, fcntl.LOCK_EX)
         try:
             yield
@@ -231,9 +228,12 @@ def _embedded_lock(target: TrackingTarget) -> Iterator[None]:
 def _client(target: TrackingTarget) -> MlflowClient:
     from mlflow import MlflowClient
 
-    with _embedded_lock(target):
+    if target.embedded_folder is None:
+        return MlflowClient(tracking_uri=target.uri, registry_uri=target.uri)
+    with _embedded_lock(target.embedded_folder):
+        # The client opens the tracking store, and the first registry call the registry's, each
+        # migrating the SQLite file when it is new: one process at a time.
         client = MlflowClient(tracking_uri=target.uri, registry_uri=target.uri)
-        # The store is opened (and an embedded one migrated) by the first call, under the lock.
         client.search_registered_models(max_results=1)
     return client
 

@@ -415,6 +415,7 @@ def _http_ok(url: str) -> bool | None:
 @contextmanager
 def http_service(name: str, args: list[str], url: str, logs: Path) -> Iterator[Service]:
     """A server started with `args`, ready once `url` answers 200; stopped afterwards."""
+    logs.mkdir(parents=True, exist_ok=True)
     service = start_service(name, args, dict(os.environ), logs / f"{name}.log")
     try:
         wait_for(

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import subprocess
 import sys
 import urllib.request
 from dataclasses import fields
@@ -268,3 +269,37 @@ def test_where_line_names_the_store_and_never_a_password(monkeypatch, tmp_path):
     target = tracking_target(str(tmp_path))
     message = redact(f"cannot reach {target.uri} as alice with hunter2", target)
     assert "hunter2" not in message and "alice" not in message
+
+
+REGISTER_IN_A_PROCESS = """
+import sys
+from crpbot_assets.tracking import register_promotion
+move = register_promotion(
+    sys.argv[1], storage_root=sys.argv[2], production_version="v1", weights_sha256="0" * 64,
+    fallback_source=sys.argv[2], mlflow_run_id=None, dagster_run_id="run",
+)
+print(move.line())
+"""
+
+
+def test_symbols_in_parallel_processes_share_a_fresh_embedded_store(monkeypatch, tmp_path):
+    """The main command trains symbols in parallel processes: the first writers of a new SQLite
+    store must not run MLflow's schema migrations on it at the same time."""
+    monkeypatch.delenv(TRACKING_URI_ENV_VAR, raising=False)
+    symbols = ("BTC", "ETH", "SOL")
+    processes = [
+        subprocess.Popen(
+            [sys.executable, "-c", REGISTER_IN_A_PROCESS, symbol, str(tmp_path)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        for symbol in symbols
+    ]
+    outputs = [process.communicate(timeout=300)[0] for process in processes]
+    for symbol, output in zip(symbols, outputs, strict=True):
+        assert f"MLflow crpbot-{symbol}@champion now points to version 1" in output, output
+    target = tracking_target(str(tmp_path))
+    client = MlflowClient(tracking_uri=target.uri, registry_uri=target.uri)
+    names = {model.name for model in client.search_registered_models()}
+    assert names == {f"crpbot-{symbol}" for symbol in symbols}
