@@ -30,7 +30,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Iterator, Mapping
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit, urlunsplit
@@ -259,10 +259,7 @@ def _experiment_id(client: MlflowClient, target: TrackingTarget) -> str:
 
 def training_params(evaluation: Evaluation, run_info: RunInfo, profile: str) -> dict[str, str]:
     """Every TrainConfig field under its own name, then the profile, data range and where it ran."""
-    settings = {
-        item.name: getattr(evaluation.hyperparameters, item.name)
-        for item in fields(evaluation.hyperparameters)
-    }
+    settings = evaluation.hyperparameters.to_dict()
     params = {name: "" if value is None else str(value) for name, value in settings.items()}
     params.update(
         profile=profile,

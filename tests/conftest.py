@@ -27,6 +27,14 @@ S3_REGION = "us-east-2"
 REPO = Path(__file__).resolve().parents[1]
 
 
+@pytest.fixture(autouse=True)
+def mlflow_store_of_the_test(monkeypatch, tmp_path) -> None:
+    """Tracking stays inside the test: a developer's MLFLOW_TRACKING_URI is ignored, and a run
+    with an S3 storage root tracks into a temporary folder, not `<repo>/var/crpbot/mlflow/`."""
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.setattr("crpbot_assets.tracking.LOCAL_DEFAULT_ROOT", tmp_path / "local_root")
+
+
 @pytest.fixture
 def dagster_instance(tmp_path) -> Iterator[dg.DagsterInstance]:
     """A Dagster instance whose DAGSTER_HOME is this test's temporary folder."""

@@ -284,7 +284,6 @@ def test_main_command_exit_code(monkeypatch, capsys, tmp_path):
         return {"BTC": "check logit_range = 244.6", "ETH": None, "gate_report": None}
 
     monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "home"))
-    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)  # the embedded store's line
     monkeypatch.setattr(main_command, "run_all", fake_run_all)
     assert main_command.main(["--symbols", "btc,ETH", "--profile", "full"]) == 1
     assert calls == [(["BTC", "ETH"], "full", str(tmp_path / "home"))]

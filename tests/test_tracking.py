@@ -36,6 +36,9 @@ from v8_model.evaluation import Evaluation
 from v8_model.promotion import read_pointer
 from v8_model.storage import open_store
 
+# The module's scenario trains two folds, set up within its first test's limit.
+pytestmark = pytest.mark.timeout(1800)
+
 SYMBOL = "ETH"
 MODEL_NAME = f"crpbot-{SYMBOL}"
 # As tests/test_assets.py: 50 days so gate 1 passes on the test week; two folds and two epochs so
@@ -259,7 +262,6 @@ def test_make_mlflow_serves_the_embedded_store_on_loopback(scenario, tmp_path):
 
 
 def test_where_line_names_the_store_and_never_a_password(monkeypatch, tmp_path):
-    monkeypatch.delenv(TRACKING_URI_ENV_VAR, raising=False)
     line = where_line(str(tmp_path))
     assert line.startswith(f"MLflow runs: sqlite:///{tmp_path.resolve()}/mlflow/mlflow.db")
     assert "make mlflow" in line and "\n" not in line
@@ -282,10 +284,9 @@ print(move.line())
 """
 
 
-def test_symbols_in_parallel_processes_share_a_fresh_embedded_store(monkeypatch, tmp_path):
+def test_symbols_in_parallel_processes_share_a_fresh_embedded_store(tmp_path):
     """The main command trains symbols in parallel processes: the first writers of a new SQLite
     store must not run MLflow's schema migrations on it at the same time."""
-    monkeypatch.delenv(TRACKING_URI_ENV_VAR, raising=False)
     symbols = ("BTC", "ETH", "SOL")
     processes = [
         subprocess.Popen(

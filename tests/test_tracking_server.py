@@ -25,6 +25,7 @@ from test_tracking import metadata_of, run_config
 
 from crpbot_assets.cli import main as crpbot
 from crpbot_assets.definitions import defs
+from crpbot_assets.main import failure_summary
 from crpbot_assets.tracking import (
     CHAMPION_ALIAS,
     EXPERIMENT,
@@ -34,6 +35,9 @@ from crpbot_assets.tracking import (
 )
 from v8_model.promotion import read_pointer
 from v8_model.storage import open_store
+
+# Four trainings in the module's scenario, all set up within its first test's limit.
+pytestmark = pytest.mark.timeout(2400)
 
 SYMBOL = "BTC"
 MODEL_NAME = f"crpbot-{SYMBOL}"
@@ -151,7 +155,7 @@ def scenario(tmp_path_factory):
 def test_a_training_is_tracked_on_the_server_with_its_artifacts(scenario, tmp_path):
     client = scenario["client"]
     result = scenario["runs"]["tracked"]
-    assert result.success
+    assert result.success, failure_summary(result)
     model = metadata_of(result, "model")
     run = client.get_run(model["mlflow_run_id"])
     assert model["mlflow_run"] == (
@@ -170,7 +174,7 @@ def test_a_training_is_tracked_on_the_server_with_its_artifacts(scenario, tmp_pa
 
 def test_training_and_promotion_go_on_while_the_server_is_down(scenario):
     result = scenario["runs"]["down"]
-    assert result.success
+    assert result.success, failure_summary(result)
     model = metadata_of(result, "model")
     assert "mlflow_run_id" not in model
     reason = model["mlflow_not_tracked"]
@@ -201,7 +205,7 @@ def test_status_shows_the_registry_behind_the_pointer_after_a_failed_alias_move(
 
 def test_training_and_promotion_go_on_while_the_server_answers_errors(scenario):
     result = scenario["runs"]["erroring"]
-    assert result.success
+    assert result.success, failure_summary(result)
     model = metadata_of(result, "model")
     assert "mlflow_run_id" not in model
     assert "500" in model["mlflow_not_tracked"]
@@ -212,7 +216,7 @@ def test_training_and_promotion_go_on_while_the_server_answers_errors(scenario):
 def test_a_later_run_is_tracked_normally_and_the_alias_catches_up(scenario):
     client = scenario["client"]
     result = scenario["runs"]["recovered"]
-    assert result.success
+    assert result.success, failure_summary(result)
     model = metadata_of(result, "model")
     run_ids = [
         metadata_of(scenario["runs"][name], "model")["mlflow_run_id"]
@@ -231,7 +235,6 @@ def test_a_later_run_is_tracked_normally_and_the_alias_catches_up(scenario):
     assert code == 0 and "registry and pointer agree" in out
 
 
-@pytest.mark.timeout(180)
 def test_a_server_that_never_answers_is_given_up_on(scenario, monkeypatch):
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "2")
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
