@@ -151,7 +151,7 @@ def added_symbol_run(tmp_path_factory) -> dict:
     home.mkdir()
     shutil.copy(REPO / ".dagster_home" / "dagster.yaml", home)
     env = {
-        **os.environ,
+        **{name: value for name, value in os.environ.items() if name != "MLFLOW_TRACKING_URI"},
         "CRPBOT_SYMBOLS": "BTC,ETH,SOL,DOGE",
         "CRPBOT_ROOT": str(base / "root"),
         "DAGSTER_HOME": str(home),

@@ -36,15 +36,12 @@ from crpbot_assets.sagemaker.dagster_objects import (
 )
 from crpbot_assets.sagemaker.trainer import SageMakerTrainer
 from crpbot_assets.storage import StorageResource
+from crpbot_assets.tracking import tracking_target
 from crpbot_assets.trainers import LocalTrainer
 from v8_model.gates import GATE_NAMES
 
 
-def test_one_symbol_end_to_end(
-    emulator: SageMakerEmulator, capsys: pytest.CaptureFixture, monkeypatch, tmp_path
-) -> None:
-    mlflow_uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_uri)
+def test_one_symbol_end_to_end(emulator: SageMakerEmulator, capsys: pytest.CaptureFixture) -> None:
     provision_account(emulator, bucket=BUCKET)
     emulator.quotas = {QUOTA_NAME: 2}
     trainer = emulated_trainer()
@@ -117,6 +114,10 @@ def test_one_symbol_end_to_end(
     assert run_info["cost_usd"] == pytest.approx(expected_cost)
 
     # Tracked like a local training, from what the job published: where it ran, its metrics.
+    # With an S3 storage root and no MLFLOW_TRACKING_URI the embedded store is the local
+    # default root's (a temporary folder in the tests).
+    mlflow_uri = tracking_target(storage.root).uri
+    assert "local_root/mlflow/mlflow.db" in mlflow_uri
     mlflow_run = MlflowClient(tracking_uri=mlflow_uri).get_run(
         model_metadata["mlflow_run_id"].value
     )
