@@ -4,6 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 DEMO_STAMP := $(VENV)/.installed-demo
 STAMP := $(VENV)/.installed
+MLFLOW_UI_STAMP := $(VENV)/.installed-mlflow-ui
 # --no-compile: no .pyc for the many modules the demo never imports (Python compiles what it uses).
 PIP := $(BIN)/python -m pip install --quiet --no-compile
 # The lock files (requirements/*.lock) pin every package with its hashes; `make lock` writes them.
@@ -12,7 +13,7 @@ LOCK_TOOLS := .venv-lock
 PIP_COMPILE := $(LOCK_TOOLS)/bin/pip-compile --quiet --generate-hashes --strip-extras --allow-unsafe \
 	--no-emit-index-url --no-emit-find-links
 
-.PHONY: setup setup-demo demo test test-fast ui lint bench clean lock
+.PHONY: setup setup-demo demo test test-fast ui mlflow lint bench clean lock
 
 # What the demo needs and nothing more: the runtime dependencies.
 setup-demo: $(DEMO_STAMP)
@@ -39,14 +40,16 @@ $(STAMP): $(DEMO_STAMP) requirements/dev.lock
 
 # Resolve pyproject.toml's dependencies into the locks (pins already there are kept while they
 # still fit; `make lock LOCK_FLAGS=--upgrade` moves everything to the newest releases), then derive
-# v8_model/job-requirements.txt from dev.lock. Commit the three files together. demo.lock is
-# resolved under dev.lock's pins, so the two agree on every shared package.
+# v8_model/job-requirements.txt from dev.lock. Commit them together. demo.lock and mlflow-ui.lock
+# are resolved under dev.lock's pins, so the locks agree on every shared package.
 LOCK_FLAGS ?=
 lock:
 	$(PYTHON) -m venv $(LOCK_TOOLS)
 	$(LOCK_TOOLS)/bin/python -m pip install --quiet pip==26.3 pip-tools==7.6.2
 	$(PIP_COMPILE) $(LOCK_FLAGS) --extra dev --extra sagemaker -o requirements/dev.lock pyproject.toml
 	$(PIP_COMPILE) $(LOCK_FLAGS) -c requirements/dev.lock -o requirements/demo.lock pyproject.toml
+	$(PIP_COMPILE) $(LOCK_FLAGS) --extra mlflow-ui -c requirements/dev.lock \
+		-o requirements/mlflow-ui.lock pyproject.toml
 	$(PYTHON) requirements/pins.py
 
 demo: setup-demo
@@ -61,6 +64,15 @@ test-fast: setup
 
 ui: setup-demo
 	DAGSTER_HOME=$(CURDIR)/.dagster_home $(BIN)/dagster dev -h 127.0.0.1 -p 3000
+
+# The MLflow UI over the embedded store (<storage root>/mlflow/) on 127.0.0.1:5000; the UI and
+# its server are the `mlflow-ui` extra, installed on first use (the demo set-up tracks without it).
+mlflow: $(MLFLOW_UI_STAMP)
+	$(BIN)/python -m crpbot_assets.tracking --port 5000
+
+$(MLFLOW_UI_STAMP): $(DEMO_STAMP) requirements/mlflow-ui.lock
+	$(LOCKED) requirements/mlflow-ui.lock
+	touch $(MLFLOW_UI_STAMP)
 
 lint: setup
 	$(BIN)/ruff check .

@@ -58,6 +58,7 @@ from crpbot_assets.storage import (
     production_version_folder,
     staged_candles_key,
 )
+from crpbot_assets.tracking import RUN_ID_METADATA, register_promotion, track_training
 from crpbot_assets.trainers import ModelTrainer, RunInfo, utc_now
 from crpbot_assets.writers import claim_symbol
 from v8_model.config import HYPERPARAMETER_NAMES, SYMBOLS_HYPERPARAMETER, to_hyperparameters
@@ -495,16 +496,36 @@ def model(
         # Start-up / training / upload, billable time, warm pool: where the wall time went.
         **RunInfo.from_dict(run_info).time_metadata(),
     }
-    figures = _figure_metadata(context, storage, symbol)
+    pictures = _figures(context, storage, symbol)
+    figures = {
+        f"{FIGURE_METADATA_PREFIX}{name}": dg.MetadataValue.md(image)
+        for name, image in embedded_images(symbol, pictures).items()
+    }
     # What promotion may copy: the files exactly as this step trained and gated them.
     staged = {STAGED_FILES_METADATA: dg.MetadataValue.json(folder_digests(storage.store, folder))}
+    tracked = track_training(
+        storage.store,
+        symbol,
+        storage_root=storage.root,
+        profile=profile.get().name,
+        dagster_run_id=context.run.run_id,
+        figures=pictures,
+    )
+    if tracked.not_tracked:
+        context.log.warning(f"model {symbol}: {tracked.not_tracked}")
     for result in invocation.get_results():
         if isinstance(result, dg.MaterializeResult):
             # The entry point's metadata, then where it ran and the pictures; nothing else of
             # the Pipes result changes.
             yield dg.MaterializeResult(
                 asset_key=result.asset_key,
-                metadata={**(result.metadata or {}), **where, **staged, **figures},
+                metadata={
+                    **(result.metadata or {}),
+                    **where,
+                    **staged,
+                    **tracked.metadata(),
+                    **figures,
+                },
                 check_results=result.check_results,
                 data_version=result.data_version,
                 tags=result.tags,
@@ -513,27 +534,25 @@ def model(
             yield result
 
 
-def _figure_metadata(
+def _figures(
     context: dg.AssetExecutionContext, storage: StorageResource, symbol: str
-) -> dict[str, dg.MetadataValue]:
-    """The model's figures as Markdown metadata (PNG embedded, ~25 KB each in the event log)."""
+) -> dict[str, bytes]:
+    """The model's figures as PNG bytes, by name (embedded as Markdown metadata, ~25 KB each in
+    the event log, and logged to MLflow)."""
     try:
-        figures = symbol_figures(storage.store, symbol)
+        return symbol_figures(storage.store, symbol)
     except ValueError as error:
         # Pictures are a view of the metrics: a trained, gated model is recorded without them.
         context.log.warning(f"model {symbol} is recorded without figures: {error}")
         return {}
-    return {
-        f"{FIGURE_METADATA_PREFIX}{name}": dg.MetadataValue.md(image)
-        for name, image in embedded_images(symbol, figures).items()
-    }
 
 
 STAGED_FILES_METADATA = "staged_files"  # on `model`: name → {bytes, sha256} as trained and gated
 
 
-def _trained_record(context: dg.AssetExecutionContext, symbol: str) -> tuple[str, dict]:
-    """The latest `model` materialization of `symbol`: its run id and the staged files' hashes.
+def _trained_record(context: dg.AssetExecutionContext, symbol: str) -> tuple[str, dict, str | None]:
+    """The latest `model` materialization of `symbol`: its run id, the staged files' hashes and
+    its MLflow run id (None when the training was not tracked).
 
     The hashes live in the instance's event log, not beside the files, so a staged folder that
     was truncated, replaced or half-overwritten after training cannot vouch for itself.
@@ -546,7 +565,12 @@ def _trained_record(context: dg.AssetExecutionContext, symbol: str) -> tuple[str
             description=f"refusing to promote {symbol}: no `model` materialization with recorded "
             f"file hashes in this Dagster instance; materialize `model` for {symbol} first"
         )
-    return records[0].run_id, dict(materialization.metadata[STAGED_FILES_METADATA].value)
+    mlflow_run = materialization.metadata.get(RUN_ID_METADATA)
+    return (
+        records[0].run_id,
+        dict(materialization.metadata[STAGED_FILES_METADATA].value),
+        None if mlflow_run is None else str(mlflow_run.value),
+    )
 
 
 def _profitable(figures: BacktestFigures) -> bool:
@@ -656,7 +680,7 @@ def production_model(
     claim_symbol(context)
     symbol = context.partition_key
     store, source = storage.store, model_folder(symbol)
-    training_run_id, recorded = _trained_record(context, symbol)
+    training_run_id, recorded, mlflow_run_id = _trained_record(context, symbol)
     required = {WEIGHTS_FILE, CONFIG_FILE, METRICS_FILE, RUN_INFO_FILE, processor_filename(symbol)}
     missing = sorted(required - set(recorded))
     if missing:
@@ -705,15 +729,28 @@ def production_model(
         )
     except PromotionError as error:
         raise dg.Failure(description=f"refusing to promote {symbol}: {error}") from error
+    promoted = store.uri(production_version_folder(symbol, pointer.version))
+    # The pointer has switched: the registry follows it, and a failure there is reported only.
+    champion = register_promotion(
+        symbol,
+        storage_root=storage.root,
+        production_version=pointer.version,
+        weights_sha256=str(recorded[WEIGHTS_FILE]["sha256"]),
+        fallback_source=promoted,
+        mlflow_run_id=mlflow_run_id,
+        dagster_run_id=context.run.run_id,
+    )
+    (context.log.info if champion.alias_moved else context.log.warning)(champion.line())
     return dg.MaterializeResult(
         metadata={
-            "uri": store.uri(production_version_folder(symbol, pointer.version)),
+            "uri": promoted,
             "version": pointer.version,
             "previous_versions": list(pointer.previous),
             "job_name": run_info["job_name"],
             "files": dg.MetadataValue.json(recorded),
             "test_accuracy": evaluation.test_accuracy,
             "baseline_accuracy": evaluation.baseline_accuracy,
+            **champion.metadata(),
         }
     )
 

@@ -4,6 +4,7 @@
     crpbot sagemaker-request SYMBOL [same flags]
     crpbot predict SYMBOL [--root ROOT] [--candles FILE] [--last N]
     crpbot rollback SYMBOL [--root ROOT]
+    crpbot status [SYMBOL] [--root ROOT]
 
 Settings come from the environment (see crpbot_assets.sagemaker.settings.ENV_VARS) and the
 flags win. Each subcommand is one `add_*_command` function that registers its parser and its
@@ -273,10 +274,12 @@ def add_predict_command(subparsers: argparse._SubParsersAction) -> None:
 
 def _rollback(args: argparse.Namespace) -> int:
     from crpbot_assets.storage import default_root
+    from crpbot_assets.tracking import move_champion
     from v8_model.promotion import PromotionError, rollback
     from v8_model.storage import open_store
 
-    store = open_store(args.root or default_root())
+    root = args.root or default_root()
+    store = open_store(root)
     try:
         left, pointer = rollback(store, args.symbol, holder={"command": "crpbot rollback"})
     except PromotionError as error:
@@ -286,6 +289,9 @@ def _rollback(args: argparse.Namespace) -> int:
         f"{args.symbol}: production now serves version {pointer.version} (was {left}); "
         f"{len(pointer.previous)} earlier version(s) left to roll back to"
     )
+    # Serving follows the pointer, switched above; the registry's alias follows it or says why not.
+    champion = move_champion(args.symbol, storage_root=root, production_version=pointer.version)
+    print(champion.line(), file=sys.stdout if champion.alias_moved else sys.stderr)
     return 0
 
 
@@ -295,11 +301,60 @@ def add_rollback_command(subparsers: argparse._SubParsersAction) -> None:
         help="serve SYMBOL's previously promoted production model again",
         description="Switches production/{SYMBOL}/current.json back to the version promoted "
         "before the current one, after checking its files against their recorded sha256. The "
-        "version left is removed.",
+        "version left is removed. MLflow's crpbot-{SYMBOL}@champion alias then moves to the "
+        "registered version of it.",
     )
     parser.add_argument("symbol", type=_symbol, help=_symbol_help())
     parser.add_argument("--root", help="storage root, a folder or s3://bucket/prefix [CRPBOT_ROOT]")
     parser.set_defaults(handler=_rollback)
+
+
+def _status(args: argparse.Namespace) -> int:
+    from crpbot_assets.storage import default_root
+    from crpbot_assets.tracking import CHAMPION_ALIAS, disagreement, read_champion
+    from v8_model.promotion import PromotionError, read_pointer
+    from v8_model.storage import open_store
+
+    root = args.root or default_root()
+    store = open_store(root)
+    disagreeing = []
+    for symbol in [args.symbol] if args.symbol else list(SYMBOLS):
+        try:
+            pointer = read_pointer(store, symbol)
+        except PromotionError as error:
+            print(f"{symbol}: {error}")
+            disagreeing.append(symbol)
+            continue
+        target, champion = read_champion(symbol, storage_root=root)
+        serving = None if pointer is None else pointer.version
+        shown = "nothing promoted" if pointer is None else f"{serving} since {pointer.switched_at}"
+        alias = f"{champion.model}@{CHAMPION_ALIAS}"
+        registry = (
+            f"version {champion.version} ({champion.production_version})"
+            if champion.version is not None
+            else "unset"
+        )
+        why = disagreement(serving, champion)
+        print(f"{symbol}: pointer {shown}; {alias} {registry} [{target.shown}]")
+        print(f"  {'DISAGREE: ' + why if why else 'registry and pointer agree'}")
+        if why:
+            disagreeing.append(symbol)
+    return EXIT_FAILED if disagreeing else 0
+
+
+def add_status_command(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "status",
+        help="which version serves each symbol, and whether MLflow's champion alias agrees",
+        description="Shows production/{SYMBOL}/current.json (what serving reads) beside the "
+        "MLflow registry's crpbot-{SYMBOL}@champion (MLFLOW_TRACKING_URI, else the embedded "
+        "store under the storage root). Exit 1 when they disagree or the registry is unreadable.",
+    )
+    parser.add_argument(
+        "symbol", nargs="?", type=_symbol, help=f"one of {', '.join(SYMBOLS)}; default: all"
+    )
+    parser.add_argument("--root", help="storage root, a folder or s3://bucket/prefix [CRPBOT_ROOT]")
+    parser.set_defaults(handler=_status)
 
 
 COMMANDS: tuple[Callable[[argparse._SubParsersAction], None], ...] = (
@@ -307,6 +362,7 @@ COMMANDS: tuple[Callable[[argparse._SubParsersAction], None], ...] = (
     add_sagemaker_request_command,
     add_predict_command,
     add_rollback_command,
+    add_status_command,
 )
 
 

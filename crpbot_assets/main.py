@@ -44,6 +44,7 @@ from crpbot_assets.partitions import symbol_partitions
 from crpbot_assets.profiles import PROFILES, default_profile_name, get_profile
 from crpbot_assets.report import NOT_TRAINED, symbol_entry
 from crpbot_assets.storage import REPO_ROOT, REPORT_JSON_KEY, REPORT_MARKDOWN_KEY
+from crpbot_assets.tracking import where_line
 from crpbot_assets.trainers import utc_now
 from crpbot_assets.writers import fail_orphaned_runs, process_tags
 from v8_model.lifetime import PARENT_PID_ENV_VAR
@@ -431,6 +432,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         console.print(promotion_line(result), highlight=False, markup=False, soft_wrap=True)
     storage = defs.resources["storage"]
     print(f"\nDAGSTER_HOME: {os.environ['DAGSTER_HOME']}")
+    print(where_line(storage.root))
     print(f"gate report: {storage.store.uri(REPORT_MARKDOWN_KEY)}")
     print(f"             {storage.store.uri(REPORT_JSON_KEY)}")
     failed = {name: why for name, why in outcomes.items() if why}

@@ -1,7 +1,7 @@
 """The lock files and what is derived from them (standard library only).
 
-`make lock` compiles `dev.lock` and `demo.lock` with pip-tools, then runs this script, which
-1. removes torch from both locks: torch is installed first from an exact pin (`torch==2.13.0`),
+`make lock` compiles `dev.lock`, `demo.lock` and `mlflow-ui.lock` with pip-tools, then runs this script, which
+1. removes torch from every lock: torch is installed first from an exact pin (`torch==2.13.0`),
    so each machine takes its own build (the CPU wheel on the project's machines, a CUDA wheel
    elsewhere) instead of the one wheel hash the lock was compiled against;
 2. writes `v8_model/job-requirements.txt`: the packages named in `job.in`, at the versions of
@@ -81,7 +81,7 @@ def job_requirements_text(lock: dict[str, str], names: list[str]) -> str:
 
 
 def main() -> None:
-    for path in (DEV_LOCK, DEMO_LOCK):
+    for path in sorted(HERE.glob("*.lock")):
         drop_unlocked(path)
     JOB_REQUIREMENTS.write_text(
         job_requirements_text(read_lock(DEV_LOCK), read_names()), encoding="utf-8"

@@ -66,6 +66,14 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             item.add_marker(pytest.mark.integration)
 
 
+@pytest.fixture(autouse=True)
+def mlflow_store_of_the_test(monkeypatch, tmp_path) -> None:
+    """Tracking stays inside the test: a developer's MLFLOW_TRACKING_URI is ignored, and a run
+    with an S3 storage root tracks into a temporary folder, not `<repo>/var/crpbot/mlflow/`."""
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.setattr("crpbot_assets.tracking.LOCAL_DEFAULT_ROOT", tmp_path / "local_root")
+
+
 @pytest.fixture
 def dagster_instance(tmp_path) -> Iterator[dg.DagsterInstance]:
     """A Dagster instance whose DAGSTER_HOME is this test's temporary folder."""
@@ -246,7 +254,7 @@ def added_symbol_run(tmp_path_factory) -> dict:
     home.mkdir()
     shutil.copy(REPO / ".dagster_home" / "dagster.yaml", home)
     env = {
-        **os.environ,
+        **{name: value for name, value in os.environ.items() if name != "MLFLOW_TRACKING_URI"},
         "CRPBOT_SYMBOLS": "BTC,ETH,SOL,DOGE",
         "CRPBOT_ROOT": str(base / "root"),
         "DAGSTER_HOME": str(home),

@@ -400,6 +400,55 @@ def dagster_daemon(env: Mapping[str, str], logs: Path) -> Iterator[Service]:
         service.stop()
 
 
+# --- MLflow --------------------------------------------------------------------------------
+
+
+def _http_ok(url: str) -> bool | None:
+    """True once `url` answers 200; None while nothing listens (or it is still starting)."""
+    try:
+        with urllib.request.urlopen(url, timeout=5) as response:
+            return True if response.status == 200 else None
+    except (urllib.error.URLError, ConnectionError, TimeoutError):
+        return None
+
+
+@contextmanager
+def http_service(name: str, args: list[str], url: str, logs: Path) -> Iterator[Service]:
+    """A server started with `args`, ready once `url` answers 200; stopped afterwards."""
+    logs.mkdir(parents=True, exist_ok=True)
+    service = start_service(name, args, dict(os.environ), logs / f"{name}.log")
+    try:
+        wait_for(
+            lambda: _http_ok(url),
+            what=f"{name} at {url}",
+            timeout=SERVER_START_TIMEOUT,
+            alive=service.check_alive,
+        )
+        yield service
+    finally:
+        service.stop()
+
+
+@dataclass
+class MlflowServer:
+    service: Service
+    url: str
+
+
+@contextmanager
+def mlflow_server(folder: Path, logs: Path) -> Iterator[MlflowServer]:
+    """`mlflow server` on 127.0.0.1 over a SQLite store in `folder`, proxying its artifacts."""
+    require_module("flask")  # the full `mlflow` (the `mlflow-ui` extra), not only mlflow-skinny
+    folder.mkdir(parents=True, exist_ok=True)
+    port = free_port()
+    args = [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port)]
+    args += ["--backend-store-uri", f"sqlite:///{folder / 'mlflow.db'}"]
+    args += ["--artifacts-destination", str(folder / "artifacts"), "--workers", "1"]
+    url = f"http://127.0.0.1:{port}"
+    with http_service("mlflow-server", args, f"{url}/health", logs) as service:
+        yield MlflowServer(service, url)
+
+
 # --- Chromium ------------------------------------------------------------------------------
 
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]

@@ -294,6 +294,8 @@ def test_main_command_exit_code(monkeypatch, capsys, tmp_path):
     assert calls == [(["BTC", "ETH"], "full", str(tmp_path / "home"))]
     out, err = capsys.readouterr()
     assert "gate report: " in out and out.rstrip().endswith("reports/gate_report.json")
+    [mlflow_line] = [line for line in out.splitlines() if line.startswith("MLflow runs: ")]
+    assert "mlflow.db (experiment crpbot-v8); browse them with `make mlflow`" in mlflow_line
     assert "FAILED BTC: check logit_range = 244.6" in err
     assert "1 of 3 runs failed: BTC" in err
     with pytest.raises(SystemExit):

@@ -121,6 +121,8 @@ def test_console_has_the_summary_and_no_event_records(added_symbol_run):
     assert row.split()[:4] == ["DOGE", "ok", ALL_GATES, "yes"]
     assert re.search(r"DOGE\s+done\s+\S+\s+epoch\s+\d+/\d+\s+train \d\.\d+\s+val \d\.\d+", out)
     assert "gate report: " in out and "reports/gate_report.md" in out
+    store = added_symbol_run["root"].resolve() / "mlflow" / "mlflow.db"
+    assert f"MLflow runs: sqlite:///{store} (experiment crpbot-v8)" in out
     assert re.search(
         rf"^DOGE: promoted: all {len(GATE_NAMES)} gates passed; rank IC [+-]\d\.\d{{4}} .*, p = ",
         out,

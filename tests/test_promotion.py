@@ -95,7 +95,10 @@ def test_rollback_serves_the_previous_version_and_the_cli_says_so(tmp_path, caps
 
     assert crpbot(["rollback", SYMBOL, "--root", str(tmp_path)]) == 0
     assert serving_weights(store) == b"model 2"
-    assert "now serves version" in capsys.readouterr().out
+    out, err = capsys.readouterr()
+    assert "now serves version" in out
+    # Promoted outside Dagster, nothing was tracked: the alias has nowhere to move, and says so.
+    assert "crpbot-BTC@champion was NOT moved" in err and "no MLflow store there yet" in err
     left, pointer = rollback(store, SYMBOL)
     assert serving_weights(store) == b"model 1" and pointer.previous == ()
     assert not store.list_keys(f"production/{SYMBOL}/versions/{left}")  # the version left is gone

@@ -8,6 +8,7 @@ import warnings
 
 import dagster as dg
 import pytest
+from mlflow import MlflowClient
 from sagemaker_emulator import (
     BUCKET,
     QUOTA_NAME,
@@ -35,6 +36,7 @@ from crpbot_assets.sagemaker.dagster_objects import (
 )
 from crpbot_assets.sagemaker.trainer import SageMakerTrainer
 from crpbot_assets.storage import StorageResource
+from crpbot_assets.tracking import tracking_target
 from crpbot_assets.trainers import LocalTrainer
 from v8_model.gates import GATE_NAMES
 
@@ -110,6 +112,20 @@ def test_one_symbol_end_to_end(emulator: SageMakerEmulator, capsys: pytest.Captu
     run_info = json.loads(storage.store.read_text("models/BTC/run_info.json"))
     assert run_info["trainer"] == "sagemaker" and run_info["job_name"] == job_name
     assert run_info["cost_usd"] == pytest.approx(expected_cost)
+
+    # Tracked like a local training, from what the job published: where it ran, its metrics.
+    # With an S3 storage root and no MLFLOW_TRACKING_URI the embedded store is the local
+    # default root's (a temporary folder in the tests).
+    mlflow_uri = tracking_target(storage.root).uri
+    assert "local_root/mlflow/mlflow.db" in mlflow_uri
+    mlflow_run = MlflowClient(tracking_uri=mlflow_uri).get_run(
+        model_metadata["mlflow_run_id"].value
+    )
+    assert mlflow_run.data.params["trainer"] == "sagemaker"
+    assert mlflow_run.data.params["job_name"] == job_name == mlflow_run.info.run_name
+    assert mlflow_run.data.params["instance_type"] == "ml.g5.4xlarge"
+    assert mlflow_run.data.metrics["test_accuracy"] == metrics["test_accuracy"]
+    assert mlflow_run.data.metrics["cost_usd"] == pytest.approx(expected_cost)
 
     # The job's CloudWatch lines reached the step's stdout.
     assert "symbol=BTC epoch=1 " in capsys.readouterr().out
