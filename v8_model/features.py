@@ -573,7 +573,7 @@ def _ema(values: np.ndarray, *, alpha: float) -> np.ndarray:
 
     decay = 1.0 - alpha
     average = np.empty(len(values))
-    rolling.first_order_filter(values, alpha, average)
+    rolling.first_order_filter(values, alpha, decay, average)
     n_rescaled = min(len(values), int(np.log(np.finfo(np.float64).eps) / np.log(decay)) + 1)
     average[:n_rescaled] /= 1.0 - decay ** np.arange(1, n_rescaled + 1)
     return average

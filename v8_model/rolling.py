@@ -1,4 +1,5 @@
-"""Compiled loops behind the features' windowed sums, EMAs, running extremes and safe division.
+"""Compiled loops behind the features' windowed sums, EMAs, running extremes and safe division
+(and the synthetic market's AR(1) recursion).
 
 Each loop does exactly the arithmetic of the vectorised numpy it replaced, in the same order
 (sequential running totals restarted every chunk, the first-order recursion `scipy.signal.lfilter`
@@ -90,13 +91,13 @@ def rolling_price_moments(
 
 
 @njit(cache=True)
-def first_order_filter(values: np.ndarray, alpha: float, out: np.ndarray) -> None:
-    """out[t] = alpha x[t] + (1 - alpha) out[t-1], out[-1] = 0: `lfilter([alpha], [1, alpha - 1],
-    x)`, term for term."""
-    decay = 1.0 - alpha
+def first_order_filter(values: np.ndarray, gain: float, decay: float, out: np.ndarray) -> None:
+    """out[t] = gain x[t] + decay out[t-1], out[-1] = 0: `lfilter([gain], [1, -decay], x)`,
+    term for term (an EMA is gain alpha, decay 1 - alpha; an AR(1) is its shock scale and
+    persistence)."""
     state = 0.0
     for row in range(len(values)):
-        state = alpha * values[row] + decay * state
+        state = gain * values[row] + decay * state
         out[row] = state
 
 
