@@ -11,8 +11,8 @@ it) and the growth of the process's peak RSS over its RSS before the first run (
 memory numba allocates itself). The best run's CPU time (user + system) is printed beside its wall
 time: on a shared machine it moves much less with the load than the wall time does. The parent
 prints both columns, the ratio, and whether the targets were met: at most 0.5 s of wall time for
-1.03 M rows (scaled linearly for another row count) and a peak no higher than before. The original pandas feature code of the seed took 2.9 s and peaked at 2.3 GB
-on the same row count.
+1.03 M rows (scaled linearly for another row count) and a peak no higher than before. The
+original pandas feature code of the seed took 2.9 s and peaked at 2.3 GB on the same row count.
 """
 
 from __future__ import annotations
