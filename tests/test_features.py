@@ -4,6 +4,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from features_reference import reference_features
 from numpy.lib.stride_tricks import sliding_window_view
 from scipy import stats
 
@@ -103,6 +104,26 @@ def test_causal_prefixes_give_identical_rows(candles, features):
     for n_candles in (WARMUP_ROWS + 1, 1_000, 4_300, 9_000):
         prefix = compute_features(candles.iloc[:n_candles])
         pd.testing.assert_frame_equal(prefix, features.iloc[: n_candles - WARMUP_ROWS])
+
+
+@pytest.mark.parametrize("chunk_rows", [None, (700, 300)], ids=["default-chunks", "short-chunks"])
+def test_matches_the_numpy_implementation_it_replaced(monkeypatch, chunk_rows):
+    # Held-out candles (a symbol and seed no other test uses) with a flat, volume-less stretch
+    # spliced in, so that the neutral values and exact-zero window sums are compared too; short
+    # chunks make the windowed sums restart many times.
+    if chunk_rows is not None:
+        monkeypatch.setattr(features_module, "_CHUNK_ROWS", chunk_rows[0])
+        monkeypatch.setattr(features_module, "_PRICE_CHUNK_ROWS", chunk_rows[1])
+    candles = generate_candles("XRP", minutes=12_000, seed=23, signal=0.3)
+    flat = slice(5_000, 5_400)
+    candles.loc[candles.index[flat], PRICE_COLUMNS] = candles["close"].iloc[flat.start - 1]
+    candles.loc[candles.index[flat], "volume"] = 0.0
+    with reference_features():
+        expected = compute_features(candles)
+    result = compute_features(candles)
+    pd.testing.assert_series_equal(result["timestamp"], expected["timestamp"])
+    for name in FEATURE_NAMES:
+        np.testing.assert_allclose(result[name], expected[name], rtol=1e-6, atol=1e-6, err_msg=name)
 
 
 def test_no_two_features_nearly_identical(features):

@@ -28,8 +28,11 @@ scale, the EMA-200 RMS of log returns (return terms). RSI is Cutler's (plain sum
 window, a flat kernel) rather than Wilder's (an EMA kernel). Short against long windows and true
 ranges against squared fat-tailed returns then keep the pairs apart.
 
-Computation is float64 numpy; the output is float32. The input is expected to satisfy the candle
-schema of `v8_model.data` (positive finite prices, non-negative finite volume).
+Computation is float64; the output is float32. Element-wise terms are numpy; the windowed sums,
+EMAs, running extremes and zero-guarded divisions are compiled loops (`v8_model.rolling`, numba)
+that do the same arithmetic in the same order as the numpy they replaced, without its full-length
+temporaries. The input is expected to satisfy the candle schema of `v8_model.data` (positive
+finite prices, non-negative finite volume).
 """
 
 from __future__ import annotations
@@ -38,7 +41,6 @@ from collections.abc import Iterator
 
 import numpy as np
 import pandas as pd
-from scipy.signal import lfilter
 
 from v8_model.data import CANDLE_COLUMNS
 from v8_model.defaults import LONGEST_FEATURE_WINDOW
@@ -327,23 +329,24 @@ def _price_channels(
     high: np.ndarray, low: np.ndarray, close: np.ndarray, range_sums: dict[int, np.ndarray]
 ) -> Iterator[tuple[str, np.ndarray]]:
     """Stochastic oscillator, distances to the n-bar high and low, Aroon."""
-    highest = _RunningExtremes(high)
-    lowest = _RunningExtremes(-low)  # running maxima of -low are minus the running minima
+    negative_low = -low  # running maxima of -low are minus the running minima
     for window in (14, 21):
-        high_n, low_n = highest.over(window), -lowest.over(window)
+        high_n, low_n = _running_max(high, window), -_running_max(negative_low, window)
         stoch_k = 100.0 * _divide(close - low_n, high_n - low_n, neutral=0.5)
         yield f"stoch_k_{window}", stoch_k
         yield f"stoch_d_{window}", _rolling_mean(stoch_k, 3)
     for window in (20, 50, 200):
         # In units of the window's mean true range: a high lies at most window mean TRs away.
         range_sum = range_sums[window]
-        to_high = _divide(window * (close - highest.over(window)), range_sum, neutral=0.0)
+        to_high = _divide(window * (close - _running_max(high, window)), range_sum, neutral=0.0)
         yield f"distance_to_high_{window}", to_high
-        to_low = _divide(window * (close + lowest.over(window)), range_sum, neutral=0.0)
+        to_low = _divide(
+            window * (close + _running_max(negative_low, window)), range_sum, neutral=0.0
+        )
         yield f"distance_to_low_{window}", to_low
     # Aroon 25 looks at the current bar and the 25 before it.
-    yield "aroon_up_25", 100.0 * (25 - highest.bars_since_extreme(25 + 1)) / 25
-    yield "aroon_down_25", 100.0 * (25 - lowest.bars_since_extreme(25 + 1)) / 25
+    yield "aroon_up_25", 100.0 * (25 - _bars_since_max(high, 25 + 1)) / 25
+    yield "aroon_down_25", 100.0 * (25 - _bars_since_max(negative_low, 25 + 1)) / 25
 
 
 def _volatilities(
@@ -389,13 +392,18 @@ def _calendar(timestamps: pd.Series) -> Iterator[tuple[str, np.ndarray]]:
     if timestamps.dt.tz is not None:
         timestamps = timestamps.dt.tz_convert(None)
     minute = timestamps.to_numpy().astype("datetime64[m]").astype(np.int64)
-    day_phase = 2.0 * np.pi * (minute % _MINUTES_PER_DAY) / _MINUTES_PER_DAY
+    minute_of_day = minute % _MINUTES_PER_DAY
     minute_of_week = (minute + _EPOCH_MINUTE_OF_WEEK_OFFSET) % _MINUTES_PER_WEEK
-    week_phase = 2.0 * np.pi * minute_of_week / _MINUTES_PER_WEEK
-    yield "minute_of_day_sin", np.sin(day_phase)
-    yield "minute_of_day_cos", np.cos(day_phase)
-    yield "day_of_week_sin", np.sin(week_phase)
-    yield "day_of_week_cos", np.cos(week_phase)
+    del minute
+    # A phase takes one of 1,440 (or 10,080) values: sin and cos of each, looked up per row, are
+    # the very values the per-row sin and cos would give, at a fraction of the cost.
+    for name, position, period in (
+        ("minute_of_day", minute_of_day, _MINUTES_PER_DAY),
+        ("day_of_week", minute_of_week, _MINUTES_PER_WEEK),
+    ):
+        phase = 2.0 * np.pi * np.arange(period) / period
+        yield f"{name}_sin", np.sin(phase)[position]
+        yield f"{name}_cos", np.cos(phase)[position]
 
 
 def _return_statistics(
@@ -495,10 +503,15 @@ def _divide(
     zero: np.ndarray | None = None,
 ) -> np.ndarray:
     """numerator / denominator, and `neutral` where the denominator is 0 (or where `zero`)."""
+    # numba is imported where features are computed, not where their names are: the training
+    # job (and every module that needs FEATURE_NAMES only) never loads it.
+    from v8_model import rolling
+
+    out = np.empty(len(numerator))
     if zero is None:
-        zero = denominator == 0
-    out = np.full(np.broadcast_shapes(np.shape(numerator), np.shape(denominator)), neutral)
-    np.divide(numerator, denominator, out=out, where=~zero)
+        rolling.divide_nonzero(numerator, denominator, neutral, out)
+    else:
+        rolling.divide(numerator, denominator, neutral, zero, out)
     return out
 
 
@@ -509,30 +522,21 @@ def _correlation(covariance: np.ndarray, variance_product: np.ndarray) -> np.nda
     return np.clip(correlation, -1.0, 1.0)
 
 
-def _window_chunks(values: np.ndarray, window: int, chunk_rows: int) -> Iterator[tuple[int, int]]:
-    """(first, stop) row ranges covering every row whose trailing window has no leading NaN."""
-    first_complete = int(np.argmax(~np.isnan(values))) + window - 1
-    for first in range(first_complete, len(values), chunk_rows):
-        yield first, min(first + chunk_rows, len(values))
-
-
 def _rolling_sum(values: np.ndarray, window: int) -> np.ndarray:
     """Sum over the trailing `window` rows; NaN until the window is past the leading NaNs."""
-    sums = np.full(len(values), np.nan)
-    cumulative = np.zeros(min(len(values), _CHUNK_ROWS + window) + 1)
-    for first, stop in _window_chunks(values, window, _CHUNK_ROWS):
-        segment = values[first - window + 1 : stop]
-        np.cumsum(segment, out=cumulative[1 : len(segment) + 1])
-        np.subtract(
-            cumulative[window : len(segment) + 1],
-            cumulative[: len(segment) + 1 - window],
-            out=sums[first:stop],
-        )
-    return sums
+    return _windowed(values, window, divisor=1.0)
 
 
 def _rolling_mean(values: np.ndarray, window: int) -> np.ndarray:
-    return _rolling_sum(values, window) / window
+    return _windowed(values, window, divisor=float(window))
+
+
+def _windowed(values: np.ndarray, window: int, *, divisor: float) -> np.ndarray:
+    from v8_model import rolling  # see _divide
+
+    out = np.empty(len(values))
+    rolling.rolling_sum(values, window, _CHUNK_ROWS, divisor, out)
+    return out
 
 
 def _rolling_std(values: np.ndarray, window: int) -> np.ndarray:
@@ -552,18 +556,10 @@ def _rolling_price_moments(prices: np.ndarray, window: int) -> tuple[np.ndarray,
     rest, so each short chunk is first shifted by its own first price: within a few days the
     spread is a few percent of the level.
     """
-    means = np.full(len(prices), np.nan)
-    stds = np.full(len(prices), np.nan)
-    for first, stop in _window_chunks(prices, window, _PRICE_CHUNK_ROWS):
-        segment = prices[first - window + 1 : stop]
-        reference = segment[0]
-        shifted = segment - reference
-        sums = np.concatenate(([0.0], np.cumsum(shifted)))
-        square_sums = np.concatenate(([0.0], np.cumsum(shifted * shifted)))
-        mean = (sums[window:] - sums[:-window]) / window
-        mean_square = (square_sums[window:] - square_sums[:-window]) / window
-        means[first:stop] = mean + reference
-        stds[first:stop] = np.sqrt(np.maximum(mean_square - mean * mean, 0.0))
+    from v8_model import rolling  # see _divide
+
+    means, stds = np.empty(len(prices)), np.empty(len(prices))
+    rolling.rolling_price_moments(prices, window, _PRICE_CHUNK_ROWS, means, stds)
     return means, stds
 
 
@@ -573,62 +569,29 @@ def _ema(values: np.ndarray, *, alpha: float) -> np.ndarray:
     `values` must hold no NaN. Row k's weights sum to (1 - decay^(k+1)) / alpha, which equals
     1 / alpha to double precision once decay^(k+1) < eps, so only the first rows are rescaled.
     """
+    from v8_model import rolling  # see _divide
+
     decay = 1.0 - alpha
-    average = lfilter([alpha], [1.0, -decay], values)
+    average = np.empty(len(values))
+    rolling.first_order_filter(values, alpha, decay, average)
     n_rescaled = min(len(values), int(np.log(np.finfo(np.float64).eps) / np.log(decay)) + 1)
     average[:n_rescaled] /= 1.0 - decay ** np.arange(1, n_rescaled + 1)
     return average
 
 
-class _RunningExtremes:
-    """Running maxima of a series over trailing windows, and how many bars back they lie.
+def _running_max(values: np.ndarray, window: int) -> np.ndarray:
+    """Max over the trailing `window` bars; NaN until the window is full."""
+    from v8_model import rolling  # see _divide
 
-    Built from a table of power-of-two windows: the max over w bars is the max of two
-    overlapping power-of-two windows, so a window costs O(log w) vectorised passes. Values are
-    NaN until the window is full. Ties resolve to the latest bar.
-    """
-
-    def __init__(self, values: np.ndarray) -> None:
-        self._maxima = {1: values}  # width -> running max over `width` bars
-        self._ages = {1: np.zeros_like(values)}  # width -> bars back to that max
-
-    def over(self, window: int) -> np.ndarray:
-        width = 1 << (window.bit_length() - 1)
-        if width == window:
-            return self._maximum(width)
-        return _merge_maxima(self._maximum(width), window - width)
-
-    def bars_since_extreme(self, window: int) -> np.ndarray:
-        width = 1 << (window.bit_length() - 1)
-        if width == window:
-            return self._age(width)
-        return _merge_ages(self._maximum(width), self._age(width), window - width)
-
-    def _maximum(self, width: int) -> np.ndarray:
-        if width not in self._maxima:
-            self._maxima[width] = _merge_maxima(self._maximum(width // 2), width // 2)
-        return self._maxima[width]
-
-    def _age(self, width: int) -> np.ndarray:
-        if width not in self._ages:
-            half = width // 2
-            self._ages[width] = _merge_ages(self._maximum(half), self._age(half), half)
-        return self._ages[width]
+    out = np.empty(len(values))
+    rolling.running_max(values, window, np.empty(len(values)), out)
+    return out
 
 
-def _merge_maxima(maxima: np.ndarray, shift: int) -> np.ndarray:
-    """Running max over width + shift bars from the running max over width >= shift bars."""
-    merged = np.full_like(maxima, np.nan)
-    np.maximum(maxima[shift:], maxima[:-shift], out=merged[shift:])
-    return merged
+def _bars_since_max(values: np.ndarray, window: int) -> np.ndarray:
+    """Bars back to the max over the trailing `window` bars (ties: the latest bar)."""
+    from v8_model import rolling  # see _divide
 
-
-def _merge_ages(maxima: np.ndarray, ages: np.ndarray, shift: int) -> np.ndarray:
-    """Bars back to the max over width + shift bars, from the max and its age over width bars.
-
-    NaN stays where the window is incomplete: there the older half's age is already NaN.
-    """
-    merged = np.full_like(ages, np.nan)
-    recent_wins = maxima[shift:] >= maxima[:-shift]  # ties go to the latest bar
-    merged[shift:] = np.where(recent_wins, ages[shift:], ages[:-shift] + shift)
-    return merged
+    out = np.empty(len(values))
+    rolling.bars_since_max(values, window, np.empty(len(values), dtype=np.int64), out)
+    return out

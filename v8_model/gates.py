@@ -13,7 +13,6 @@ data the model never trained on and that never chose its checkpoint.
 from __future__ import annotations
 
 import numpy as np
-from sklearn.metrics import confusion_matrix, f1_score
 
 from v8_model.defaults import CLASS_NAMES
 from v8_model.evaluation import GateResult, ReliabilityBin, TestMetrics
@@ -187,6 +186,9 @@ def evaluation_metrics(
     """Accuracy and macro-F1 against the majority-class baseline, ECE, class mix, confusion."""
     class_ids = list(range(len(CLASS_NAMES)))
     safe_logits = np.nan_to_num(logits, nan=0.0, posinf=1e6, neginf=-1e6)
+    # Imported here: the Dagster definitions import this module for the gate names only.
+    from sklearn.metrics import confusion_matrix, f1_score
+
     probabilities = softmax(safe_logits)
     predictions = probabilities.argmax(axis=1)
     majority_class = int(np.bincount(train_labels, minlength=len(CLASS_NAMES)).argmax())

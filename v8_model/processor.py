@@ -9,10 +9,10 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
-from sklearn.preprocessing import StandardScaler
 
 from v8_model.defaults import DEFAULT_HORIZON
 from v8_model.features import FEATURE_NAMES
@@ -20,6 +20,9 @@ from v8_model.labels import LabelThresholds
 from v8_model.layout import processor_filename  # noqa: F401 - re-exported for callers
 from v8_model.record import strict_json
 from v8_model.storage import atomic_write_text
+
+if TYPE_CHECKING:
+    from sklearn.preprocessing import StandardScaler
 
 FORMAT = "crpbot.v8.processor"
 TRANSFORM_CHUNK_ROWS = 65_536
@@ -88,6 +91,10 @@ class V8FeatureProcessor:
                 "Fix: check that the candles' close price varies (a constant or placeholder "
                 "price series is not a market)"
             )
+        # scikit-learn (with scipy.stats, ~2 s) is imported where a scaler is made: the Dagster
+        # definitions import this module, and the main command's process never fits one.
+        from sklearn.preprocessing import StandardScaler
+
         scaler = StandardScaler()
         low = np.full(len(self.feature_names), np.inf)
         high = np.full(len(self.feature_names), -np.inf)
@@ -209,6 +216,8 @@ class V8FeatureProcessor:
             raise ProcessorLoadError(f"{source}: label thresholds are out of order")
 
         processor = cls(names, thresholds.horizon, payload.get("symbol"))
+        from sklearn.preprocessing import StandardScaler  # see fit
+
         scaler = StandardScaler()
         scaler.mean_, scaler.scale_, scaler.var_ = mean, scale, var
         scaler.n_samples_seen_ = n_seen
