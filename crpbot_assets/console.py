@@ -227,8 +227,9 @@ def promotion_line(result: SymbolResult) -> str:
         why += (
             f"; rank IC {skill['rank_ic']:+.4f} [{skill['ci_low']:+.4f}, {skill['ci_high']:+.4f}]"
             f", p = {skill['p_value']:.4f}; net {backtest['net_return']:+.2%} vs buy-and-hold "
-            f"{backtest['buy_and_hold_return']:+.2%}, break-even "
-            f"{backtest['break_even_fee_bps']:.1f} bps/side"
+            f"{backtest['buy_and_hold_return']:+.2%} at fee {worth['fee_bps']:g} + slippage "
+            f"{worth['slippage_bps']:g} bps/side, break-even {backtest['break_even_fee_bps']:.1f} "
+            "bps/side"
         )
         if backtest["net_return"] <= 0:
             why += " (not profitable after costs)"

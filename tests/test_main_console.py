@@ -90,6 +90,8 @@ def test_promotion_line_says_why():
     worth = {
         "skill": {"rank_ic": 0.0012, "ci_low": -0.01, "ci_high": 0.012, "p_value": 0.41},
         "backtest": {"net_return": -0.031, "buy_and_hold_return": 0.02, "break_even_fee_bps": 1.5},
+        "fee_bps": 7.5,
+        "slippage_bps": 2.0,
     }
     no_skill = {
         **PASSED_ENTRY,
@@ -99,7 +101,8 @@ def test_promotion_line_says_why():
     }
     assert promotion_line(SymbolResult("ETH", "check directional_skill", no_skill)) == (
         "ETH: NOT promoted: gate(s) directional_skill failed; rank IC +0.0012 [-0.0100, +0.0120]"
-        ", p = 0.4100; net -3.10% vs buy-and-hold +2.00%, break-even 1.5 bps/side"
+        ", p = 0.4100; net -3.10% vs buy-and-hold +2.00% at fee 7.5 + slippage 2 bps/side"
+        ", break-even 1.5 bps/side"
         " (not profitable after costs)"
     )
     assert promotion_line(SymbolResult("ETH", None, PASSED_ENTRY)) == (
