@@ -228,9 +228,14 @@ def promotion_line(result: SymbolResult) -> str:
             f"; rank IC {skill['rank_ic']:+.4f} [{skill['ci_low']:+.4f}, {skill['ci_high']:+.4f}]"
             f", p = {skill['p_value']:.4f}; net {backtest['net_return']:+.2%} vs buy-and-hold "
             f"{backtest['buy_and_hold_return']:+.2%} at fee {worth['fee_bps']:g} + slippage "
-            f"{worth['slippage_bps']:g} bps/side, break-even {backtest['break_even_fee_bps']:.1f} "
-            "bps/side"
+            f"{worth['slippage_bps']:g} bps/side, "
         )
-        if backtest["net_return"] <= 0:
-            why += " (not profitable after costs)"
+        if backtest["trades"] == 0:
+            # The thresholds chosen on validation trade nothing: a break-even of 0 would read
+            # as "no edge", while it means the edge did not cover these costs there.
+            why += "no trades (no confidence threshold covered the costs on validation rows)"
+        else:
+            why += f"break-even {backtest['break_even_fee_bps']:.1f} bps/side"
+            if backtest["net_return"] <= 0:
+                why += " (not profitable after costs)"
     return f"{result.symbol}: {'promoted' if entry.get('promoted') else 'NOT promoted'}: {why}"
