@@ -17,6 +17,7 @@ from collections.abc import Iterable, Iterator
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 
+from v8_model.backtest import run_backtest
 from v8_model.config import TrainConfig
 from v8_model.defaults import SYMBOLS
 from v8_model.features import build_features_dataset
@@ -50,8 +51,14 @@ class Trial:
     form_passed: bool  # the five gates of the seed
     skill_passed: bool  # the sixth, directional skill
     promoted: bool  # every gate passed
+    # The backtest at the confidence threshold each fold chose on validation (no trades when no
+    # threshold covered the costs there) ...
     net_return: float
     break_even_fee_bps: float
+    # ... and trading every BUY/SELL call of the main split's test rows: the edge of the calls
+    # themselves, whatever the costs.
+    every_call_net_return: float
+    every_call_break_even_bps: float
     seconds: float
 
 
@@ -72,13 +79,23 @@ def run_trial(market: Market, config: TrainConfig) -> Trial:
         seed=market.seed,
         signal=market.signal,
     )
-    evaluation = train_and_evaluate(
+    outcome = train_and_evaluate(
         build_features_dataset(candles),
         symbol=market.symbol,
         config=dataclasses.replace(config, seed=market.seed),
-    ).evaluation
+    )
+    evaluation = outcome.evaluation
     worth = evaluation.worth
     skill = worth.skill
+    every_call, _ = run_backtest(
+        outcome.predictions.test_probabilities,
+        outcome.predictions.test_returns,
+        horizon=worth.horizon,
+        threshold=config.min_confidence,
+        fee_bps=config.fee_bps,
+        slippage_bps=config.slippage_bps,
+        long_only=config.long_only,
+    )
     return Trial(
         market=market,
         rank_ic=skill.rank_ic,
@@ -93,6 +110,8 @@ def run_trial(market: Market, config: TrainConfig) -> Trial:
         promoted=evaluation.all_gates_passed,
         net_return=worth.backtest.net_return,
         break_even_fee_bps=worth.backtest.break_even_fee_bps,
+        every_call_net_return=every_call.net_return,
+        every_call_break_even_bps=every_call.break_even_fee_bps,
         seconds=time.perf_counter() - started,
     )
 
@@ -111,12 +130,13 @@ def run_trials(plan: Iterable[Market], config: TrainConfig, jobs: int = 1) -> It
 TRIAL_HEADER = (
     f"{'#':>3} {'days':>4} {'signal':>6} {'symbol':>6} {'seed':>5} {'rank_ic':>8} {'ci_low':>8} "
     f"{'ci_high':>8} {'p':>6} {'calls':>6} {'acc':>6} {'base':>6} {'form':>5} {'skill':>5} "
-    f"{'promoted':>8} {'net':>8} {'b-even':>6} {'s':>5}"
+    f"{'promoted':>8} {'net':>8} {'b-even':>6} {'all net':>8} {'all b-e':>7} {'s':>5}"
 )
 
 
 def trial_row(number: int, trial: Trial) -> str:
-    """One line per trial under TRIAL_HEADER (b-even: break-even cost per side, bps)."""
+    """One line per trial under TRIAL_HEADER. b-even: break-even cost per side in bps; all net,
+    all b-e: the same trading every call."""
     market = trial.market
     return (
         f"{number:>3} {market.days:>4} {market.signal:>6.3f} {market.symbol:>6} {market.seed:>5} "
@@ -124,5 +144,7 @@ def trial_row(number: int, trial: Trial) -> str:
         f"{trial.p_value:>6.3f} {trial.calls:>6} {trial.test_accuracy:>6.3f} "
         f"{trial.baseline_accuracy:>6.3f} {'pass' if trial.form_passed else 'FAIL':>5} "
         f"{'pass' if trial.skill_passed else 'FAIL':>5} {'YES' if trial.promoted else 'no':>8} "
-        f"{trial.net_return:>+8.2%} {trial.break_even_fee_bps:>6.1f} {trial.seconds:>5.0f}"
+        f"{trial.net_return:>+8.2%} {trial.break_even_fee_bps:>6.1f} "
+        f"{trial.every_call_net_return:>+8.2%} {trial.every_call_break_even_bps:>7.1f} "
+        f"{trial.seconds:>5.0f}"
     )
