@@ -16,7 +16,7 @@ table:
 - the false-promotion rate: the promotion rate at strength 0;
 - for the demo's own span and strength: the chance that all three demo symbols are promoted,
   the per-market rate cubed (the symbols' markets are independent draws), with the cube of the
-  rate's lower 95% bound.
+  low end of the rate's 95% interval.
 
 Usage: python bench/power.py [--quick] [--markets 20] [--spans 60,365] [--strengths 0,0.05,...]
                              [--jobs 1]
@@ -113,7 +113,8 @@ def demo_chance(days: int, cells: dict[float, list[Trial]]) -> str | None:
     return (
         f"demo ({days} days, strength {SYNTHETIC_SIGNAL}): {promoted} of {len(trials)} markets "
         f"promoted; all {DEMO_SYMBOLS} symbols promoted with probability "
-        f"{rate**DEMO_SYMBOLS:.2f} (95% lower bound {low**DEMO_SYMBOLS:.2f})"
+        f"{rate**DEMO_SYMBOLS:.2f} (cube of the rate's 95% interval's low end: "
+        f"{low**DEMO_SYMBOLS:.2f})"
     )
 
 
@@ -154,7 +155,8 @@ def main(argv: Sequence[str]) -> int:
         chance = demo_chance(days, cells)
         summary += [*table, *([chance] if chance else []), ""]
         print("\n".join(table + ([chance] if chance else [])), flush=True)
-    print("\n" + "\n".join(summary).rstrip())
+    if len(args.spans) > 1:  # every span's table together, after the markets' rows
+        print("\n" + "\n".join(summary).rstrip())
     return 0
 
 
