@@ -227,9 +227,15 @@ def promotion_line(result: SymbolResult) -> str:
             f"[{format_figure(skill['ci_low'], '+.4f')}, {format_figure(skill['ci_high'], '+.4f')}]"
             f", p = {format_figure(skill['p_value'], '.4f')}; net "
             f"{format_figure(backtest['net_return'], '+.2%')} vs buy-and-hold "
-            f"{format_figure(backtest['buy_and_hold_return'], '+.2%')}, break-even "
-            f"{format_figure(backtest['break_even_fee_bps'], '.1f')} bps/side"
+            f"{format_figure(backtest['buy_and_hold_return'], '+.2%')} at fee "
+            f"{worth['fee_bps']:g} + slippage {worth['slippage_bps']:g} bps/side, "
         )
-        if not (is_finite_number(net := backtest["net_return"]) and net > 0):
-            why += " (not profitable after costs)"
+        if backtest["trades"] == 0:
+            # The thresholds chosen on validation trade nothing: a break-even of 0 would read
+            # as "no edge", while it means the edge did not cover these costs there.
+            why += "no trades (no confidence threshold covered the costs on validation rows)"
+        else:
+            why += f"break-even {format_figure(backtest['break_even_fee_bps'], '.1f')} bps/side"
+            if not (is_finite_number(net := backtest["net_return"]) and net > 0):
+                why += " (not profitable after costs)"
     return f"{result.symbol}: {'promoted' if entry.get('promoted') else 'NOT promoted'}: {why}"

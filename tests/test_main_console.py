@@ -90,7 +90,14 @@ def test_summary_table_rows_fit_80_columns():
 def test_promotion_line_says_why():
     worth = {
         "skill": {"rank_ic": 0.0012, "ci_low": -0.01, "ci_high": 0.012, "p_value": 0.41},
-        "backtest": {"net_return": -0.031, "buy_and_hold_return": 0.02, "break_even_fee_bps": 1.5},
+        "backtest": {
+            "net_return": -0.031,
+            "buy_and_hold_return": 0.02,
+            "break_even_fee_bps": 1.5,
+            "trades": 12,
+        },
+        "fee_bps": 7.5,
+        "slippage_bps": 2.0,
     }
     no_skill = {
         **PASSED_ENTRY,
@@ -100,8 +107,15 @@ def test_promotion_line_says_why():
     }
     assert promotion_line(SymbolResult("ETH", "check directional_skill", no_skill)) == (
         "ETH: NOT promoted: gate(s) directional_skill failed; rank IC +0.0012 [-0.0100, +0.0120]"
-        ", p = 0.4100; net -3.10% vs buy-and-hold +2.00%, break-even 1.5 bps/side"
+        ", p = 0.4100; net -3.10% vs buy-and-hold +2.00% at fee 7.5 + slippage 2 bps/side"
+        ", break-even 1.5 bps/side"
         " (not profitable after costs)"
+    )
+    no_trades = {**worth, "backtest": {**worth["backtest"], "net_return": 0.0, "trades": 0}}
+    assert promotion_line(SymbolResult("ETH", None, {**PASSED_ENTRY, "worth": no_trades})) == (
+        f"ETH: promoted: all {len(GATE_NAMES)} gates passed; rank IC +0.0012 [-0.0100, +0.0120]"
+        ", p = 0.4100; net +0.00% vs buy-and-hold +2.00% at fee 7.5 + slippage 2 bps/side, no"
+        " trades (no confidence threshold covered the costs on validation rows)"
     )
     assert promotion_line(SymbolResult("ETH", None, PASSED_ENTRY)) == (
         f"ETH: promoted: all {len(GATE_NAMES)} gates passed"

@@ -24,8 +24,10 @@ from dataclasses import dataclass
 SYMBOLS_HYPERPARAMETER = "symbols"
 # The loss functions `v8_model.loss.build_loss` knows.
 LOSSES = ("focal", "cross_entropy")
-# A retail taker fee (Coinbase Advanced, Binance spot without discounts: 0.10% and more) and the
-# half-spread plus impact a market order pays on a liquid pair; both per side, in basis points.
+# Binance spot's taker fee for a regular account (the cheapest retail taker fee of the exchanges
+# the exchange source is used with) and the half-spread plus impact a market order pays on a
+# liquid pair; both per side, in basis points. README "Worth" lists each exchange's fees and where
+# the figures come from: Coinbase Advanced's lowest tier charges far more.
 DEFAULT_FEE_BPS = 10.0
 DEFAULT_SLIPPAGE_BPS = 2.0
 # The lowest confidence threshold the backtest may choose: with three classes the top probability

@@ -11,6 +11,10 @@ Model, per bar t (all vectorised, deterministic by `seed` and symbol):
   so `signal` is the correlation between a bar's normalised return and the hidden trend. The
   trend leaks into past returns, so momentum features can forecast the next bars; signal = 0
   leaves nothing predictable (with clustering off, a pure random walk).
+  The rank IC a model reaches grows faster than the strength: at 0.3 the demo's models score
+  about 0.49 with the 15-bar forward return, at the demo's 0.1 about 0.07-0.15 (real minute-scale
+  crypto forecasts: 0.02-0.10). The demo's strength is `crpbot_assets.profiles.SYNTHETIC_SIGNAL`;
+  `bench/power.py` prints the rank IC each strength gives and how often the gates promote it.
 - candles: close_t = close_{t-1} * exp(sigma_t * z_t); open_t = close_{t-1}; high and low extend
   the body by half-normal wicks proportional to sigma_t.
 - volume: a base level times an intraday cycle (peak 15:00 UTC, the US session), a weekend dip,
