@@ -318,7 +318,7 @@ def _status(args: argparse.Namespace) -> int:
     root = args.root or default_root()
     store = open_store(root)
     disagreeing = []
-    for symbol in [args.symbol] if args.symbol else list(SYMBOLS):
+    for symbol in [args.symbol] if args.symbol else list(symbol_settings.SYMBOLS):
         try:
             pointer = read_pointer(store, symbol)
         except PromotionError as error:
@@ -350,9 +350,7 @@ def add_status_command(subparsers: argparse._SubParsersAction) -> None:
         "MLflow registry's crpbot-{SYMBOL}@champion (MLFLOW_TRACKING_URI, else the embedded "
         "store under the storage root). Exit 1 when they disagree or the registry is unreadable.",
     )
-    parser.add_argument(
-        "symbol", nargs="?", type=_symbol, help=f"one of {', '.join(SYMBOLS)}; default: all"
-    )
+    parser.add_argument("symbol", nargs="?", type=_symbol, help=f"{_symbol_help()}; default: all")
     parser.add_argument("--root", help="storage root, a folder or s3://bucket/prefix [CRPBOT_ROOT]")
     parser.set_defaults(handler=_status)
 

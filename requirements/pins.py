@@ -1,6 +1,7 @@
 """The lock files and what is derived from them (standard library only).
 
-`make lock` compiles `dev.lock`, `demo.lock` and `mlflow-ui.lock` with pip-tools, then runs this script, which
+`make lock` compiles `dev.lock`, `demo.lock` and `mlflow-ui.lock` with pip-tools, then runs this
+script, which
 1. removes torch from every lock: torch is installed first from an exact pin (`torch==2.13.0`),
    so each machine takes its own build (the CPU wheel on the project's machines, a CUDA wheel
    elsewhere) instead of the one wheel hash the lock was compiled against;
