@@ -60,11 +60,12 @@ def test_job_requirements_are_the_locked_versions_of_job_in() -> None:
     assert pins.JOB_REQUIREMENTS.read_text() == pins.job_requirements_text(lock, pins.read_names())
 
 
-def test_demo_lock_agrees_with_dev_lock_and_both_leave_torch_to_its_exact_pin() -> None:
-    dev, demo = pins.read_lock(pins.DEV_LOCK), pins.read_lock(pins.DEMO_LOCK)
-    assert set(demo) < set(dev)
-    assert {name: version for name, version in demo.items() if dev[name] != version} == {}
-    assert "torch" not in dev and "torch" not in demo
+@pytest.mark.parametrize("name", ["demo.lock", "mlflow-ui.lock"])
+def test_every_lock_agrees_with_dev_lock_and_leaves_torch_to_its_exact_pin(name: str) -> None:
+    dev, other = pins.read_lock(pins.DEV_LOCK), pins.read_lock(pins.HERE / name)
+    assert set(other) <= set(dev)
+    assert {package: version for package, version in other.items() if dev[package] != version} == {}
+    assert "torch" not in dev and "torch" not in other
     declared = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["dependencies"]
     (torch,) = [Requirement(text) for text in declared if Requirement(text).name == "torch"]
     assert str(torch.specifier).startswith("=="), "torch must stay an exact pin (CUDA builds)"
