@@ -20,8 +20,9 @@ import dagster as dg
 import pandas as pd
 from pydantic import Field
 
-from crpbot_assets.automation import GATE_REPORT_CONDITION, RETRAIN_CONDITION
+from crpbot_assets.automation import GATE_REPORT_CONDITION, MODEL_CONDITION, RETRAIN_CONDITION
 from crpbot_assets.checks import GATE_CHECK_SPECS, PROFIT_CHECK_NAME, PROFIT_CHECK_SPEC
+from crpbot_assets.monitor import champion_comparison, comparison_metadata, write_comparison
 from crpbot_assets.partitions import symbol_partitions
 from crpbot_assets.profiles import (
     MIN_COMPLETENESS,
@@ -409,7 +410,7 @@ def _hyperparameters(profile: ProfileResource, overrides: dict[str, str]) -> dic
     kinds={"pytorch"},
     # Training jobs share the account's instance quota: the pool queues them (see TRAINING_POOL).
     pool=TRAINING_POOL,
-    automation_condition=RETRAIN_CONDITION,
+    automation_condition=MODEL_CONDITION,
     description="V8TradingNet trained by the `trainer` resource; the five gates are its checks",
 )
 def model(
@@ -469,6 +470,15 @@ def _figure_metadata(
         f"{FIGURE_METADATA_PREFIX}{name}": dg.MetadataValue.md(image)
         for name, image in embedded_images(symbol, figures).items()
     }
+
+
+class PromotionConfig(dg.Config):
+    force: bool = Field(
+        default=False,
+        description="promote even when the challenger is significantly worse than the serving "
+        "champion on their shared unseen rows (recorded as `forced` in promotion.json); the "
+        "gates and file hashes are still required",
+    )
 
 
 STAGED_FILES_METADATA = "staged_files"  # on `model`: name → {bytes, sha256} as trained and gated
@@ -563,10 +573,14 @@ def backtest(
     kinds={"pytorch"},
     automation_condition=RETRAIN_CONDITION,
     description="The model promoted to production/{SYMBOL}/ as a new version, only when every "
-    "gate passed and every staged file matches the hashes its training run recorded",
+    "gate passed, every staged file matches the hashes its training run recorded, and it is "
+    "not significantly worse than the serving champion on their shared unseen rows",
 )
 def production_model(
-    context: dg.AssetExecutionContext, storage: StorageResource
+    context: dg.AssetExecutionContext,
+    config: PromotionConfig,
+    storage: StorageResource,
+    profile: ProfileResource,
 ) -> dg.MaterializeResult:
     claim_symbol(context)
     symbol = context.partition_key
@@ -600,12 +614,24 @@ def production_model(
             metadata={"failed_gates": failed},
         )
     run_info = json.loads(staged[RUN_INFO_FILE])
+    # Champion / challenger on the rows neither has seen (crpbot_assets.monitor).
+    comparison = champion_comparison(store, symbol, evaluation, source, profile.get().monitor)
     record = {
         "job_name": run_info["job_name"],
         "trained_in_dagster_run": training_run_id,
         "promoted_at": utc_now(),
         "dagster_run_id": context.run.run_id,
+        **comparison.to_dict(),
+        "forced": config.force and comparison.worse,
     }
+    write_comparison(store, symbol, comparison, record)
+    if comparison.worse and not config.force:
+        raise dg.Failure(
+            description=f"refusing to promote {symbol}: {comparison.reason}. Production is "
+            f"unchanged. To promote it anyway: `crpbot promote {symbol} --force` (or run config "
+            "ops.production_model.config.force: true)",
+            metadata=comparison_metadata(comparison),
+        )
     try:
         pointer = promote(store, symbol, source, recorded, record)
     except PromotionError as error:
@@ -619,6 +645,8 @@ def production_model(
             "files": dg.MetadataValue.json(recorded),
             "test_accuracy": evaluation.test_accuracy,
             "baseline_accuracy": evaluation.baseline_accuracy,
+            **comparison_metadata(comparison),
+            "forced": record["forced"],
         }
     )
 
