@@ -15,6 +15,7 @@ import json
 import warnings
 from collections.abc import Iterator
 from dataclasses import asdict
+from typing import TYPE_CHECKING
 
 import dagster as dg
 import numpy as np
@@ -26,7 +27,6 @@ from crpbot_assets.profiles import ProfileResource
 from crpbot_assets.storage import StorageResource
 from crpbot_assets.trainers import utc_now
 from crpbot_assets.writers import claim_symbol
-from v8_model.backtest import run_backtest
 from v8_model.champion import Comparison, compare_on_shared_rows, no_champion
 from v8_model.defaults import CLASS_NAMES
 from v8_model.evaluation import Evaluation
@@ -42,17 +42,16 @@ from v8_model.monitor import (
     MonitorInputError,
     MonitorRecord,
     MonitorSettings,
-    assess_feature_drift,
-    assess_realized_skill,
+    evaluate_fresh,
     model_age_days,
-    monitor_window,
-    rolling_rank_ic,
 )
 from v8_model.processor import V8FeatureProcessor
 from v8_model.promotion import PromotionError, read_pointer
 from v8_model.segments import forward_log_returns
 from v8_model.storage import Store
-from v8_model.worth import direction_scores
+
+if TYPE_CHECKING:
+    from v8_model.net import V8TradingNet
 
 GROUP = "crpbot_v8"
 MONITOR_ASSET = "model_monitor"
@@ -121,18 +120,15 @@ def _serving(store: Store, symbol: str) -> tuple[str, Evaluation, dict]:
     return pointer.version, evaluation, promotion
 
 
-def _scored(
-    store: Store, folder: str, symbol: str, dataset: pd.DataFrame, positions: np.ndarray
-) -> tuple[np.ndarray, V8FeatureProcessor]:
-    """The model in `folder` (a production version or the staged model): its probabilities."""
-    # torch is imported only here: the definitions load without it.
-    from v8_model.predict import ProductionModelError, load_production_model, predict_rows
+def _load(store: Store, folder: str, symbol: str) -> tuple["V8TradingNet", V8FeatureProcessor]:
+    """The model in `folder` (a production version or the staged model) and its processor."""
+    # torch is imported only when a model is scored: the definitions load without it.
+    from v8_model.predict import ProductionModelError, load_production_model
 
     try:
-        model, processor = load_production_model(store.uri(folder), symbol)
+        return load_production_model(store.uri(folder), symbol)
     except ProductionModelError as error:
         raise dg.Failure(description=f"{symbol}: {error}") from error
-    return predict_rows(dataset, positions, model, processor), processor
 
 
 def build_monitor_record(
@@ -140,60 +136,27 @@ def build_monitor_record(
 ) -> MonitorRecord:
     """Score the serving version of `symbol` on the stored features' fresh rows."""
     version, evaluation, promotion = _serving(store, symbol)
-    worth = evaluation.worth
-    horizon = evaluation.label_thresholds.horizon
     key = features_key(symbol)
     dataset = store.read_parquet(key)
+    from v8_model.predict import predict_rows  # see _load
+
+    model, processor = _load(store, production_version_folder(symbol, version), symbol)
     try:
-        window = monitor_window(
+        outcome = evaluate_fresh(
             dataset,
-            first_timestamp=evaluation.first_timestamp,
-            last_timestamp=evaluation.last_timestamp,
-            training_rows=evaluation.segment_rows.train,
-            max_gap=pd.Timedelta(minutes=settings.max_gap_minutes),
+            evaluation,
+            probabilities_at=lambda rows: predict_rows(dataset, rows, model, processor),
+            scaled_at=lambda rows: processor.transform(dataset, rows),
+            settings=settings,
             source=store.uri(key),
             version=version,
         )
     except MonitorInputError as error:
         raise _failure(error, symbol) from error
-    fresh = np.arange(len(dataset))[window.fresh]
-    # Skill and trades need a forward return: the last `horizon` fresh rows wait for theirs.
-    scored = fresh[fresh < len(dataset) - horizon]
-    reference = np.arange(len(dataset))[window.reference]
-    folder = production_version_folder(symbol, version)
-    probabilities, processor = _scored(store, folder, symbol, dataset, scored)
-    returns = forward_log_returns(dataset["close"], horizon)[scored]
-    skill = assess_realized_skill(
-        probabilities,
-        returns,
-        horizon=horizon,
-        promised=worth.skill,
-        alpha=settings.skill_alpha,
-        min_rows=settings.min_fresh_rows,
-    )
-    threshold = worth.folds[-1].confidence_threshold  # the serving model's, chosen on validation
-    trading, _ = run_backtest(
-        probabilities,
-        returns,
-        horizon=horizon,
-        threshold=threshold,
-        fee_bps=worth.fee_bps,
-        slippage_bps=worth.slippage_bps,
-        long_only=worth.long_only,
-    )
-    names = list(processor.feature_names)
-    drift = assess_feature_drift(
-        dataset.iloc[reference][names],
-        dataset.iloc[fresh][names],
-        scaled_reference=processor.transform(dataset, reference),
-        scaled_fresh=processor.transform(dataset, fresh),
-        psi_threshold=settings.psi_threshold,
-        max_drifted_share=settings.max_drifted_share,
-        min_rows=settings.min_drift_rows,
-    )
+    skill, drift, trading = outcome.skill, outcome.drift, outcome.trading
     age = model_age_days(promotion["promoted_at"], now)
-    ends, rolling = rolling_rank_ic(direction_scores(probabilities), returns, settings.rolling_rows)
-    stamps = dataset["timestamp"]
+    stamps = dataset["timestamp"].iloc[outcome.window.fresh]
+    scored_stamps = dataset["timestamp"].iloc[outcome.scored]
     return MonitorRecord(
         symbol=symbol,
         production_version=version,
@@ -201,8 +164,8 @@ def build_monitor_record(
         promoted_at=str(promotion["promoted_at"]),
         trained_first_timestamp=evaluation.first_timestamp,
         trained_last_timestamp=evaluation.last_timestamp,
-        fresh_first_timestamp=str(stamps.iloc[fresh[0]]) if len(fresh) else None,
-        fresh_last_timestamp=str(stamps.iloc[fresh[-1]]) if len(fresh) else None,
+        fresh_first_timestamp=str(stamps.iloc[0]) if len(stamps) else None,
+        fresh_last_timestamp=str(stamps.iloc[-1]) if len(stamps) else None,
         rows=skill.rows,
         rank_ic=skill.rank_ic,
         rank_ic_low=skill.rank_ic_low,
@@ -217,7 +180,7 @@ def build_monitor_record(
         gross_return=trading.gross_return,
         buy_and_hold_return=trading.buy_and_hold_return,
         trades=trading.trades,
-        confidence_threshold=threshold,
+        confidence_threshold=outcome.confidence_threshold,
         cost_bps_per_side=trading.cost_bps_per_side,
         feature_psi=drift.psi,
         drifted_features=drift.drifted_features,
@@ -234,8 +197,8 @@ def build_monitor_record(
             for name, value in asdict(settings).items()
             if isinstance(value, int | float)
         },
-        rolling_timestamps=[str(stamps.iloc[scored[end - 1]]) for end in ends],
-        rolling_rank_ic=rolling,
+        rolling_timestamps=[str(scored_stamps.iloc[end - 1]) for end in outcome.rolling_ends],
+        rolling_rank_ic=outcome.rolling_rank_ic,
     )
 
 
@@ -429,7 +392,9 @@ def champion_comparison(
         # Too short a window is decided without the models: nothing to load.
         if not enough:
             return np.zeros((len(positions), len(CLASS_NAMES)))
-        return _scored(store, folder, symbol, dataset, positions)[0]
+        from v8_model.predict import predict_rows  # see _load
+
+        return predict_rows(dataset, positions, *_load(store, folder, symbol))
 
     return compare_on_shared_rows(
         probabilities(champion_folder),

@@ -36,14 +36,18 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
 import pandas as pd
 from scipy.stats import norm
 
-from v8_model.evaluation import DirectionalSkill
+from v8_model.backtest import run_backtest
+from v8_model.evaluation import BacktestFigures, DirectionalSkill, Evaluation
+from v8_model.features import FEATURE_NAMES
 from v8_model.record import RecordError, record_from_dict
+from v8_model.segments import forward_log_returns
 from v8_model.worth import (
     block_size,
     bootstrap_replicates,
@@ -401,6 +405,102 @@ def rolling_rank_ic(
     return ends.tolist(), [
         rank_ic(scores[end - window : end], forward_returns[end - window : end]) for end in ends
     ]
+
+
+@dataclass(frozen=True)
+class MonitorOutcome:
+    """One version checked on a features dataset's fresh rows: the three verdicts' inputs."""
+
+    window: MonitorWindow
+    scored: np.ndarray  # fresh row positions with a forward return (skill, trades, picture)
+    scores: np.ndarray  # the direction score P(BUY) - P(SELL) at `scored`
+    skill: RealizedSkill
+    trading: BacktestFigures
+    confidence_threshold: float
+    drift: FeatureDrift
+    rolling_ends: list[int]  # positions in `scored` where each rolling window ends
+    rolling_rank_ic: list[float]
+
+
+def evaluate_fresh(
+    dataset: pd.DataFrame,
+    evaluation: Evaluation,
+    *,
+    probabilities_at: Callable[[np.ndarray], np.ndarray],
+    scaled_at: Callable[[np.ndarray], np.ndarray],
+    settings: MonitorSettings,
+    source: str,
+    version: str,
+) -> MonitorOutcome:
+    """Check the version that `evaluation` describes on the rows of `dataset` after its data.
+
+    `probabilities_at(positions)` gives the version's SELL/HOLD/BUY probabilities for rows of
+    `dataset`, `scaled_at(positions)` its processor's scaled features (the caller holds the
+    model). MonitorInputError when the dataset cannot be monitored (see `monitor_window`).
+    """
+    worth = evaluation.worth
+    if worth is None:
+        raise MonitorInputError(
+            f"production version {version}'s metrics have no worth record (no promised skill to "
+            "hold it to); promote a retrained model"
+        )
+    horizon = evaluation.label_thresholds.horizon
+    window = monitor_window(
+        dataset,
+        first_timestamp=evaluation.first_timestamp,
+        last_timestamp=evaluation.last_timestamp,
+        training_rows=evaluation.segment_rows.train,
+        max_gap=pd.Timedelta(minutes=settings.max_gap_minutes),
+        source=source,
+        version=version,
+    )
+    positions = np.arange(len(dataset))
+    fresh, reference = positions[window.fresh], positions[window.reference]
+    # Skill and trades need a forward return: the last `horizon` fresh rows wait for theirs.
+    scored = fresh[fresh < len(dataset) - horizon]
+    probabilities = probabilities_at(scored)
+    returns = forward_log_returns(dataset["close"], horizon)[scored]
+    skill = assess_realized_skill(
+        probabilities,
+        returns,
+        horizon=horizon,
+        promised=worth.skill,
+        alpha=settings.skill_alpha,
+        min_rows=settings.min_fresh_rows,
+    )
+    threshold = worth.folds[-1].confidence_threshold  # the serving model's, chosen on validation
+    trading, _ = run_backtest(
+        probabilities,
+        returns,
+        horizon=horizon,
+        threshold=threshold,
+        fee_bps=worth.fee_bps,
+        slippage_bps=worth.slippage_bps,
+        long_only=worth.long_only,
+    )
+    names = [name for name in dataset.columns if name in FEATURE_NAMES]
+    drift = assess_feature_drift(
+        dataset.iloc[reference][names],
+        dataset.iloc[fresh][names],
+        scaled_reference=scaled_at(reference),
+        scaled_fresh=scaled_at(fresh),
+        psi_threshold=settings.psi_threshold,
+        max_drifted_share=settings.max_drifted_share,
+        min_rows=settings.min_drift_rows,
+    )
+    scores = direction_scores(probabilities)
+    ends, rolling = rolling_rank_ic(scores, returns, settings.rolling_rows)
+    return MonitorOutcome(
+        window=window,
+        scored=scored,
+        scores=scores,
+        skill=skill,
+        trading=trading,
+        confidence_threshold=threshold,
+        drift=drift,
+        rolling_ends=ends,
+        rolling_rank_ic=rolling,
+    )
 
 
 @dataclass(frozen=True)
