@@ -10,7 +10,7 @@ at skill_alpha / 2 each); the feature_drift rule has no analytic rate, so this m
 summary gives each check's alarms with a 95% Clopper-Pearson interval for the rate, over all
 markets and over those whose model passed every gate (only those are promoted and monitored).
 
-Usage: nice python bench/monitor_false_alarms.py [--markets 20] [--days 20] [--fresh-days 4]
+Usage: nice python bench/monitor_false_alarms.py [--markets 20] [--days 14] [--fresh-days 4]
        [--signal 0.1] [--epochs 1] [--folds 1] [--no-clustering]
 """
 
@@ -91,7 +91,7 @@ def check_market(
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--markets", type=int, default=20)
-    parser.add_argument("--days", type=int, default=20)
+    parser.add_argument("--days", type=int, default=14)
     parser.add_argument("--fresh-days", type=int, default=4)
     parser.add_argument("--signal", type=float, default=0.1)
     parser.add_argument("--epochs", type=int, default=1)
