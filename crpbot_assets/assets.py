@@ -22,7 +22,7 @@ from pydantic import Field
 
 from crpbot_assets.automation import GATE_REPORT_CONDITION, MODEL_CONDITION, RETRAIN_CONDITION
 from crpbot_assets.checks import GATE_CHECK_SPECS, PROFIT_CHECK_NAME, PROFIT_CHECK_SPEC
-from crpbot_assets.monitor import champion_comparison, comparison_metadata, write_comparison
+from crpbot_assets.monitor import champion_comparison, write_comparison
 from crpbot_assets.partitions import symbol_partitions
 from crpbot_assets.profiles import (
     MIN_COMPLETENESS,
@@ -630,7 +630,7 @@ def production_model(
             description=f"refusing to promote {symbol}: {comparison.reason}. Production is "
             f"unchanged. To promote it anyway: `crpbot promote {symbol} --force` (or run config "
             "ops.production_model.config.force: true)",
-            metadata=comparison_metadata(comparison),
+            metadata=comparison.to_dict(),
         )
     try:
         pointer = promote(store, symbol, source, recorded, record)
@@ -645,7 +645,7 @@ def production_model(
             "files": dg.MetadataValue.json(recorded),
             "test_accuracy": evaluation.test_accuracy,
             "baseline_accuracy": evaluation.baseline_accuracy,
-            **comparison_metadata(comparison),
+            **comparison.to_dict(),
             "forced": record["forced"],
         }
     )

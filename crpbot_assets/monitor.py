@@ -262,18 +262,15 @@ def monitor_checks(record: MonitorRecord, settings: MonitorSettings) -> list[dg.
 
 
 def _metadata(record: MonitorRecord, uri: str) -> dict:
-    fields = asdict(record)
-    numbers = {
+    """The record's figures as metadata (None shows as null); the long lists stay in the file."""
+    figures = {
         name: value
-        for name, value in fields.items()
+        for name, value in asdict(record).items()
         if isinstance(value, int | float | str | None) and not name.endswith("_reason")
     }
     return {
         "uri": uri,
-        **{
-            name: dg.MetadataValue.null() if value is None else value
-            for name, value in numbers.items()
-        },
+        **figures,
         "feature_psi": dg.MetadataValue.json(record.feature_psi),
         "drifted_features": dg.MetadataValue.json(record.drifted_features),
     }
@@ -406,14 +403,6 @@ def champion_comparison(
         alpha=alpha,
         min_shared_rows=minimum,
     )
-
-
-def comparison_metadata(comparison: Comparison) -> dict:
-    """The comparison as asset metadata: null figures stay null, with the reason beside them."""
-    return {
-        name: dg.MetadataValue.null() if value is None else value
-        for name, value in comparison.to_dict().items()
-    }
 
 
 def write_comparison(store: Store, symbol: str, comparison: Comparison, record: dict) -> None:
