@@ -305,7 +305,6 @@ def model_monitor(
 monitor_pipeline = dg.define_asset_job(
     "monitor_pipeline",
     selection=dg.AssetSelection.assets("candles", "features", MONITOR_ASSET),
-    partitions_def=symbol_partitions,
     description="Refresh one symbol's candles and features and check its serving model on the "
     "fresh rows, without training",
 )
