@@ -302,7 +302,7 @@ def test_the_report_shows_the_monitoring_section_with_its_picture(scenario):
 
 def test_a_worse_challenger_leaves_production_byte_identical(scenario):
     run = scenario["runs"]["worse"]
-    assert not run.success
+    assert not run.success, scenario["comparison_after_worse"]
     failed = {event.step_key for event in run.get_step_failure_events()}
     # Every gate passed; the comparison refused it.
     assert failed == {"production_model"}, scenario["comparison_after_worse"]
