@@ -1,8 +1,9 @@
 """Alerts for failed gates: a sensor that reads the check history and posts to a webhook.
 
 Open-source Dagster has no "check failed" sensor, so this one reads the execution history of the
-gate checks on `model` (the five form gates and `directional_skill`) and of `backtest`'s
-`profitable_after_costs` from the instance and, for each failure it has not handled yet, logs the
+gate checks on `model` (the five form gates and `directional_skill`), of `backtest`'s
+`profitable_after_costs` and of `model_monitor`'s `realized_skill`, `feature_drift` and
+`model_age` from the instance and, for each failure it has not handled yet, logs the
 alert and POSTs one Slack-compatible JSON message (symbol, gate, value, threshold, the check's
 other figures such as the skill interval or the backtest returns, run link) to
 CRPBOT_ALERT_WEBHOOK_URL when set.
@@ -39,6 +40,8 @@ import dagster as dg
 from dagster._core.storage.asset_check_execution_record import AssetCheckExecutionRecordStatus
 
 from crpbot_assets.checks import PROFIT_CHECK_NAME
+from crpbot_assets.monitor import MONITOR_ASSET as MONITOR_ASSET_NAME
+from crpbot_assets.monitor import MONITOR_CHECK_NAMES
 from v8_model.gates import GATE_NAMES
 from v8_model.record import strict_json
 
@@ -47,10 +50,13 @@ UI_URL_ENV_VAR = "CRPBOT_UI_URL"
 DEFAULT_UI_URL = "http://127.0.0.1:3000"
 MODEL_ASSET = dg.AssetKey("model")
 BACKTEST_ASSET = dg.AssetKey("backtest")
-# Every check whose failure is alerted: the gates on `model`, the profit check on `backtest`.
+MONITOR_ASSET = dg.AssetKey(MONITOR_ASSET_NAME)
+# Every check whose failure is alerted: the gates on `model`, the profit check on `backtest`,
+# the monitor's checks on the serving model.
 ALERTED_CHECKS = (
     *(dg.AssetCheckKey(MODEL_ASSET, gate) for gate in GATE_NAMES),
     dg.AssetCheckKey(BACKTEST_ASSET, PROFIT_CHECK_NAME),
+    *(dg.AssetCheckKey(MONITOR_ASSET, name) for name in MONITOR_CHECK_NAMES),
 )
 MAX_DETAILS = 16  # figures carried per alert besides value and threshold
 
@@ -74,6 +80,11 @@ class GateAlert:
     run_url: str
     # The check's other numbers (the skill's interval and p-value, the backtest's returns).
     details: dict[str, float] = field(default_factory=dict)
+    asset: str = MODEL_ASSET.path[-1]  # a monitor check's alert is about the serving model
+
+    @property
+    def monitoring(self) -> bool:
+        return self.asset == MONITOR_ASSET_NAME
 
     @property
     def shown_value(self) -> str:
@@ -92,7 +103,8 @@ class GateAlert:
     def text(self) -> str:
         figures = f" [{self.shown_details}]" if self.details else ""
         return (
-            f"crpbot V8 gate failed: {self.symbol} {self.gate} = {self.shown_value} "
+            f"crpbot V8 {'monitor check' if self.monitoring else 'gate'} failed: "
+            f"{self.symbol} {self.gate} = {self.shown_value} "
             f"(threshold: {self.threshold or 'n/a'}){figures}; run {self.run_id}: {self.run_url}"
         )
 
@@ -109,8 +121,12 @@ class GateAlert:
                     "type": "section",
                     "text": {
                         "type": "mrkdwn",
-                        "text": f":rotating_light: *{self.symbol}*: gate *{self.gate}* failed; "
-                        "the model will not be promoted.",
+                        "text": f":rotating_light: *{self.symbol}*: "
+                        + (
+                            f"monitor check *{self.gate}* failed on the serving model."
+                            if self.monitoring
+                            else f"gate *{self.gate}* failed; the model will not be promoted."
+                        ),
                     },
                 },
                 {
@@ -319,6 +335,7 @@ def _new_failures(instance: dg.DagsterInstance, handled: set[int], ui_url: str) 
                     run_id=record.run_id,
                     run_url=f"{ui_url.rstrip('/')}/runs/{record.run_id}",
                     details=dict(list(details.items())[:MAX_DETAILS]),
+                    asset=check_key.asset_key.path[-1],
                 )
             )
     return sorted(alerts, key=lambda alert: alert.execution_id)

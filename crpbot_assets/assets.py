@@ -20,13 +20,14 @@ import dagster as dg
 import pandas as pd
 from pydantic import Field
 
-from crpbot_assets.automation import GATE_REPORT_CONDITION, RETRAIN_CONDITION
+from crpbot_assets.automation import GATE_REPORT_CONDITION, MODEL_CONDITION, RETRAIN_CONDITION
 from crpbot_assets.checks import (
     GATE_CHECK_SPECS,
     PROFIT_CHECK_NAME,
     PROFIT_CHECK_SPEC,
     audit_features,
 )
+from crpbot_assets.monitor import champion_comparison, write_comparison
 from crpbot_assets.partitions import symbol_partitions
 from crpbot_assets.profiles import (
     MIN_COMPLETENESS,
@@ -468,7 +469,7 @@ def _hyperparameters(profile: ProfileResource, overrides: dict[str, str]) -> dic
     kinds={"pytorch"},
     # Training jobs share the account's instance quota: the pool queues them (see TRAINING_POOL).
     pool=TRAINING_POOL,
-    automation_condition=RETRAIN_CONDITION,
+    automation_condition=MODEL_CONDITION,
     description="V8TradingNet trained by the `trainer` resource; the five gates are its checks",
 )
 def model(
@@ -545,6 +546,15 @@ def _figures(
         # Pictures are a view of the metrics: a trained, gated model is recorded without them.
         context.log.warning(f"model {symbol} is recorded without figures: {error}")
         return {}
+
+
+class PromotionConfig(dg.Config):
+    force: bool = Field(
+        default=False,
+        description="promote even when the challenger is significantly worse than the serving "
+        "champion on their shared unseen rows (recorded as `forced` in promotion.json); the "
+        "gates and file hashes are still required",
+    )
 
 
 STAGED_FILES_METADATA = "staged_files"  # on `model`: name → {bytes, sha256} as trained and gated
@@ -672,10 +682,14 @@ def backtest(
     kinds={"pytorch"},
     automation_condition=RETRAIN_CONDITION,
     description="The model promoted to production/{SYMBOL}/ as a new version, only when every "
-    "gate passed and every staged file matches the hashes its training run recorded",
+    "gate passed, every staged file matches the hashes its training run recorded, and it is "
+    "not significantly worse than the serving champion on their shared unseen rows",
 )
 def production_model(
-    context: dg.AssetExecutionContext, storage: StorageResource, profile: ProfileResource
+    context: dg.AssetExecutionContext,
+    config: PromotionConfig,
+    storage: StorageResource,
+    profile: ProfileResource,
 ) -> dg.MaterializeResult:
     claim_symbol(context)
     symbol = context.partition_key
@@ -717,12 +731,24 @@ def production_model(
             metadata={"failed_check": PROFIT_CHECK_NAME},
         )
     run_info = json.loads(staged[RUN_INFO_FILE])
+    # Champion / challenger on the rows neither has seen (crpbot_assets.monitor).
+    comparison = champion_comparison(store, symbol, evaluation, source, profile.get().monitor)
     record = {
         "job_name": run_info["job_name"],
         "trained_in_dagster_run": training_run_id,
         "promoted_at": utc_now(),
         "dagster_run_id": context.run.run_id,
+        **comparison.to_dict(),
+        "forced": config.force and comparison.worse,
     }
+    write_comparison(store, symbol, comparison, record)
+    if comparison.worse and not config.force:
+        raise dg.Failure(
+            description=f"refusing to promote {symbol}: {comparison.reason}. Production is "
+            f"unchanged. To promote it anyway: `crpbot promote {symbol} --force` (or run config "
+            "ops.production_model.config.force: true)",
+            metadata=comparison.to_dict(),
+        )
     try:
         pointer = promote(
             store, symbol, source, recorded, record, holder={"run_id": context.run.run_id}
@@ -751,6 +777,8 @@ def production_model(
             "test_accuracy": evaluation.test_accuracy,
             "baseline_accuracy": evaluation.baseline_accuracy,
             **champion.metadata(),
+            **comparison.to_dict(),
+            "forced": record["forced"],
         }
     )
 

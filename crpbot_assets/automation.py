@@ -11,6 +11,9 @@
   starts one run per symbol through to production_model. It also waits for the upstream
   blocking checks to pass: a features file that failed its checks, or a model that failed a
   gate, starts nothing.
+- `MODEL_CONDITION` on model: `RETRAIN_CONDITION`, or the symbol's `model_monitor` was just
+  materialized with a failed `realized_skill` or `feature_drift` check (the serving model lost
+  its skill, or the market's structure moved): the model retrains on the candles it has.
 - `GATE_REPORT_CONDITION` on gate_report: after any model partition updated, once no model
   partition is in progress, so a refresh of three symbols gives one report.
 - `automation_sensor` evaluates the conditions. Open-source Dagster would add a
@@ -43,6 +46,30 @@ RETRAIN_CONDITION = (
     dg.AutomationCondition.eager().replace("any_deps_updated", _any_deps_data_changed)
     & dg.AutomationCondition.all_deps_blocking_checks_passed()
 ).with_label("eager_on_new_data")
+
+# A monitor run whose realized_skill or feature_drift failed retrains the symbol's model (the
+# rest of the chain then follows `RETRAIN_CONDITION`); a failed model_age only alerts.
+# Names, not imports: crpbot_assets.monitor imports the assets, which import this module.
+MONITOR_ALARM = (
+    dg.AutomationCondition.asset_matches(
+        "model_monitor",
+        dg.AutomationCondition.newly_updated()
+        & dg.AutomationCondition.any_checks_match(dg.AutomationCondition.check_failed()).allow(
+            dg.AssetSelection.checks(
+                *(
+                    dg.AssetCheckKey(dg.AssetKey("model_monitor"), name)
+                    for name in (
+                        "realized_skill",
+                        "feature_drift",
+                    )
+                )
+            )
+        ),
+    )
+    & ~dg.AutomationCondition.in_progress()
+    & dg.AutomationCondition.all_deps_blocking_checks_passed()
+).with_label("monitor_check_failed")
+MODEL_CONDITION = (RETRAIN_CONDITION | MONITOR_ALARM).with_label("eager_on_new_data_or_alarm")
 
 GATE_REPORT_CONDITION = (
     # No `~any_deps_missing` as in eager(): a symbol never trained is reported as such. No

@@ -5,6 +5,7 @@
     crpbot predict SYMBOL [--root ROOT] [--candles FILE] [--last N]
     crpbot rollback SYMBOL [--root ROOT]
     crpbot status [SYMBOL] [--root ROOT]
+    crpbot promote SYMBOL [--force] [--root ROOT]
 
 Settings come from the environment (see crpbot_assets.sagemaker.settings.ENV_VARS) and the
 flags win. Each subcommand is one `add_*_command` function that registers its parser and its
@@ -355,12 +356,64 @@ def add_status_command(subparsers: argparse._SubParsersAction) -> None:
     parser.set_defaults(handler=_status)
 
 
+def _promote(args: argparse.Namespace) -> int:
+    import dagster as dg
+
+    from crpbot_assets.definitions import defs
+
+    run_config: dict = {"ops": {"production_model": {"config": {"force": args.force}}}}
+    if args.root:
+        run_config["resources"] = {"storage": {"config": {"root": args.root}}}
+    # The staged files' hashes live in the Dagster instance (DAGSTER_HOME) that trained them.
+    with dg.DagsterInstance.get() as instance:
+        result = defs.resolve_job_def("symbol_pipeline").execute_in_process(
+            partition_key=args.symbol,
+            instance=instance,
+            run_config=run_config,
+            asset_selection=[dg.AssetKey("production_model")],
+            raise_on_error=False,
+        )
+    if not result.success:
+        from crpbot_assets.main import failure_summary
+
+        print(f"crpbot promote: {failure_summary(result)}", file=sys.stderr)
+        return EXIT_FAILED
+    [event] = result.get_asset_materialization_events()
+    metadata = event.materialization.metadata
+    forced = " (forced over a better champion)" if metadata["forced"].value else ""
+    print(
+        f"{args.symbol}: production now serves version {metadata['version'].value}{forced}; "
+        f"{metadata['reason'].value}"
+    )
+    return 0
+
+
+def add_promote_command(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "promote",
+        help="promote SYMBOL's latest trained model (materialize `production_model`)",
+        description="Promotes the model that `model` last trained for SYMBOL, in the Dagster "
+        "instance of DAGSTER_HOME, after its gates and file hashes are checked. A challenger "
+        "significantly worse than the serving champion on their shared unseen rows is refused "
+        "unless --force is given; a forced promotion is recorded in its promotion.json.",
+    )
+    parser.add_argument("symbol", type=_symbol, help=_symbol_help())
+    parser.add_argument(
+        "--force",
+        action="store_true",
+        help="promote even when the challenger is significantly worse than the champion",
+    )
+    parser.add_argument("--root", help="storage root, a folder or s3://bucket/prefix [CRPBOT_ROOT]")
+    parser.set_defaults(handler=_promote)
+
+
 COMMANDS: tuple[Callable[[argparse._SubParsersAction], None], ...] = (
     add_preflight_command,
     add_sagemaker_request_command,
     add_predict_command,
     add_rollback_command,
     add_status_command,
+    add_promote_command,
 )
 
 

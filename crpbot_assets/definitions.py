@@ -6,6 +6,8 @@ CRPBOT_TRAINER (local | sagemaker; see crpbot_assets.sagemaker).
 
 Fresh data: the `candles_refresh_schedule` (stopped by default) downloads new candles daily and
 `crpbot_automation` (running) retrains what they changed; see crpbot_assets.automation.
+After each refresh, `monitor_after_candles_refresh` runs `monitor_pipeline`, which checks the
+serving model on the fresh candles (crpbot_assets.monitor).
 """
 
 import dagster as dg
@@ -27,6 +29,7 @@ from crpbot_assets.automation import (
     candles_refresh_schedule,
 )
 from crpbot_assets.checks import features_checks
+from crpbot_assets.monitor import model_monitor, monitor_after_candles_refresh, monitor_pipeline
 from crpbot_assets.profiles import ProfileResource
 from crpbot_assets.sagemaker.dagster_objects import sagemaker_asset_checks, trainer_from_env
 from crpbot_assets.storage import StorageResource
@@ -48,11 +51,11 @@ report_job = dg.define_asset_job(
 trainer = trainer_from_env()
 
 defs = dg.Definitions(
-    assets=[*SYMBOL_ASSETS, gate_report],
+    assets=[*SYMBOL_ASSETS, gate_report, model_monitor],
     asset_checks=[features_checks, *sagemaker_asset_checks(trainer)],
-    jobs=[symbol_pipeline, report_job, candles_refresh_job],
+    jobs=[symbol_pipeline, report_job, candles_refresh_job, monitor_pipeline],
     schedules=[candles_refresh_schedule],
-    sensors=[gate_failure_alerts, automation_sensor],
+    sensors=[gate_failure_alerts, automation_sensor, monitor_after_candles_refresh],
     resources={
         "storage": StorageResource(),
         "profile": ProfileResource(),

@@ -20,6 +20,7 @@ import pydantic
 from pydantic import Field
 
 from v8_model.config import TrainConfig
+from v8_model.monitor import MonitorSettings
 from v8_model.synthetic import MINUTES_PER_DAY
 
 PROFILE_ENV_VAR = "CRPBOT_PROFILE"
@@ -53,6 +54,8 @@ class Profile:
     train: TrainConfig
     # The severity of the backtest's `profitable_after_costs` check.
     profit_check_severity: str = "WARN"
+    # After promotion: the monitor's thresholds and severities (v8_model.monitor).
+    monitor: MonitorSettings = MonitorSettings()
 
     def __post_init__(self) -> None:
         if self.profit_check_severity not in PROFIT_CHECK_SEVERITIES:
@@ -110,8 +113,9 @@ def current_profile() -> Profile:
 class _ProfileSelection(dg.ConfigurableResource):
     """The run's profile by name, with optional per-field overrides (e.g. fewer days in tests).
 
-    Besides `days` and `min_coverage_days`, every `TrainConfig` field may be overridden (fields
-    generated below, so a training setting is never declared twice).
+    Besides `days` and `min_coverage_days`, every `TrainConfig` field may be overridden, and
+    every `MonitorSettings` field as `monitor_<name>` (fields generated below, so a setting is
+    never declared twice).
     """
 
     name: str = Field(
@@ -134,11 +138,25 @@ class _ProfileSelection(dg.ConfigurableResource):
             for name in ("days", "min_coverage_days", "profit_check_severity")
             if getattr(self, name) is not None
         }
-        return replace(base, train=replace(base.train, **train_overrides), **sizing)
+        monitor_overrides = {
+            name: getattr(self, f"{MONITOR_PREFIX}{name}")
+            for name in _MONITOR_FIELDS
+            if getattr(self, f"{MONITOR_PREFIX}{name}") is not None
+        }
+        return replace(
+            base,
+            train=replace(base.train, **train_overrides),
+            monitor=replace(base.monitor, **monitor_overrides),
+            **sizing,
+        )
 
 
 _TRAIN_TYPES = typing.get_type_hints(TrainConfig)
 _TRAIN_FIELDS = tuple(field.name for field in dataclasses.fields(TrainConfig))
+# Monitor settings are overridden as `monitor_<name>` (TrainConfig has a `skill_alpha` too).
+MONITOR_PREFIX = "monitor_"
+_MONITOR_TYPES = typing.get_type_hints(MonitorSettings)
+_MONITOR_FIELDS = tuple(field.name for field in dataclasses.fields(MonitorSettings))
 ProfileResource = pydantic.create_model(
     "ProfileResource",
     __base__=_ProfileSelection,
@@ -150,5 +168,12 @@ ProfileResource = pydantic.create_model(
             Field(default=None, description=f"override of the profile's TrainConfig.{name}"),
         )
         for name in _TRAIN_FIELDS
+    },
+    **{
+        f"{MONITOR_PREFIX}{name}": (
+            _MONITOR_TYPES[name] | None,
+            Field(default=None, description=f"override of the profile's MonitorSettings.{name}"),
+        )
+        for name in _MONITOR_FIELDS
     },
 )

@@ -5,8 +5,11 @@ promotion stored (the serving version's `promotion.json`); a symbol with no mode
 as not trained, never filled in.
 
 Each trained symbol gets a worth section (directional skill with its interval, the backtest after
-costs beside buy-and-hold, the per-fold table) and the figures of `v8_model.plots` (loss curves,
-confusion matrix, reliability diagram, class mix, equity curve), written as PNG files under
+costs beside buy-and-hold, the per-fold table), the champion/challenger comparison its model went
+through, a monitoring section (the serving version on fresh candles: monitor/{SYMBOL}_monitor.json,
+with the rolling realized skill against the promised interval) and the figures of
+`v8_model.plots` (loss curves, confusion matrix, reliability diagram, class mix, equity curve,
+rolling realized skill), written as PNG files under
 `reports/figures/` and shown in two Markdown files that differ only in how they reach the images:
 
     reports/gate_report.md          images embedded as data URIs: one self-contained file (about
@@ -32,8 +35,9 @@ from crpbot_assets.storage import (
 )
 from v8_model.evaluation import Evaluation, Worth
 from v8_model.gates import CLASS_SHARE_BAND, GATE_NAMES
-from v8_model.layout import METRICS_FILE
-from v8_model.plots import markdown_image, metrics_figures
+from v8_model.layout import METRICS_FILE, challenger_key, monitor_key
+from v8_model.monitor import MonitorInputError, MonitorRecord
+from v8_model.plots import markdown_image, metrics_figures, rolling_skill_png
 from v8_model.promotion import current_folder
 from v8_model.record import format_figure, strict_json
 from v8_model.storage import Store
@@ -48,6 +52,8 @@ FIGURE_TITLES = {
     "class_mix": "predicted class mix against the "
     f"{CLASS_SHARE_BAND[0] * 100:.0f}-{CLASS_SHARE_BAND[1]:.0%} band",
     "equity_curve": "walk-forward equity net and gross of costs against buy and hold",
+    "monitor_skill": "rolling realized rank IC of the serving model on fresh rows against its "
+    "promised interval",
 }
 # The backtest's figures, by their exact field names, in the order the report shows them.
 BACKTEST_FIELDS = (
@@ -175,8 +181,83 @@ def symbol_entry(store: Store, symbol: str) -> dict:
         **{key: run_info.get(key) for key in _RUN_INFO_KEYS},
         # Promoted means production holds this very model, not an older one.
         "promoted": bool(job_name) and promotion.get("job_name") == job_name,
+        "monitor": monitor_entry(store, symbol),
     }
+    comparison = _read_json(store, challenger_key(symbol))
+    if comparison is not None and comparison.get("job_name") == job_name:
+        entry["challenger"] = comparison  # the comparison this very model went through
     return entry
+
+
+def monitor_entry(store: Store, symbol: str) -> dict | None:
+    """The symbol's monitor record as a dict; {"error": why} when it cannot be read."""
+    key = monitor_key(symbol)
+    if not store.exists(key):
+        return None
+    try:
+        return asdict(MonitorRecord.from_json(store.read_text(key), source=store.uri(key)))
+    except MonitorInputError as error:
+        return {"error": str(error)}
+
+
+def monitor_figures(monitor: dict | None) -> dict[str, bytes]:
+    """The rolling realized-skill picture of a readable monitor record with enough fresh rows."""
+    if not monitor or "error" in monitor or not monitor["rolling_rank_ic"]:
+        return {}
+    png = rolling_skill_png(
+        monitor["rolling_timestamps"],
+        monitor["rolling_rank_ic"],
+        promised=monitor["promised_rank_ic"],
+        promised_low=monitor["promised_rank_ic_low"],
+        promised_high=monitor["promised_rank_ic_high"],
+        window_rows=int(monitor["settings"]["rolling_rows"]),
+    )
+    return {"monitor_skill": png}
+
+
+def _verdict(passed: bool) -> str:
+    return "pass" if passed else "**FAIL**"
+
+
+def monitor_markdown(monitor: dict) -> str:
+    """The monitoring section: the serving version on fresh rows, each check with its why."""
+    if "error" in monitor:
+        return f"Monitoring record unreadable: {monitor['error']}"
+    realized = ("n/a" if monitor["rank_ic"] is None else f"{monitor['rank_ic']:+.4f}") + (
+        ""
+        if monitor["rank_ic_low"] is None
+        else f" (95% {monitor['rank_ic_low']:+.4f} to {monitor['rank_ic_high']:+.4f})"
+    )
+    return "\n".join(
+        [
+            f"Production version `{monitor['production_version']}` checked "
+            f"{monitor['evaluated_at']} on {monitor['rows']:,} fresh rows "
+            f"({monitor['fresh_first_timestamp']} to "
+            f"{monitor['fresh_last_timestamp']}), after its training data ended "
+            f"{monitor['trained_last_timestamp']}.",
+            "",
+            "| check | result | figures |",
+            "| --- | --- | --- |",
+            f"| realized_skill | {_verdict(monitor['realized_skill_passed'])} "
+            f"| {_cell(monitor['realized_skill_reason'])} |",
+            f"| feature_drift | {_verdict(monitor['feature_drift_passed'])} "
+            f"| {_cell(monitor['feature_drift_reason'])} |",
+            f"| model_age | {_verdict(monitor['model_age_passed'])} "
+            f"| {monitor['model_age_days']:.1f} days since promotion |",
+            "",
+            f"Realized rank IC {realized} against the promised {monitor['promised_rank_ic']:+.4f}. "
+            f"Trading the fresh rows at the production threshold "
+            f"{monitor['confidence_threshold']:.2f} and {monitor['cost_bps_per_side']:g} bps per "
+            f"side: {monitor['trades']} trades, hit rate {monitor['hit_rate']:.1%}, net "
+            f"{monitor['net_return']:+.2%}, gross {monitor['gross_return']:+.2%}, buy and hold "
+            f"{monitor['buy_and_hold_return']:+.2%}.",
+        ]
+    )
+
+
+def challenger_markdown(comparison: dict) -> str:
+    forced = " Promoted by force (`--force`)." if comparison.get("forced") else ""
+    return f"Champion / challenger: {comparison['decision']}: {comparison['reason']}.{forced}"
 
 
 def worth_entry(worth: Worth) -> dict:
@@ -367,6 +448,10 @@ def render_markdown(report: dict, images: Mapping[str, Mapping[str, str]] | None
             )
         if entry.get("worth"):
             lines += ["", "### Worth", "", worth_markdown(entry["worth"])]
+        if entry.get("challenger"):
+            lines += ["", challenger_markdown(entry["challenger"])]
+        if entry.get("monitor"):
+            lines += ["", "### Monitoring", "", monitor_markdown(entry["monitor"])]
         if entry.get("figures_error"):
             lines += ["", f"Figures unavailable: {entry['figures_error']}"]
         elif images.get(symbol):
@@ -392,7 +477,7 @@ def write_report(store: Store, symbols: Sequence[str], generated_at: str) -> Wri
         if entry["status"] == NOT_TRAINED:
             continue
         try:
-            figures = symbol_figures(store, symbol)
+            figures = {**symbol_figures(store, symbol), **monitor_figures(entry["monitor"])}
         except ValueError as error:
             # The numbers are still worth reporting; the report says why the pictures are missing.
             entry["figures_error"] = str(error)

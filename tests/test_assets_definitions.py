@@ -13,6 +13,7 @@ from crpbot_assets.assets import model
 from crpbot_assets.checks import FEATURES_CHECK_NAMES
 from crpbot_assets.container import emulate_training_container
 from crpbot_assets.definitions import defs
+from crpbot_assets.monitor import MONITOR_CHECK_NAMES
 from crpbot_assets.partitions import symbol_partitions
 from crpbot_assets.profiles import (
     PROFILE_ENV_VAR,
@@ -60,6 +61,7 @@ def test_asset_graph():
         "backtest",
         "production_model",
         "gate_report",
+        "model_monitor",
     }
     parents = {
         key.to_user_string(): {p.to_user_string() for p in graph.get(key).parent_keys}
@@ -70,6 +72,7 @@ def test_asset_graph():
     assert parents["backtest"] == {"model"}
     assert parents["production_model"] == {"model", "backtest"}
     assert parents["gate_report"] == {"model"}
+    assert parents["model_monitor"] == {"features", "production_model"}
     assert graph.get(dg.AssetKey("gate_report")).partitions_def is None
 
 
@@ -78,10 +81,12 @@ def test_checks_are_blocking_and_partitioned():
     expected = {dg.AssetCheckKey(dg.AssetKey("model"), name) for name in GATE_NAMES}
     expected |= {dg.AssetCheckKey(dg.AssetKey("features"), name) for name in FEATURES_CHECK_NAMES}
     expected |= {dg.AssetCheckKey(dg.AssetKey("backtest"), "profitable_after_costs")}
-    assert set(graph.asset_check_keys) == expected
-    for key in expected:
+    # The monitor's checks are alarms about the serving model: nothing runs after them to block.
+    monitor = {dg.AssetCheckKey(dg.AssetKey("model_monitor"), name) for name in MONITOR_CHECK_NAMES}
+    assert set(graph.asset_check_keys) == expected | monitor
+    for key in expected | monitor:
         spec = graph.get_check_spec(key)
-        assert spec.blocking
+        assert spec.blocking == (key in expected)
         assert spec.partitions_def == symbol_partitions
 
 

@@ -10,6 +10,8 @@ One place for the layout, shared by the Dagster assets, the trainers and `v8_mod
     production/{SYMBOL}/current.json      which promoted version serves (v8_model.promotion)
     production/{SYMBOL}/versions/{V}/...  one promoted model + promotion.json, kept for rollback
     backtests/{SYMBOL}_backtest.json      the walk-forward skill and backtest of the latest model
+    monitor/{SYMBOL}_monitor.json         the serving version checked on fresh candles
+    monitor/{SYMBOL}_challenger.json      the latest champion/challenger comparison
     reports/gate_report.md, .json         the summary over all symbols (figures embedded)
     reports/gate_report_linked.md         the same, linking reports/figures/{SYMBOL}_*.png
 """
@@ -68,6 +70,16 @@ def model_folder(symbol: str) -> str:
 def backtest_key(symbol: str) -> str:
     """The `backtest` asset's JSON: the latest model's worth record (skill, backtest, folds)."""
     return f"backtests/{symbol}_backtest.json"
+
+
+def monitor_key(symbol: str) -> str:
+    """The `model_monitor` asset's record (v8_model.monitor.MonitorRecord)."""
+    return f"monitor/{symbol}_monitor.json"
+
+
+def challenger_key(symbol: str) -> str:
+    """The latest champion/challenger comparison (v8_model.champion), promoted or not."""
+    return f"monitor/{symbol}_challenger.json"
 
 
 def production_folder(symbol: str) -> str:

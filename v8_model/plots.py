@@ -211,6 +211,32 @@ def equity_curve_png(curve: EquityCurve, cost_bps_per_side: float) -> bytes:
     return _png(figure)
 
 
+def rolling_skill_png(
+    timestamps: Sequence[str],
+    rolling_rank_ic: Sequence[float],
+    *,
+    promised: float,
+    promised_low: float,
+    promised_high: float,
+    window_rows: int,
+) -> bytes:
+    """The serving model's rolling realized rank IC on fresh rows, against its promised interval."""
+    if not rolling_rank_ic:
+        raise ValueError("no rolling realized skill: fewer fresh rows than one rolling window")
+    figure = _new_figure()
+    axes = figure.add_subplot()
+    ends = [np.datetime64(str(stamp).replace("+00:00", "")) for stamp in timestamps]
+    axes.axhspan(promised_low, promised_high, color="tab:green", alpha=0.2, label="promised 95%")
+    axes.axhline(promised, color="tab:green", linewidth=1, label=f"promised {promised:+.3f}")
+    axes.plot(ends, rolling_rank_ic, label=f"realized, last {window_rows} rows")
+    axes.axhline(0.0, color="black", linewidth=0.5)
+    axes.set_xlabel("end of the rolling window (UTC)")
+    axes.set_ylabel("rank IC")
+    axes.tick_params(axis="x", labelrotation=30, labelsize="small")
+    axes.legend(fontsize="small")
+    return _png(figure)
+
+
 def metrics_figures(evaluation: Evaluation) -> dict[str, bytes]:
     """Every figure of one symbol's evaluation record, by name, in display order."""
     if evaluation.history is None:

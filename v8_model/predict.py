@@ -38,6 +38,7 @@ from v8_model.net import (
 from v8_model.processor import ProcessorLoadError, V8FeatureProcessor, processor_filename
 from v8_model.promotion import PromotionError, current_folder
 from v8_model.storage import Store, open_store
+from v8_model.walkforward import probabilities_of
 
 # Candles of history before the first predicted row. The EMA features have infinite memory: an
 # EMA started k bars earlier still carries weight decay^k from its start, which the batch
@@ -193,6 +194,16 @@ def predict(
     result.insert(0, "timestamp", features["timestamp"].reset_index(drop=True))
     result["prediction"] = np.asarray(CLASS_NAMES)[probabilities.argmax(axis=1)]
     return result
+
+
+def predict_rows(
+    dataset: pd.DataFrame, positions: np.ndarray, model: V8TradingNet, processor: V8FeatureProcessor
+) -> np.ndarray:
+    """SELL/HOLD/BUY probabilities for a features dataset's rows at `positions` (the batch path
+    the evaluation used: the processor's scaler, then the net), rows × 3."""
+    if len(positions) == 0:
+        return np.zeros((0, len(CLASS_NAMES)))
+    return probabilities_of(predict_logits(model, processor.transform(dataset, positions)))
 
 
 def predict_latest(root: str, symbol: str, candles: pd.DataFrame) -> pd.DataFrame:

@@ -16,6 +16,7 @@ observed one, at least as large as it.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Sequence
 
 import numpy as np
 from scipy.stats import rankdata
@@ -40,14 +41,14 @@ def direction_calls(probabilities: np.ndarray) -> int:
     return int(np.count_nonzero((top == BUY) | (top == SELL)))
 
 
-def _standardised_ranks(values: np.ndarray) -> np.ndarray:
+def standardised_ranks(values: np.ndarray) -> np.ndarray:
     ranks = rankdata(values)
     ranks -= ranks.mean()
     spread = ranks.std()
     return ranks / spread if spread > 0 else np.zeros_like(ranks)
 
 
-def _correlation(u: np.ndarray, v: np.ndarray) -> float:
+def correlation(u: np.ndarray, v: np.ndarray) -> float:
     su, sv = u.std(), v.std()
     if su == 0 or sv == 0:
         return 0.0
@@ -65,9 +66,28 @@ def block_size(products: np.ndarray, horizon: int) -> int:
     return int(min(size, max(horizon, len(products) // 4)))
 
 
+def bootstrap_replicates(
+    statistic: Callable[..., float],
+    arrays: Sequence[np.ndarray],
+    *,
+    block: int,
+    reps: int = BOOTSTRAP_REPS,
+    seed: int = BOOTSTRAP_SEED,
+) -> np.ndarray:
+    """`statistic(*arrays)` on `reps` stationary-bootstrap resamples that keep rows together.
+
+    Rows of every array are drawn jointly, so a paired statistic (two models' skill on the same
+    minutes) keeps its pairing.
+    """
+    from arch.bootstrap import StationaryBootstrap  # see block_size
+
+    bootstrap = StationaryBootstrap(block, *arrays, seed=seed)
+    return bootstrap.apply(lambda *resampled: np.array([statistic(*resampled)]), reps)[:, 0]
+
+
 def rank_ic(scores: np.ndarray, forward_returns: np.ndarray) -> float:
     """Spearman correlation of direction scores with forward returns (0 when either is flat)."""
-    return _correlation(_standardised_ranks(scores), _standardised_ranks(forward_returns))
+    return correlation(standardised_ranks(scores), standardised_ranks(forward_returns))
 
 
 def directional_skill(
@@ -89,17 +109,14 @@ def directional_skill(
         raise ValueError("forward_returns contain NaN/Inf: drop rows without a forward return")
     rows = len(forward_returns)
     calls = direction_calls(probabilities) if rows else 0
-    u = _standardised_ranks(direction_scores(probabilities)) if rows else np.zeros(0)
-    v = _standardised_ranks(forward_returns) if rows else np.zeros(0)
+    u = standardised_ranks(direction_scores(probabilities)) if rows else np.zeros(0)
+    v = standardised_ranks(forward_returns) if rows else np.zeros(0)
     if rows < 2 * horizon or not u.any() or not v.any():
         # Too few rows, or a constant score (a model that never leans): no evidence of skill.
         return DirectionalSkill(0.0, 0.0, 0.0, 1.0, alpha, False, rows, calls, horizon, 0)
-    statistic = _correlation(u, v)
+    statistic = correlation(u, v)
     block = block_size(u * v, horizon)
-    from arch.bootstrap import StationaryBootstrap  # see block_size
-
-    bootstrap = StationaryBootstrap(block, u, v, seed=seed)
-    replicates = bootstrap.apply(lambda a, b: np.array([_correlation(a, b)]), reps)[:, 0]
+    replicates = bootstrap_replicates(correlation, (u, v), block=block, reps=reps, seed=seed)
     # Centred on the observed statistic, the replicates stand for the statistic under H0.
     p_value = float((1 + np.count_nonzero(replicates - statistic >= statistic)) / (reps + 1))
     low, high = np.quantile(replicates, [0.025, 0.975])
