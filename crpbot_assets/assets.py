@@ -470,7 +470,7 @@ def _hyperparameters(profile: ProfileResource, overrides: dict[str, str]) -> dic
     # Training jobs share the account's instance quota: the pool queues them (see TRAINING_POOL).
     pool=TRAINING_POOL,
     automation_condition=MODEL_CONDITION,
-    description="V8TradingNet trained by the `trainer` resource; the five gates are its checks",
+    description="V8TradingNet trained by the `trainer` resource; the six gates are its checks",
 )
 def model(
     context: dg.AssetExecutionContext,

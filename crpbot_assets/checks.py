@@ -1,4 +1,4 @@
-"""Asset checks: what a features file must satisfy before training, and the five model gates.
+"""Asset checks: what a features file must satisfy before training, and the six model gates.
 
 The features checks read the stored file (what the trainer will read), once, and judge it with one
 small function per check. They are blocking: when one fails, `processor`, `model` and

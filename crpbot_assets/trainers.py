@@ -171,7 +171,7 @@ class ModelTrainer(dg.ConfigurableResource):
     - inputs come from `storage`: `data/{SYMBOL}_features.parquet` goes into the `training`
       channel, `processors/processor_{SYMBOL}_v8.json` into the `processor` channel;
     - the entry point runs under Dagster Pipes with the run's partition key, so it trains exactly
-      `symbol` and reports its metadata and the five gate checks;
+      `symbol` and reports its metadata and the six gate checks;
     - on success the entry point's SM_MODEL_DIR/{SYMBOL}/* files are under storage
       `models/{SYMBOL}/` (see `publish_model`), with `run_info.json` written last, before
       `train` returns;

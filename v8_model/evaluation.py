@@ -202,7 +202,8 @@ class Worth:
 
 @dataclass(frozen=True, kw_only=True)
 class Evaluation(TestMetrics):
-    """One symbol's trained model measured on its held-out test segment, with its five gates."""
+    """One symbol's trained model and its six gates: five of form on its held-out test segment,
+    directional skill (with the backtest, its worth) on the walk-forward folds' test rows."""
 
     symbol: str
     rows: int
