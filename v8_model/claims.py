@@ -11,7 +11,9 @@ The claim records who holds it (host, process id, and what the caller adds: a Da
 the command). A claim whose process is gone on this host (SIGKILL, a reboot) is stale and is
 taken over without a person; a live holder is waited for up to `wait_s`, then the error names
 it. A claim from another host cannot be checked from here: its message says which file to delete
-once that host's process is known to be gone.
+once that host's process is known to be gone. Taking over a stale claim is a delete and a
+create: the claim is read again first, which narrows (does not close) the window in which two
+waiters that both saw the same stale claim could each delete what the other just created.
 """
 
 from __future__ import annotations
