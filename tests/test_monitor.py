@@ -9,7 +9,8 @@ way a user brings their own). Then `monitor_pipeline` runs on fresh candles that
 and on bad input (candles that end before the training data, a gap, a symbol never promoted).
 Then challengers are trained on 45 days: one at a lower learning rate (it passes every gate but
 is significantly worse than the champion on their shared unseen days at challenger_alpha 0.05),
-forced in with `crpbot promote BTC --force`, rolled back; then a comparable one, promoted.
+forced in by run config (`force: true`), rolled back with `crpbot rollback`; then a comparable
+one, promoted.
 
 Training is one epoch at batch 1024, one walk-forward fold, volatility clustering off.
 """
@@ -173,9 +174,18 @@ def scenario(tmp_path_factory):
         runs["worse"] = train("challenger", HANDICAP, WORSE_AT)
         production_after_worse = tree_digest(root / "production")
         comparison_after_worse = (root / "monitor" / "BTC_challenger.json").read_text()
-        with pytest.MonkeyPatch.context() as env:
-            env.setenv("DAGSTER_HOME", str(home))
-            forced_exit = crpbot(["promote", "BTC", "--force", "--root", str(root)])
+        # The override by run config, judged at the same challenger_alpha as the refusal.
+        forced_run = symbol_pipeline.execute_in_process(
+            partition_key="BTC",
+            instance=instance,
+            run_config={
+                "resources": resources(root, WORSE_AT),
+                "ops": {"production_model": {"config": {"force": True}}},
+            },
+            asset_selection=[dg.AssetKey("production_model")],
+            raise_on_error=False,
+        )
+        forced_exit = 0 if forced_run.success else 1
         forced = read_pointer(open_store(root), "BTC").version
         forced_record = json.loads(
             (root / "production" / "BTC" / "versions" / forced / "promotion.json").read_text()
@@ -341,7 +351,7 @@ def test_a_comparable_challenger_is_promoted_with_the_comparison(scenario):
     assert record["forced"] is False and record["decision"] == "promote"
     assert record["p_value"] >= 0.01 and record["shared_rows"] >= DAY
     shared = pd.Timestamp(record["shared_start"])
-    assert shared > pd.Timestamp("2024-01-01") + pd.Timedelta(days=TRAIN_DAYS)
+    assert shared > pd.Timestamp("2024-01-01", tz="UTC") + pd.Timedelta(days=TRAIN_DAYS)
     [event] = [
         e
         for e in run.get_asset_materialization_events()
