@@ -7,11 +7,12 @@ way a user brings their own). Then `monitor_pipeline` runs on fresh candles that
 - continue it without the signal (realized_skill fails),
 - continue it with four times longer wicks (feature_drift fails),
 and on bad input (candles that end before the training data, a gap, a symbol never promoted).
-Then challengers are trained on 45 days: one stopped after a single epoch (it passes every gate
-but is significantly worse than the 3-epoch champion on their shared unseen days), forced in
-with `crpbot promote BTC --force`, rolled back; then a comparable one (3 epochs), promoted.
+Then challengers are trained on 45 days: one at a lower learning rate (it passes every gate but
+is significantly worse than the champion on their shared unseen days at challenger_alpha 0.05),
+forced in by run config (`force: true`), rolled back with `crpbot rollback`; then a comparable
+one, promoted.
 
-Training is at batch 1024, one walk-forward fold, volatility clustering off.
+Training is one epoch at batch 1024, one walk-forward fold, volatility clustering off.
 """
 
 from __future__ import annotations
@@ -44,20 +45,24 @@ PROFILE = {
     "min_coverage_days": 7,
     "folds": 1,
 }
-# The champion and the comparable challenger train 4 epochs; the worse challenger stops after
-# one. It learns the same direction less well: it passes every gate (rank IC about 0.65, far
-# above 0; classes in their band), while a 4-epoch model reached 0.70 in trials, a gap the
-# paired comparison finds significant (trials: p = 0.001 for a gap of 0.02).
-FULL = {"epochs": "4"}
-HANDICAP = {"epochs": "1"}
+# The worse challenger learns at 6e-5 instead of 1e-3 for its one epoch: the same direction,
+# less well. It passes every gate (rank IC about 0.64, classes in their band), and on the shared
+# days it ranks about 0.01 below the champion (trials: 0.638 vs 0.649, paired p = 0.028), so its
+# run refuses at challenger_alpha 0.05 (a run-config setting); the comparable challenger is
+# judged at the default 0.01.
+HANDICAP = {"learning-rate": "0.00006"}
+WORSE_AT = {"monitor_challenger_alpha": 0.05}
 MONITOR_FILE = "monitor/BTC_monitor.json"
 # The scenario trains three models and runs nine jobs: far beyond the suite's 600 s per test on
 # a busy machine.
 pytestmark = pytest.mark.timeout(2400)
 
 
-def resources(root: Path) -> dict:
-    return {"storage": {"config": {"root": str(root)}}, "profile": {"config": PROFILE}}
+def resources(root: Path, profile: dict | None = None) -> dict:
+    return {
+        "storage": {"config": {"root": str(root)}},
+        "profile": {"config": {**PROFILE, **(profile or {})}},
+    }
 
 
 def candles_from(path: Path) -> dict:
@@ -112,7 +117,9 @@ def scenario(tmp_path_factory):
     symbol_pipeline = defs.resolve_job_def("symbol_pipeline")
     monitor_pipeline = defs.resolve_job_def("monitor_pipeline")
 
-    def train(name: str, hyperparameters: dict | None = None) -> dg.ExecuteInProcessResult:
+    def train(
+        name: str, hyperparameters: dict | None = None, profile: dict | None = None
+    ) -> dg.ExecuteInProcessResult:
         ops = {
             **candles_from(paths[name]),
             "model": {"config": {"hyperparameters": hyperparameters or {}}},
@@ -120,7 +127,7 @@ def scenario(tmp_path_factory):
         return symbol_pipeline.execute_in_process(
             partition_key="BTC",
             instance=instance,
-            run_config={"resources": resources(root), "ops": ops},
+            run_config={"resources": resources(root, profile), "ops": ops},
             raise_on_error=False,
         )
 
@@ -134,7 +141,7 @@ def scenario(tmp_path_factory):
 
     runs, records, alarms, alerts = {}, {}, {}, []
     with dg.instance_for_test(temp_dir=str(home)) as instance:
-        runs["champion"] = train("train", FULL)
+        runs["champion"] = train("train")
         champion = read_pointer(open_store(root), "BTC").version
         cursor = dg.evaluate_automation_conditions(defs=defs, instance=instance).cursor
         for name in ("continuing", "vanishing", "structure"):
@@ -164,18 +171,27 @@ def scenario(tmp_path_factory):
         report = (root / "reports" / "gate_report.md").read_text()
 
         production_before = tree_digest(root / "production")
-        runs["worse"] = train("challenger", HANDICAP)
+        runs["worse"] = train("challenger", HANDICAP, WORSE_AT)
         production_after_worse = tree_digest(root / "production")
         comparison_after_worse = (root / "monitor" / "BTC_challenger.json").read_text()
-        with pytest.MonkeyPatch.context() as env:
-            env.setenv("DAGSTER_HOME", str(home))
-            forced_exit = crpbot(["promote", "BTC", "--force", "--root", str(root)])
+        # The override by run config, judged at the same challenger_alpha as the refusal.
+        forced_run = symbol_pipeline.execute_in_process(
+            partition_key="BTC",
+            instance=instance,
+            run_config={
+                "resources": resources(root, WORSE_AT),
+                "ops": {"production_model": {"config": {"force": True}}},
+            },
+            asset_selection=[dg.AssetKey("production_model")],
+            raise_on_error=False,
+        )
+        forced_exit = 0 if forced_run.success else 1
         forced = read_pointer(open_store(root), "BTC").version
         forced_record = json.loads(
             (root / "production" / "BTC" / "versions" / forced / "promotion.json").read_text()
         )
         rollback_exit = crpbot(["rollback", "BTC", "--root", str(root)])
-        runs["comparable"] = train("challenger", FULL)
+        runs["comparable"] = train("challenger")
         promoted = read_pointer(open_store(root), "BTC").version
 
         (root / MONITOR_FILE).write_text('{"symbol": "BTC", "production_version": ')
@@ -318,7 +334,7 @@ def test_a_forced_promotion_is_recorded(scenario):
     assert record["forced"] is True and record["decision"] == "keep champion"
     assert record["champion_version"] == scenario["champion"]
     assert record["challenger_rank_ic"] < record["champion_rank_ic"]
-    assert record["p_value"] < 0.01 and record["shared_rows"] >= DAY
+    assert record["p_value"] < 0.05 and record["shared_rows"] >= DAY
     assert scenario["rollback_exit"] == 0
 
 
@@ -335,7 +351,7 @@ def test_a_comparable_challenger_is_promoted_with_the_comparison(scenario):
     assert record["forced"] is False and record["decision"] == "promote"
     assert record["p_value"] >= 0.01 and record["shared_rows"] >= DAY
     shared = pd.Timestamp(record["shared_start"])
-    assert shared > pd.Timestamp("2024-01-01") + pd.Timedelta(days=TRAIN_DAYS)
+    assert shared > pd.Timestamp("2024-01-01", tz="UTC") + pd.Timedelta(days=TRAIN_DAYS)
     [event] = [
         e
         for e in run.get_asset_materialization_events()
