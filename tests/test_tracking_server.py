@@ -12,13 +12,13 @@ from __future__ import annotations
 import http.server
 import io
 import socket
-import threading
 from collections.abc import Iterator
 from contextlib import contextmanager, redirect_stdout
 from pathlib import Path
 
 import dagster as dg
 import pytest
+from conftest import serve_http
 from mlflow import MlflowClient
 from servers import free_port, mlflow_server
 from test_tracking import metadata_of, run_config
@@ -60,18 +60,6 @@ class ErrorHandler(http.server.BaseHTTPRequestHandler):
 
     def log_message(self, *args) -> None:  # keep test output quiet
         pass
-
-
-@contextmanager
-def erroring_server() -> Iterator[str]:
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), ErrorHandler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}"
-    finally:
-        server.shutdown()
-        server.server_close()
 
 
 @contextmanager
@@ -137,7 +125,7 @@ def scenario(tmp_path_factory):
         run("tracked", server.url, None)
         run("down", down, RETRAIN)
         read_status("after_down")
-        with erroring_server() as failing:
+        with serve_http(ErrorHandler) as failing:
             run("erroring", failing, RETRAIN)
         run("recovered", server.url, RETRAIN)
         read_status("after_recovery")
