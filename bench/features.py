@@ -84,7 +84,7 @@ def main() -> int:
     parser.add_argument("--only", choices=IMPLEMENTATIONS, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.only:  # the child process: one implementation, figures as JSON on stdout
-        print(json.dumps(measure(args.only, args.rows, args.repeats)))
+        print(json.dumps(measure(args.only, args.rows, args.repeats), allow_nan=False))
         return 0
 
     results = {}

@@ -47,6 +47,7 @@ from v8_model.monitor import (
 )
 from v8_model.processor import V8FeatureProcessor
 from v8_model.promotion import PromotionError, read_pointer
+from v8_model.record import strict_json
 from v8_model.segments import forward_log_returns
 from v8_model.storage import Store
 
@@ -407,5 +408,5 @@ def champion_comparison(
 def write_comparison(store: Store, symbol: str, comparison: Comparison, record: dict) -> None:
     """monitor/{SYMBOL}_challenger.json: the latest comparison, whatever it decided."""
     store.write_text(
-        challenger_key(symbol), json.dumps({**record, **comparison.to_dict()}, indent=1)
+        challenger_key(symbol), strict_json({**record, **comparison.to_dict()}, indent=1)
     )

@@ -88,8 +88,14 @@ def test_a_model_with_non_finite_logits_reports_strict_json_and_n_a_never_a_numb
 def test_the_promotion_line_shows_a_non_finite_return_as_n_a_and_not_profitable():
     # A report entry read back from strict JSON: the infinite net return is null.
     skill = {"rank_ic": 0.05, "ci_low": 0.01, "ci_high": 0.09, "p_value": 0.01}
-    backtest = {"net_return": None, "buy_and_hold_return": 0.02, "break_even_fee_bps": None}
-    entry = {"promoted": False, "gates": {}, "worth": {"skill": skill, "backtest": backtest}}
+    backtest = {
+        "net_return": None,
+        "buy_and_hold_return": 0.02,
+        "break_even_fee_bps": None,
+        "trades": 12,
+    }
+    worth = {"skill": skill, "backtest": backtest, "fee_bps": 10.0, "slippage_bps": 2.0}
+    entry = {"promoted": False, "gates": {}, "worth": worth}
     line = promotion_line(SymbolResult("BTC", failure="refused", entry=entry))
     assert f"net {NON_FINITE} vs buy-and-hold +2.00%" in line
     assert f"break-even {NON_FINITE} bps/side" in line

@@ -61,7 +61,9 @@ def run_config(root: Path) -> dict:
             "storage": {"config": {"root": str(root)}},
             "profile": {"config": PROFILE},
         },
-        "ops": {"candles": {"config": {"volatility_clustering": False}}},
+        # A market strong enough to pass every gate after a short training (the demo's default
+        # is weaker): these tests need promotions to register.
+        "ops": {"candles": {"config": {"volatility_clustering": False, "signal": 0.3}}},
     }
 
 

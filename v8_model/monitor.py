@@ -46,7 +46,7 @@ from scipy.stats import norm
 from v8_model.backtest import run_backtest
 from v8_model.evaluation import BacktestFigures, DirectionalSkill, Evaluation
 from v8_model.features import FEATURE_NAMES
-from v8_model.record import RecordError, record_from_dict
+from v8_model.record import RecordError, record_from_dict, strict_json
 from v8_model.segments import forward_log_returns
 from v8_model.worth import (
     block_size,
@@ -547,7 +547,7 @@ class MonitorRecord:
     rolling_rank_ic: list[float] = field(default_factory=list)
 
     def to_json(self) -> str:
-        return json.dumps(asdict(self), indent=1)
+        return strict_json(asdict(self), indent=1)
 
     @classmethod
     def from_json(cls, text: str, source: str) -> MonitorRecord:
