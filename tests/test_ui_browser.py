@@ -96,7 +96,7 @@ def test_asset_graph_shows_every_asset(webserver: Webserver, page: Page):
     page.screenshot(path=SCREENSHOTS / "asset_graph.png")
 
 
-def test_model_checks_page_shows_the_five_gates_with_their_status(
+def test_model_checks_page_shows_every_gate_with_its_status(
     webserver: Webserver, page: Page, materialized
 ):
     _, _, result = materialized
