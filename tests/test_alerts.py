@@ -298,7 +298,23 @@ def raw_tcp_receiver(answer: bytes | None) -> Iterator[str]:
         def serve() -> None:
             connection, _ = server.accept()
             with connection:
-                connection.recv(65536)
+                # The whole request is read before answering or closing: closing on unread bytes
+                # would reset the connection, a different error than the one under test.
+                connection.settimeout(10)
+                request = b""
+                while b"\r\n\r\n" not in request and (chunk := connection.recv(65536)):
+                    request += chunk
+                head, _, body = request.partition(b"\r\n\r\n")
+                length = next(
+                    (
+                        int(line.split(b":", 1)[1])
+                        for line in head.split(b"\r\n")
+                        if line.lower().startswith(b"content-length:")
+                    ),
+                    0,
+                )
+                while len(body) < length and (chunk := connection.recv(65536)):
+                    body += chunk
                 if answer is not None:
                     connection.sendall(answer)
 
