@@ -31,6 +31,17 @@ from dagster._core.utils import make_new_run_id
 from dagster._utils.error import SerializableErrorInfo
 from rich.console import Console
 
+from v8_model import symbols as symbol_settings
+
+if __name__ == "__main__":
+    # The definitions imported below read the symbols setting as they load: a malformed one is
+    # one line naming the setting (exit 2, as for every setting), not a traceback.
+    try:
+        symbol_settings.SYMBOLS  # noqa: B018 (read for its check)
+    except symbol_settings.SymbolSettingsError as error:
+        print(f"python -m crpbot_assets.main: {error}", file=sys.stderr)
+        sys.exit(2)
+
 from crpbot_assets.alerts import DEFAULT_UI_URL, UI_URL_ENV_VAR
 from crpbot_assets.console import (
     ProgressBoard,

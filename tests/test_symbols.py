@@ -183,3 +183,22 @@ def test_a_malformed_symbols_setting_leaves_help_working_and_every_command_one_l
         "CRPBOT_SYMBOLS: symbol 2 'DOGE/USD' is not a symbol: expected 2 to 15 letters or digits "
         "naming the base asset (e.g. BTC, not BTC/USD)"
     )
+
+
+def test_a_malformed_symbols_setting_stops_the_main_command_with_one_line():
+    """`python -m crpbot_assets.main` reads the symbols as its definitions load: a malformed
+    setting must be one line naming it (exit 2), not a traceback."""
+    done = subprocess.run(
+        [sys.executable, "-m", "crpbot_assets.main"],
+        cwd=REPO,
+        env={**os.environ, SYMBOLS_ENV_VAR: "BTC,DOGE/USD"},
+        capture_output=True,
+        text=True,
+        timeout=180,
+        check=False,
+    )
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.strip().splitlines() == [
+        "python -m crpbot_assets.main: CRPBOT_SYMBOLS: symbol 2 'DOGE/USD' is not a symbol: "
+        "expected 2 to 15 letters or digits naming the base asset (e.g. BTC, not BTC/USD)"
+    ]
