@@ -89,6 +89,11 @@ def _symbol(text: str) -> str:
     return symbol
 
 
+def _add_root_argument(parser: argparse.ArgumentParser) -> None:
+    """--root, shared by the commands that read or write the storage root."""
+    parser.add_argument("--root", help="storage root, a folder or s3://bucket/prefix [CRPBOT_ROOT]")
+
+
 def _symbol_help() -> str:
     """The symbols for --help; a malformed setting must not stop --help from answering."""
     try:
@@ -265,7 +270,7 @@ def add_predict_command(subparsers: argparse._SubParsersAction) -> None:
         "--candles).",
     )
     parser.add_argument("symbol", type=_symbol, help=_symbol_help())
-    parser.add_argument("--root", help="storage root, a folder or s3://bucket/prefix [CRPBOT_ROOT]")
+    _add_root_argument(parser)
     parser.add_argument("--candles", help="a parquet file of 1-minute candles to predict on")
     parser.add_argument(
         "--last", type=_positive_int, default=10, help="how many latest rows to print (>= 1)"
@@ -306,7 +311,7 @@ def add_rollback_command(subparsers: argparse._SubParsersAction) -> None:
         "registered version of it.",
     )
     parser.add_argument("symbol", type=_symbol, help=_symbol_help())
-    parser.add_argument("--root", help="storage root, a folder or s3://bucket/prefix [CRPBOT_ROOT]")
+    _add_root_argument(parser)
     parser.set_defaults(handler=_rollback)
 
 
@@ -352,7 +357,7 @@ def add_status_command(subparsers: argparse._SubParsersAction) -> None:
         "store under the storage root). Exit 1 when they disagree or the registry is unreadable.",
     )
     parser.add_argument("symbol", nargs="?", type=_symbol, help=f"{_symbol_help()}; default: all")
-    parser.add_argument("--root", help="storage root, a folder or s3://bucket/prefix [CRPBOT_ROOT]")
+    _add_root_argument(parser)
     parser.set_defaults(handler=_status)
 
 
@@ -403,7 +408,7 @@ def add_promote_command(subparsers: argparse._SubParsersAction) -> None:
         action="store_true",
         help="promote even when the challenger is significantly worse than the champion",
     )
-    parser.add_argument("--root", help="storage root, a folder or s3://bucket/prefix [CRPBOT_ROOT]")
+    _add_root_argument(parser)
     parser.set_defaults(handler=_promote)
 
 
