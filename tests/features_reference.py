@@ -1,11 +1,13 @@
-"""The feature engine as it was before the compiled loops (commit 8da179e), for parity checks.
+"""The feature engine's first numpy implementation (commit 8da179e), for parity checks.
 
 `v8_model.features` then computed its windowed sums, EMAs, running extremes, safe divisions and
-calendar phases with vectorised numpy and `scipy.signal.lfilter`; everything else in that module
-(every feature's formula, built from these primitives) is unchanged. `reference_features()`
-puts these primitives back in place of the compiled ones for the duration of a `with` block, so
-`compute_features` then runs the implementation the project had before: tests/test_features.py
-compares the two, and bench/features.py times them side by side.
+calendar phases directly with vectorised numpy and `scipy.signal.lfilter`. Now the calendar
+phases are looked up, and the primitives of `v8_model.rolling` do the same arithmetic with fewer
+full-length temporaries (price moments in blocks of chunks, running maxima by doubling in two
+buffers); every feature's formula, built from these primitives, is unchanged.
+`reference_features()` puts the first implementation's primitives back in place for the duration
+of a `with` block, so `compute_features` then runs it: tests/test_features.py compares the two,
+and bench/features.py times them side by side.
 """
 
 from __future__ import annotations
@@ -188,7 +190,7 @@ def _merge_ages(maxima: np.ndarray, ages: np.ndarray, shift: int) -> np.ndarray:
 
 
 def reference_features() -> AbstractContextManager:
-    """Within the block, `v8_model.features.compute_features` is the pre-numba implementation."""
+    """Within the block, `v8_model.features.compute_features` is the first numpy implementation."""
     return mock.patch.multiple(
         features,
         _price_channels=_price_channels,
@@ -197,5 +199,6 @@ def reference_features() -> AbstractContextManager:
         _rolling_sum=_rolling_sum,
         _rolling_mean=_rolling_mean,
         _rolling_price_moments=_rolling_price_moments,
+        _rolling_price_mean=lambda prices, window: _rolling_price_moments(prices, window)[0],
         _ema=_ema,
     )

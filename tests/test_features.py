@@ -107,7 +107,7 @@ def test_causal_prefixes_give_identical_rows(candles, features):
 
 
 @pytest.mark.parametrize("chunk_rows", [None, (700, 300)], ids=["default-chunks", "short-chunks"])
-def test_matches_the_numpy_implementation_it_replaced(monkeypatch, chunk_rows):
+def test_matches_the_reference_implementation(monkeypatch, chunk_rows):
     # Held-out candles (a symbol and seed no other test uses) with a flat, volume-less stretch
     # spliced in, so that the neutral values and exact-zero window sums are compared too; short
     # chunks make the windowed sums restart many times.

@@ -29,10 +29,9 @@ window, a flat kernel) rather than Wilder's (an EMA kernel). Short against long 
 ranges against squared fat-tailed returns then keep the pairs apart.
 
 Computation is float64; the output is float32. Element-wise terms are numpy; the windowed sums,
-EMAs, running extremes and zero-guarded divisions are compiled loops (`v8_model.rolling`, numba)
-that do the same arithmetic in the same order as the numpy they replaced, without its full-length
-temporaries. The input is expected to satisfy the candle schema of `v8_model.data` (positive
-finite prices, non-negative finite volume).
+EMAs, running extremes and zero-guarded divisions are the vectorised primitives of
+`v8_model.rolling` (numpy, and `scipy.signal.lfilter` for the EMAs). The input is expected to
+satisfy the candle schema of `v8_model.data` (positive finite prices, non-negative finite volume).
 """
 
 from __future__ import annotations
@@ -42,6 +41,7 @@ from collections.abc import Iterator
 import numpy as np
 import pandas as pd
 
+from v8_model import rolling
 from v8_model.data import CANDLE_COLUMNS
 from v8_model.defaults import LONGEST_FEATURE_WINDOW
 
@@ -138,6 +138,7 @@ _PRICE_CHUNK_ROWS = 1 << 12
 _SLOW_ALPHA = 2 / (200 + 1)
 # The smallest non-zero return scale, far below any real 1-minute volatility or tick.
 _RETURN_SCALE_FLOOR = 1e-9
+_BOLLINGER_WINDOWS = (20, 50)
 _ATR_FLOOR = 1e-9  # times close: the smallest divisor of the MACD 12/26/9 family
 _MINUTES_PER_DAY = 1440
 _MINUTES_PER_WEEK = 7 * _MINUTES_PER_DAY
@@ -278,8 +279,13 @@ def _moving_averages(
     return_scale: np.ndarray,
 ) -> Iterator[tuple[str, np.ndarray]]:
     """Price vs SMA and EMA, RSI, MACD and Bollinger bands."""
-    moments = {window: _rolling_price_moments(close, window) for window in (5, 10, 20, 50, 200)}
-    for window, (average, _) in moments.items():
+    averages, sigmas = {}, {}
+    for window in (5, 10, 20, 50, 200):
+        if window in _BOLLINGER_WINDOWS:
+            averages[window], sigmas[window] = _rolling_price_moments(close, window)
+        else:  # the standard deviation is for the Bollinger bands only
+            averages[window] = _rolling_price_mean(close, window)
+    for window, average in averages.items():
         # In units of the window's mean true range: |close - SMA| <= (window - 1) mean TR, so the
         # value stays bounded however quiet the market gets, and a flat window gives 0.
         distance = _divide(window * (close - average), range_sums[window], neutral=0.0)
@@ -311,8 +317,8 @@ def _moving_averages(
         yield f"macd_hist_{fast}_{slow}_9", line - signal
 
     abs_return = np.abs(log_return)
-    for window in (20, 50):
-        average, sigma = moments[window]
+    for window in _BOLLINGER_WINDOWS:
+        average, sigma = averages[window], sigmas[window]
         # Sigma is exactly 0 when the window's closes are all equal, i.e. its window - 1
         # returns are all zero; tested that way because rounding can leave sigma a hair above 0.
         flat = _rolling_sum(abs_return, window - 1) == 0
@@ -486,13 +492,17 @@ def _volume_flow(
 
 
 def _lag(values: np.ndarray, periods: int) -> np.ndarray:
-    lagged = np.full_like(values, np.nan)
+    lagged = np.empty_like(values)
+    lagged[:periods] = np.nan
     lagged[periods:] = values[:-periods]
     return lagged
 
 
 def _diff(values: np.ndarray, periods: int) -> np.ndarray:
-    return values - _lag(values, periods)
+    difference = np.empty_like(values)
+    difference[:periods] = np.nan
+    np.subtract(values[periods:], values[:-periods], out=difference[periods:])
+    return difference
 
 
 def _divide(
@@ -503,16 +513,7 @@ def _divide(
     zero: np.ndarray | None = None,
 ) -> np.ndarray:
     """numerator / denominator, and `neutral` where the denominator is 0 (or where `zero`)."""
-    # numba is imported where features are computed, not where their names are: the training
-    # job (and every module that needs FEATURE_NAMES only) never loads it.
-    from v8_model import rolling
-
-    out = np.empty(len(numerator))
-    if zero is None:
-        rolling.divide_nonzero(numerator, denominator, neutral, out)
-    else:
-        rolling.divide(numerator, denominator, neutral, zero, out)
-    return out
+    return rolling.divide(numerator, denominator, neutral, zero)
 
 
 def _correlation(covariance: np.ndarray, variance_product: np.ndarray) -> np.ndarray:
@@ -532,11 +533,7 @@ def _rolling_mean(values: np.ndarray, window: int) -> np.ndarray:
 
 
 def _windowed(values: np.ndarray, window: int, *, divisor: float) -> np.ndarray:
-    from v8_model import rolling  # see _divide
-
-    out = np.empty(len(values))
-    rolling.rolling_sum(values, window, _CHUNK_ROWS, divisor, out)
-    return out
+    return rolling.rolling_sum(values, window, _CHUNK_ROWS, divisor)
 
 
 def _rolling_std(values: np.ndarray, window: int) -> np.ndarray:
@@ -549,18 +546,14 @@ def _rolling_std(values: np.ndarray, window: int) -> np.ndarray:
     return np.sqrt(np.maximum(_rolling_mean(values * values, window) - mean * mean, 0.0))
 
 
+def _rolling_price_mean(prices: np.ndarray, window: int) -> np.ndarray:
+    """Mean of price levels over the trailing window."""
+    return rolling.rolling_price_mean(prices, window, _PRICE_CHUNK_ROWS)
+
+
 def _rolling_price_moments(prices: np.ndarray, window: int) -> tuple[np.ndarray, np.ndarray]:
-    """Mean and population standard deviation of price levels over the trailing window.
-
-    Running totals of raw prices lose digits, and E[x^2] - E[x]^2 on them cancels most of the
-    rest, so each short chunk is first shifted by its own first price: within a few days the
-    spread is a few percent of the level.
-    """
-    from v8_model import rolling  # see _divide
-
-    means, stds = np.empty(len(prices)), np.empty(len(prices))
-    rolling.rolling_price_moments(prices, window, _PRICE_CHUNK_ROWS, means, stds)
-    return means, stds
+    """Mean and population standard deviation of price levels over the trailing window."""
+    return rolling.rolling_price_moments(prices, window, _PRICE_CHUNK_ROWS)
 
 
 def _ema(values: np.ndarray, *, alpha: float) -> np.ndarray:
@@ -569,11 +562,8 @@ def _ema(values: np.ndarray, *, alpha: float) -> np.ndarray:
     `values` must hold no NaN. Row k's weights sum to (1 - decay^(k+1)) / alpha, which equals
     1 / alpha to double precision once decay^(k+1) < eps, so only the first rows are rescaled.
     """
-    from v8_model import rolling  # see _divide
-
     decay = 1.0 - alpha
-    average = np.empty(len(values))
-    rolling.first_order_filter(values, alpha, decay, average)
+    average = rolling.first_order_filter(values, alpha, decay)
     n_rescaled = min(len(values), int(np.log(np.finfo(np.float64).eps) / np.log(decay)) + 1)
     average[:n_rescaled] /= 1.0 - decay ** np.arange(1, n_rescaled + 1)
     return average
@@ -581,17 +571,9 @@ def _ema(values: np.ndarray, *, alpha: float) -> np.ndarray:
 
 def _running_max(values: np.ndarray, window: int) -> np.ndarray:
     """Max over the trailing `window` bars; NaN until the window is full."""
-    from v8_model import rolling  # see _divide
-
-    out = np.empty(len(values))
-    rolling.running_max(values, window, np.empty(len(values)), out)
-    return out
+    return rolling.running_max(values, window)
 
 
 def _bars_since_max(values: np.ndarray, window: int) -> np.ndarray:
     """Bars back to the max over the trailing `window` bars (ties: the latest bar)."""
-    from v8_model import rolling  # see _divide
-
-    out = np.empty(len(values))
-    rolling.bars_since_max(values, window, np.empty(len(values), dtype=np.int64), out)
-    return out
+    return rolling.bars_since_max(values, window)
