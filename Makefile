@@ -18,7 +18,8 @@ PIP_COMPILE := $(LOCK_TOOLS)/bin/pip-compile --quiet --generate-hashes --strip-e
 # What the demo needs and nothing more: the runtime dependencies.
 setup-demo: $(DEMO_STAMP)
 
-# Everything: the demo's set-up plus the test tooling and the SageMaker SDK.
+# Everything: the demo's set-up plus the test tooling, the SageMaker SDK and the PostgreSQL
+# storage of the production instance (the `postgres` extra).
 setup: $(STAMP)
 
 # torch is pinned to 2.13.0 and installed first, outside the lock: on the project's machines pip
@@ -46,7 +47,8 @@ LOCK_FLAGS ?=
 lock:
 	$(PYTHON) -m venv $(LOCK_TOOLS)
 	$(LOCK_TOOLS)/bin/python -m pip install --quiet pip==26.3 pip-tools==7.6.2
-	$(PIP_COMPILE) $(LOCK_FLAGS) --extra dev --extra sagemaker -o requirements/dev.lock pyproject.toml
+	$(PIP_COMPILE) $(LOCK_FLAGS) --extra dev --extra sagemaker --extra postgres \
+		-o requirements/dev.lock pyproject.toml
 	$(PIP_COMPILE) $(LOCK_FLAGS) -c requirements/dev.lock -o requirements/demo.lock pyproject.toml
 	$(PIP_COMPILE) $(LOCK_FLAGS) --extra mlflow-ui -c requirements/dev.lock \
 		-o requirements/mlflow-ui.lock pyproject.toml
