@@ -57,12 +57,17 @@ lock:
 demo: setup-demo
 	$(BIN)/python -m crpbot_assets.main
 
+# One pytest worker per core (pytest-xdist); a test file stays on one worker, so its module-wide
+# trained scenario runs once.
+TEST_WORKERS ?= auto
+PYTEST_PARALLEL = -n $(TEST_WORKERS) --dist loadfile
+
 test: setup
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest $(PYTEST_PARALLEL)
 
 # The inner loop: no servers, no browser, no end-to-end runs (markers in tests/conftest.py).
 test-fast: setup
-	$(BIN)/python -m pytest -m "not slow and not integration"
+	$(BIN)/python -m pytest $(PYTEST_PARALLEL) -m "not slow and not integration"
 
 ui: setup-demo
 	DAGSTER_HOME=$(CURDIR)/.dagster_home $(BIN)/dagster dev -h 127.0.0.1 -p 3000

@@ -60,6 +60,14 @@ SLOW_FIXTURES = {"added_symbol_run"}
 SERVER_FIXTURES = {"moto_server", "emulator", "s3_bucket", "html_endpoint", "webhook"}
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    """Under pytest-xdist (`make test` runs one worker per core), each worker's torch and the
+    trainings it starts use one thread: workers with a thread per core each would spin against
+    each other. Set before any test module imports torch; a developer's own setting wins."""
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         module = item.module.__name__.rsplit(".", 1)[-1]

@@ -79,7 +79,9 @@ def _outcome(signal: float, seed: int):
         "BTC", minutes=60 * 1440, seed=seed, signal=signal, volatility_clustering=False
     )
     dataset = build_features_dataset(candles)
-    config = TrainConfig(epochs=6, patience=3, device="cpu")
+    # One fold, the main split: these tests read its test rows; the earlier walk-forward folds
+    # have their own tests (tests/test_worth.py) and would triple the training time here.
+    config = TrainConfig(epochs=6, patience=3, device="cpu", folds=1)
     return train_and_evaluate(dataset, symbol="BTC", config=config)
 
 
