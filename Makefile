@@ -58,9 +58,9 @@ demo: setup-demo
 	$(BIN)/python -m crpbot_assets.main
 
 # One pytest worker per core (pytest-xdist); a test file stays on one worker, so its module-wide
-# trained scenario runs once (the groups are set in tests/conftest.py).
+# trained scenario runs once.
 TEST_WORKERS ?= auto
-PYTEST_PARALLEL = -n $(TEST_WORKERS) --dist loadgroup
+PYTEST_PARALLEL = -n $(TEST_WORKERS) --dist loadfile
 
 test: setup
 	$(BIN)/python -m pytest $(PYTEST_PARALLEL)

@@ -68,24 +68,13 @@ def pytest_configure(config: pytest.Config) -> None:
         os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 
-@pytest.hookimpl(tryfirst=True)  # before pytest-xdist reads the groups
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    # Under `--dist loadgroup` a group runs on one worker: a module's tests stay together (its
-    # module-wide trained scenario runs once), and so do the modules sharing a session-wide main
-    # command run.
-    shares_a_run = {_module_name(item) for item in items if SLOW_FIXTURES & set(item.fixturenames)}
     for item in items:
-        module = _module_name(item)
+        module = item.module.__name__.rsplit(".", 1)[-1]
         if module in SLOW_MODULES or SLOW_FIXTURES & set(item.fixturenames):
             item.add_marker(pytest.mark.slow)
         if SERVER_FIXTURES & set(item.fixturenames):
             item.add_marker(pytest.mark.integration)
-        group = "shared_main_command_run" if module in shares_a_run else module
-        item.add_marker(pytest.mark.xdist_group(group))
-
-
-def _module_name(item: pytest.Item) -> str:
-    return item.module.__name__.rsplit(".", 1)[-1]
 
 
 @pytest.fixture(autouse=True)
