@@ -3,7 +3,7 @@
 Run: .venv/bin/python bench/features.py [--rows N] [--repeats K]
 
 "before" is the numpy/scipy implementation the project had until the numba loops
-(tests/features_reference.py puts it back in place); "after" is `v8_model.features` as it is.
+(tests/features_reference.py puts it back in place); "after" is `v8_model.data.features` as it is.
 Each runs in a fresh process of its own on the same synthetic candles: one warm-up run (numba
 loads or compiles its loops there), then K timed runs, of which the best counts. Peak memory is
 measured two ways: the peak traced by tracemalloc during one run (numpy reports its buffers to
@@ -42,8 +42,8 @@ def _rss_kib() -> int:
 
 def measure(implementation: str, rows: int, repeats: int) -> dict:
     """Time and memory of one implementation, in this process."""
-    from v8_model.features import FEATURE_NAMES, compute_features
-    from v8_model.synthetic import generate_candles
+    from v8_model.data.features import FEATURE_NAMES, compute_features
+    from v8_model.data.synthetic import generate_candles
 
     sys.path.insert(0, str(TESTS))
     from features_reference import reference_features

@@ -17,7 +17,7 @@ masks from the same generator), each against its stated tolerance.
 
 `full`: two years of synthetic 1-minute candles for one symbol (~1.05 M rows, the size of one of
 the seed's parquet files) through build_features_dataset into an emulated SageMaker container
-tree; `v8_model.entrypoint.main` trains with the seed's batch size and learning rate, no early
+tree; `v8_model.job.entrypoint.main` trains with the seed's batch size and learning rate, no early
 stop. Prints seconds per epoch, samples/s, total training seconds and the gates.
 Targets on an H200 (issue 10): captured ≥ 10x the DataLoader loop; 100 full-size epochs ≤ 30 s.
 """
@@ -36,12 +36,12 @@ import torch
 
 from bench.train_cpu import dataloader_epoch
 from v8_model.config import TrainConfig
-from v8_model.entrypoint import main as entrypoint_main
-from v8_model.features import build_features_dataset
+from v8_model.data.features import build_features_dataset
+from v8_model.data.synthetic import generate_candles
+from v8_model.job.entrypoint import main as entrypoint_main
 from v8_model.layout import features_filename
-from v8_model.loop import TrainingParts, train_model
-from v8_model.step import CapturedStep
-from v8_model.synthetic import generate_candles
+from v8_model.model.loop import TrainingParts, train_model
+from v8_model.model.step import CapturedStep
 
 # Dropout off, first steps: the two paths differ only in float rounding (the captured path's
 # learning rate is a float32 tensor; fused kernels may order sums differently).

@@ -27,6 +27,13 @@ from crpbot_assets.checks import (
     PROFIT_CHECK_SPEC,
     audit_features,
 )
+from crpbot_assets.exchange import (
+    DEFAULT_EXCHANGE,
+    ExchangeFetchError,
+    make_exchange,
+    market_for,
+    update_candles,
+)
 from crpbot_assets.monitor import champion_comparison, write_comparison
 from crpbot_assets.partitions import symbol_partitions
 from crpbot_assets.profiles import (
@@ -63,17 +70,18 @@ from crpbot_assets.tracking import RUN_ID_METADATA, register_promotion, track_tr
 from crpbot_assets.trainers import ModelTrainer, RunInfo, utc_now
 from crpbot_assets.writers import claim_symbol
 from v8_model.config import HYPERPARAMETER_NAMES, SYMBOLS_HYPERPARAMETER, to_hyperparameters
-from v8_model.data import DEFAULT_MAX_GAP, DEFAULT_MIN_ROWS, CandleValidationError, validate_candles
-from v8_model.evaluation import BacktestFigures, Evaluation
-from v8_model.exchange import (
-    DEFAULT_EXCHANGE,
-    ExchangeFetchError,
-    make_exchange,
-    market_for,
-    update_candles,
+from v8_model.data.candles import (
+    DEFAULT_MAX_GAP,
+    DEFAULT_MIN_ROWS,
+    CandleValidationError,
+    validate_candles,
 )
-from v8_model.features import FEATURE_NAMES, build_features_dataset
-from v8_model.gates import GATE_NAMES
+from v8_model.data.features import FEATURE_NAMES, build_features_dataset
+from v8_model.data.segments import fit_processor
+from v8_model.data.synthetic import MINUTES_PER_DAY, generate_candles
+from v8_model.evaluation.gates import GATE_NAMES
+from v8_model.evaluation.metrics import BacktestFigures, Evaluation
+from v8_model.evaluation.plots import equity_curve_png
 from v8_model.layout import (
     CONFIG_FILE,
     METRICS_FILE,
@@ -81,12 +89,9 @@ from v8_model.layout import (
     backtest_key,
     processor_filename,
 )
-from v8_model.plots import equity_curve_png
-from v8_model.promotion import PromotionError, folder_digests, promote, verify_files
 from v8_model.record import format_figure, is_finite_number, strict_json
-from v8_model.segments import fit_processor
+from v8_model.registry.promotion import PromotionError, folder_digests, promote, verify_files
 from v8_model.storage import UnreadableParquetError, open_store
-from v8_model.synthetic import MINUTES_PER_DAY, generate_candles
 
 GROUP = "crpbot_v8"
 SYNTHETIC = "synthetic"

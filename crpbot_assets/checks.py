@@ -21,9 +21,9 @@ from pandas.api.types import is_numeric_dtype
 from crpbot_assets.partitions import symbol_partitions
 from crpbot_assets.profiles import Profile, ProfileResource
 from crpbot_assets.storage import StorageResource, features_key
-from v8_model.data import VALUE_COLUMNS
-from v8_model.features import FEATURE_NAMES
-from v8_model.gates import GATE_DESCRIPTIONS, GATE_NAMES
+from v8_model.data.candles import VALUE_COLUMNS
+from v8_model.data.features import FEATURE_NAMES
+from v8_model.evaluation.gates import GATE_DESCRIPTIONS, GATE_NAMES
 
 FEATURE_DTYPE = np.dtype("float32")
 _MAX_NAMED = 5  # columns or rows quoted in a message; counts cover the rest
@@ -127,7 +127,7 @@ def check_feature_columns(dataset: pd.DataFrame) -> dg.AssetCheckResult:
     if problems:
         description = (
             "; ".join(problems)
-            + ". Rebuild the file with v8_model.features.build_features_dataset."
+            + ". Rebuild the file with v8_model.data.features.build_features_dataset."
         )
     else:
         description = f"all {len(FEATURE_NAMES)} feature columns present as float32"
@@ -219,7 +219,7 @@ def check_finite_values(dataset: pd.DataFrame) -> dg.AssetCheckResult:
         description = (
             f"NaN/Inf in {len(offending)} column(s): {_named(named)}; first offending rows "
             f"{bad_rows[:_MAX_NAMED].tolist()}. Warm-up rows must be dropped, never filled: "
-            "rebuild the file with v8_model.features.build_features_dataset."
+            "rebuild the file with v8_model.data.features.build_features_dataset."
         )
     else:
         description = f"no NaN/Inf in {len(numeric)} columns"

@@ -19,8 +19,8 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from v8_model.evaluation import EpochStats
-from v8_model.gates import GATE_NAMES
+from v8_model.evaluation.gates import GATE_NAMES
+from v8_model.evaluation.metrics import EpochStats
 from v8_model.record import format_figure, is_finite_number
 
 # The pipeline's steps as the user thinks of them; the model's gate checks are their own stage.

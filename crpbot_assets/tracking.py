@@ -42,7 +42,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from crpbot_assets.storage import LOCAL_DEFAULT_ROOT, model_folder
 from crpbot_assets.trainers import RunInfo
-from v8_model.evaluation import Evaluation
+from v8_model.evaluation.metrics import Evaluation
 from v8_model.layout import METRICS_FILE, RUN_INFO_FILE
 from v8_model.storage import Store
 

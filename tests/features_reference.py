@@ -1,6 +1,6 @@
 """The feature engine as it was before the compiled loops (commit 8da179e), for parity checks.
 
-`v8_model.features` then computed its windowed sums, EMAs, running extremes, safe divisions and
+`v8_model.data.features` then computed its windowed sums, EMAs, running extremes, safe divisions and
 calendar phases with vectorised numpy and `scipy.signal.lfilter`; everything else in that module
 (every feature's formula, built from these primitives) is unchanged. `reference_features()`
 puts these primitives back in place of the compiled ones for the duration of a `with` block, so
@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 from scipy.signal import lfilter
 
-from v8_model import features
+from v8_model.data import features
 
 
 def _price_channels(
@@ -188,7 +188,8 @@ def _merge_ages(maxima: np.ndarray, ages: np.ndarray, shift: int) -> np.ndarray:
 
 
 def reference_features() -> AbstractContextManager:
-    """Within the block, `v8_model.features.compute_features` is the pre-numba implementation."""
+    """Within the block, `v8_model.data.features.compute_features` is the pre-numba
+    implementation."""
     return mock.patch.multiple(
         features,
         _price_channels=_price_channels,

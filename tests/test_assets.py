@@ -29,13 +29,13 @@ from crpbot_assets.cli import main as crpbot_cli
 from crpbot_assets.definitions import defs
 from crpbot_assets.profiles import ProfileResource
 from crpbot_assets.report import BACKTEST_FIELDS
-from v8_model.features import FEATURE_NAMES, FEATURES_DATASET_COLUMNS
-from v8_model.gates import GATE_NAMES, MAX_ABS_LOGIT
-from v8_model.predict import load_production_model
-from v8_model.promotion import current_folder, folder_digests
+from v8_model.data.features import FEATURE_NAMES, FEATURES_DATASET_COLUMNS
+from v8_model.data.synthetic import generate_candles
+from v8_model.evaluation.gates import GATE_NAMES, MAX_ABS_LOGIT
 from v8_model.record import strict_json
+from v8_model.registry.predict import load_production_model
+from v8_model.registry.promotion import current_folder, folder_digests
 from v8_model.storage import open_store
-from v8_model.synthetic import generate_candles
 
 SMALL_PROFILE = {
     "name": "demo",

@@ -22,8 +22,8 @@ from crpbot_assets.storage import (
     staged_candles_key,
 )
 from crpbot_assets.trainers import ModelTrainer
-from v8_model.features import build_features_dataset
-from v8_model.synthetic import generate_candles
+from v8_model.data.features import build_features_dataset
+from v8_model.data.synthetic import generate_candles
 
 TRAINER_CALLS: list[str] = []
 
@@ -90,7 +90,7 @@ def test_missing_feature_column(good_features, tmp_path, dagster_instance):
     )
     assert failed_checks(result) == {
         "feature_columns": "missing 1 of 72 feature columns: 'rsi_14'. Rebuild the file with "
-        "v8_model.features.build_features_dataset."
+        "v8_model.data.features.build_features_dataset."
     }
     assert_nothing_trained(result, tmp_path)
 

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from v8_model.gates import (
+from v8_model.evaluation.gates import (
     FORM_GATE_NAMES,
     evaluate_gates,
     evaluation_metrics,

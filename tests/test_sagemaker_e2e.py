@@ -38,7 +38,7 @@ from crpbot_assets.sagemaker.trainer import SageMakerTrainer
 from crpbot_assets.storage import StorageResource
 from crpbot_assets.tracking import tracking_target
 from crpbot_assets.trainers import LocalTrainer
-from v8_model.gates import GATE_NAMES
+from v8_model.evaluation.gates import GATE_NAMES
 
 
 def test_one_symbol_end_to_end(emulator: SageMakerEmulator, capsys: pytest.CaptureFixture) -> None:

@@ -32,8 +32,8 @@ from crpbot_assets.tracking import (
     where_line,
 )
 from v8_model.config import TrainConfig
-from v8_model.evaluation import Evaluation
-from v8_model.promotion import read_pointer
+from v8_model.evaluation.metrics import Evaluation
+from v8_model.registry.promotion import read_pointer
 from v8_model.storage import open_store
 
 # The module's scenario trains two folds, set up within its first test's limit.

@@ -33,7 +33,7 @@ from crpbot_assets.tracking import (
     register_promotion,
     track_training,
 )
-from v8_model.promotion import read_pointer
+from v8_model.registry.promotion import read_pointer
 from v8_model.storage import open_store
 
 # Four trainings in the module's scenario, all set up within its first test's limit.

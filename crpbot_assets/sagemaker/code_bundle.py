@@ -4,7 +4,7 @@ The original launcher never told SageMaker where its code was ("train.py not fou
 job receives, as an ordinary input channel, exactly the source this process runs:
 
     <code channel>/bootstrap.py            container_bootstrap.py (the ContainerEntrypoint)
-    <code channel>/src/v8_model/...        the ML library and `python -m v8_model.train`
+    <code channel>/src/v8_model/...        the ML library and `python -m v8_model.job.train`
     <code channel>/src/dagster_pipes/...   Pipes' external side, the orchestrator's exact version
     <code channel>/MANIFEST.json           file list and digest, uploaded last
 

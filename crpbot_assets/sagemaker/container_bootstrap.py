@@ -1,13 +1,13 @@
-"""The job's ContainerEntrypoint: prepare the PyTorch image, then `python -m v8_model.train`.
+"""The job's ContainerEntrypoint: prepare the PyTorch image, then `python -m v8_model.job.train`.
 
 This file is copied into the job's `code` channel as `bootstrap.py` and runs inside the SageMaker
 container with the image's Python, so it imports the standard library only (and
-`v8_model.job_requirements`, which does too). A custom entry point bypasses the SageMaker training
+`v8_model.job.requirements`, which does too). A custom entry point bypasses the SageMaker training
 toolkit, so this script does what the job needs:
 
 1. exports SM_CHANNEL_<NAME> / SM_CHANNELS / SM_MODEL_DIR for the channels SageMaker downloaded
    (what the toolkit would export; the entry point reads them, e.g. the `processor` channel);
-2. installs `v8_model/job-requirements.txt` (pinned) when the image lacks any of it, failing
+2. installs `v8_model/job/requirements.txt` (pinned) when the image lacks any of it, failing
    fast (one retry, short timeout) with the reason when there is no network (network isolation,
    a VPC without a route to PyPI); the bundled source already carries v8_model and dagster_pipes;
 3. drops a leading `train` argument (SageMaker appends it to some entry commands; the entry
@@ -28,7 +28,7 @@ from types import ModuleType
 
 FAILURE_REASON_LIMIT = 1024
 SOURCE_DIR = "src"
-REQUIREMENTS_PATH = f"{SOURCE_DIR}/v8_model/job-requirements.txt"
+REQUIREMENTS_PATH = f"{SOURCE_DIR}/v8_model/job/requirements.txt"
 # Fail fast without a network: one retry and a short timeout instead of pip's minutes of retries.
 PIP_COMMAND = (
     "-m",
@@ -73,9 +73,9 @@ def entry_arguments(argv: list[str]) -> list[str]:
 
 
 def _job_requirements(code_dir: Path) -> ModuleType:
-    """`v8_model.job_requirements` from the bundled source (standard library only)."""
+    """`v8_model.job.requirements` from the bundled source (standard library only)."""
     sys.path.insert(0, str(code_dir / SOURCE_DIR))
-    import v8_model.job_requirements as job_requirements
+    import v8_model.job.requirements as job_requirements
 
     return job_requirements
 
@@ -110,7 +110,7 @@ def main(argv: list[str]) -> int:
     if failed is not None:
         return failed
     env = container_env(base, code_dir, dict(os.environ))
-    command = [sys.executable, "-m", "v8_model.train", *entry_arguments(argv)]
+    command = [sys.executable, "-m", "v8_model.job.train", *entry_arguments(argv)]
     print(f"bootstrap: exec {' '.join(command)} (source {code_dir / SOURCE_DIR})", flush=True)
     os.execve(sys.executable, command, env)  # replaces this process: the job is the entry point
 

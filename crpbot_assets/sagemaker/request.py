@@ -16,7 +16,7 @@ from crpbot_assets.sagemaker.settings import (
     SettingsError,
 )
 from v8_model.config import SYMBOLS_HYPERPARAMETER
-from v8_model.evaluation import metric_regex
+from v8_model.evaluation.metrics import metric_regex
 from v8_model.layout import features_filename, processor_filename
 
 TRAINING_CHANNEL = "training"

@@ -17,7 +17,7 @@ import dagster as dg
 from pydantic import Field
 
 from crpbot_assets.storage import ROOT_ENV_VAR
-from v8_model.job_requirements import MIN_TORCH_VERSION, version_tuple
+from v8_model.job.requirements import MIN_TORCH_VERSION, version_tuple
 from v8_model.storage import S3_SCHEME, parse_s3_uri
 
 # The seed's instance count: the entry point trains on one GPU and is not distributed.

@@ -35,7 +35,7 @@ class FocalLoss(nn.Module):
         n_classes = logits.shape[-1]
         log_p = F.log_softmax(logits, dim=-1)
         # scatter, not F.one_hot: one_hot validates the labels with a host sync on some devices,
-        # which a captured CUDA graph (v8_model.step) cannot contain.
+        # which a captured CUDA graph (v8_model.model.step) cannot contain.
         q = torch.zeros_like(log_p).scatter_(-1, target.unsqueeze(-1), 1.0)
         q = q * (1.0 - self.label_smoothing) + self.label_smoothing / n_classes
         focal_weight = (1.0 - log_p.exp()).pow(self.gamma)

@@ -3,7 +3,7 @@
 The whole training set sits on the device as tensors and each batch is an index slice of a shuffled
 permutation: no per-sample DataLoader. AdamW with a cosine schedule, gradient clipping, early
 stopping on validation loss; the best epoch's weights are kept as a copy. `TrainingParts.train_step`
-One optimizer step is `v8_model.step`'s: eager on the CPU, a replayed CUDA graph on a GPU
+One optimizer step is `v8_model.model.step`'s: eager on the CPU, a replayed CUDA graph on a GPU
 (`step="auto"`); the loop is the same either way.
 """
 
@@ -19,18 +19,18 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from v8_model.checkpoint import (
+from v8_model.config import TrainConfig
+from v8_model.evaluation.metrics import EpochStats
+from v8_model.model.checkpoint import (
     Progress,
     restore,
     resume_or_discard,
     save_training_state,
     snapshot,
 )
-from v8_model.config import TrainConfig
-from v8_model.evaluation import EpochStats
-from v8_model.loss import build_loss
-from v8_model.net import V8TradingNet, predict_logits
-from v8_model.step import EagerStep, build_schedule, build_step
+from v8_model.model.loss import build_loss
+from v8_model.model.net import V8TradingNet, predict_logits
+from v8_model.model.step import EagerStep, build_schedule, build_step
 
 
 @dataclass
@@ -148,7 +148,7 @@ def train_model(
     With `checkpoint_dir`, the state after every epoch is saved there, and a checkpoint found
     there at the start (same settings and data) is resumed: the result equals an uninterrupted
     run's. `step`: "auto" (a captured CUDA graph on a GPU, eager on the CPU), "eager" or
-    "captured" (see `v8_model.step`).
+    "captured" (see `v8_model.model.step`).
     """
     config = config or TrainConfig()
     device = pick_device(config.device)

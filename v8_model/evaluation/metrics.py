@@ -17,7 +17,7 @@ import re
 from dataclasses import asdict, dataclass, field, fields
 
 from v8_model.config import TrainConfig
-from v8_model.labels import LabelThresholds
+from v8_model.data.labels import LabelThresholds
 from v8_model.record import record_from_dict, strict_json
 
 # A number as the job's log lines print it; SageMaker's metric definitions capture it after

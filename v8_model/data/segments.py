@@ -12,11 +12,11 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from v8_model.data.features import FEATURE_NAMES
+from v8_model.data.labels import forward_return_scores
+from v8_model.data.processor import V8FeatureProcessor
+from v8_model.data.split import ChronologicalSplit, chronological_split
 from v8_model.defaults import DEFAULT_HORIZON
-from v8_model.features import FEATURE_NAMES
-from v8_model.labels import forward_return_scores
-from v8_model.processor import V8FeatureProcessor
-from v8_model.split import ChronologicalSplit, chronological_split
 
 
 @dataclass

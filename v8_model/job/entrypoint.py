@@ -1,4 +1,4 @@
-"""`python -m v8_model.train`: the SageMaker training-container contract, also run locally.
+"""`python -m v8_model.job.train`: the SageMaker training-container contract, also run locally.
 
 Contract, read from the environment, never from hard-coded paths when a variable is set:
 - training data: `{SYMBOL}_features.parquet` in SM_CHANNEL_TRAINING;
@@ -11,7 +11,8 @@ Contract, read from the environment, never from hard-coded paths when a variable
 - checkpoints: with CRPBOT_CHECKPOINT_DIR set (the SageMaker trainer sets it to the checkpoint
   path of spot jobs), each symbol's training state is saved there after every epoch and resumed
   after a restart; it is removed once the symbol's model is written;
-- environment: the packages of `job-requirements.txt` and torch >= MIN_TORCH_VERSION are checked
+- environment: the packages of `v8_model/job/requirements.txt` and torch >= MIN_TORCH_VERSION are
+  checked
   first; what is missing is named in the failure reason;
 - failure: on any error the reason goes to the failure file (SM_OUTPUT_FAILURE, else
   SM_OUTPUT_DIR/failure), every output this run wrote is removed, and the exit code is 1.
@@ -45,11 +46,11 @@ from v8_model.config import (
     add_hyperparameter_arguments,
     decode_hyperparameters,
 )
-from v8_model.evaluation import EpochStats, Evaluation
-from v8_model.features import FEATURE_NAMES, FEATURES_DATASET_COLUMNS
-from v8_model.gates import GATE_NAMES
-from v8_model.heap import release_freed_memory
-from v8_model.job_requirements import check_job_environment
+from v8_model.data.features import FEATURE_NAMES, FEATURES_DATASET_COLUMNS
+from v8_model.data.processor import V8FeatureProcessor
+from v8_model.evaluation.gates import GATE_NAMES
+from v8_model.evaluation.metrics import EpochStats, Evaluation
+from v8_model.job.requirements import check_job_environment
 from v8_model.layout import (
     FAILURE_REASON_LIMIT,
     METRICS_FILE,
@@ -57,9 +58,9 @@ from v8_model.layout import (
     features_filename,
     processor_filename,
 )
-from v8_model.net import save_model
-from v8_model.pipeline import SymbolOutcome, train_symbol
-from v8_model.processor import V8FeatureProcessor
+from v8_model.model.heap import release_freed_memory
+from v8_model.model.net import save_model
+from v8_model.model.pipeline import SymbolOutcome, train_symbol
 from v8_model.record import strict_json
 from v8_model.storage import atomic_write_text
 from v8_model.symbols import SYMBOLS
@@ -118,7 +119,7 @@ class _RaisingParser(argparse.ArgumentParser):
 
 def _command_line(argv: Sequence[str]) -> dict[str, str]:
     """The `--name value` flags given, by hyperparameter name."""
-    parser = _RaisingParser(prog="python -m v8_model.train", description=__doc__)
+    parser = _RaisingParser(prog="python -m v8_model.job.train", description=__doc__)
     add_hyperparameter_arguments(parser)
     parser.add_argument(f"--{SYMBOLS_HYPERPARAMETER}", dest=SYMBOLS_HYPERPARAMETER, default=None)
     return {k: v for k, v in vars(parser.parse_args(list(argv))).items() if v is not None}
@@ -174,7 +175,7 @@ def read_features_dataset(path: Path, rows: int | None = None) -> pd.DataFrame:
     if missing:
         raise ValueError(
             f"{path}: missing {len(missing)} of {len(FEATURES_DATASET_COLUMNS)} columns, "
-            f"first {missing[:5]}; rebuild it with v8_model.features.build_features_dataset"
+            f"first {missing[:5]}; rebuild it with v8_model.data.features.build_features_dataset"
         )
     # Only what training reads, one column at a time into one float32 matrix: the decoded
     # column is the only transient, and no whole-table Arrow or pandas copy is ever held.
@@ -201,7 +202,7 @@ def _pipes_session(env: Mapping[str, str]) -> Iterator[object | None]:
     if "DAGSTER_PIPES_CONTEXT" not in env:
         yield None
         return
-    from v8_model.pipes import open_pipes
+    from v8_model.job.pipes import open_pipes
 
     with open_pipes() as pipes:
         yield pipes

@@ -23,7 +23,7 @@ import torch
 from torch import nn
 
 from v8_model.config import TrainConfig
-from v8_model.features import FEATURE_NAMES
+from v8_model.data.features import FEATURE_NAMES
 from v8_model.layout import CONFIG_FILE, WEIGHTS_FILE
 from v8_model.record import strict_json
 from v8_model.storage import atomic_write_bytes, atomic_write_text

@@ -29,9 +29,10 @@ window, a flat kernel) rather than Wilder's (an EMA kernel). Short against long 
 ranges against squared fat-tailed returns then keep the pairs apart.
 
 Computation is float64; the output is float32. Element-wise terms are numpy; the windowed sums,
-EMAs, running extremes and zero-guarded divisions are compiled loops (`v8_model.rolling`, numba)
+EMAs, running extremes and zero-guarded divisions are compiled loops (`v8_model.data.rolling`,
+numba)
 that do the same arithmetic in the same order as the numpy they replaced, without its full-length
-temporaries. The input is expected to satisfy the candle schema of `v8_model.data` (positive
+temporaries. The input is expected to satisfy the candle schema of `v8_model.data.candles` (positive
 finite prices, non-negative finite volume).
 """
 
@@ -42,7 +43,7 @@ from collections.abc import Iterator
 import numpy as np
 import pandas as pd
 
-from v8_model.data import CANDLE_COLUMNS
+from v8_model.data.candles import CANDLE_COLUMNS
 from v8_model.defaults import LONGEST_FEATURE_WINDOW
 
 OHLCV_COLUMNS: tuple[str, ...] = CANDLE_COLUMNS[1:]
@@ -505,7 +506,7 @@ def _divide(
     """numerator / denominator, and `neutral` where the denominator is 0 (or where `zero`)."""
     # numba is imported where features are computed, not where their names are: the training
     # job (and every module that needs FEATURE_NAMES only) never loads it.
-    from v8_model import rolling
+    from v8_model.data import rolling
 
     out = np.empty(len(numerator))
     if zero is None:
@@ -532,7 +533,7 @@ def _rolling_mean(values: np.ndarray, window: int) -> np.ndarray:
 
 
 def _windowed(values: np.ndarray, window: int, *, divisor: float) -> np.ndarray:
-    from v8_model import rolling  # see _divide
+    from v8_model.data import rolling  # see _divide
 
     out = np.empty(len(values))
     rolling.rolling_sum(values, window, _CHUNK_ROWS, divisor, out)
@@ -556,7 +557,7 @@ def _rolling_price_moments(prices: np.ndarray, window: int) -> tuple[np.ndarray,
     rest, so each short chunk is first shifted by its own first price: within a few days the
     spread is a few percent of the level.
     """
-    from v8_model import rolling  # see _divide
+    from v8_model.data import rolling  # see _divide
 
     means, stds = np.empty(len(prices)), np.empty(len(prices))
     rolling.rolling_price_moments(prices, window, _PRICE_CHUNK_ROWS, means, stds)
@@ -569,7 +570,7 @@ def _ema(values: np.ndarray, *, alpha: float) -> np.ndarray:
     `values` must hold no NaN. Row k's weights sum to (1 - decay^(k+1)) / alpha, which equals
     1 / alpha to double precision once decay^(k+1) < eps, so only the first rows are rescaled.
     """
-    from v8_model import rolling  # see _divide
+    from v8_model.data import rolling  # see _divide
 
     decay = 1.0 - alpha
     average = np.empty(len(values))
@@ -581,7 +582,7 @@ def _ema(values: np.ndarray, *, alpha: float) -> np.ndarray:
 
 def _running_max(values: np.ndarray, window: int) -> np.ndarray:
     """Max over the trailing `window` bars; NaN until the window is full."""
-    from v8_model import rolling  # see _divide
+    from v8_model.data import rolling  # see _divide
 
     out = np.empty(len(values))
     rolling.running_max(values, window, np.empty(len(values)), out)
@@ -590,7 +591,7 @@ def _running_max(values: np.ndarray, window: int) -> np.ndarray:
 
 def _bars_since_max(values: np.ndarray, window: int) -> np.ndarray:
     """Bars back to the max over the trailing `window` bars (ties: the latest bar)."""
-    from v8_model import rolling  # see _divide
+    from v8_model.data import rolling  # see _divide
 
     out = np.empty(len(values))
     rolling.bars_since_max(values, window, np.empty(len(values), dtype=np.int64), out)

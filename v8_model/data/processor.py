@@ -14,9 +14,9 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 
+from v8_model.data.features import FEATURE_NAMES
+from v8_model.data.labels import LabelThresholds
 from v8_model.defaults import DEFAULT_HORIZON
-from v8_model.features import FEATURE_NAMES
-from v8_model.labels import LabelThresholds
 from v8_model.layout import processor_filename  # noqa: F401 - re-exported for callers
 from v8_model.record import strict_json
 from v8_model.storage import atomic_write_text

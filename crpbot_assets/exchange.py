@@ -37,7 +37,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from v8_model.data import (
+from v8_model.data.candles import (
     CANDLE_COLUMNS,
     DEFAULT_MAX_GAP,
     VALUE_COLUMNS,

@@ -27,8 +27,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 
+from v8_model.job.lifetime import process_exists
 from v8_model.layout import production_folder
-from v8_model.lifetime import process_exists
 from v8_model.record import strict_json
 from v8_model.storage import Store
 

@@ -1,6 +1,6 @@
 """SELL/HOLD/BUY probabilities from a symbol's production model on the latest candles.
 
-Production layout (v8_model.promotion): `<root>/production/{SYMBOL}/current.json` names the
+Production layout (v8_model.registry.promotion): `<root>/production/{SYMBOL}/current.json` names the
 serving version; its folder `versions/{VERSION}/` holds what the training entry point writes to
 SM_MODEL_DIR/{SYMBOL}/ (`weights.npz`, `config.json`, `processor_{SYMBOL}_v8.json`,
 `metrics.json`), plus the `promotion.json` with the sha256 of every file promoted. `<root>` is a
@@ -22,12 +22,14 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from v8_model.data import CandleValidationError, validate_candles
+from v8_model.data.candles import CandleValidationError, validate_candles
+from v8_model.data.features import WARMUP_ROWS, compute_features
+from v8_model.data.processor import ProcessorLoadError, V8FeatureProcessor, processor_filename
 from v8_model.defaults import CLASS_NAMES
-from v8_model.features import WARMUP_ROWS, compute_features
-from v8_model.gates import softmax
+from v8_model.evaluation.gates import softmax
+from v8_model.evaluation.walkforward import probabilities_of
 from v8_model.layout import PRODUCTION_POINTER_FILE, PROMOTION_FILE, production_folder
-from v8_model.net import (
+from v8_model.model.net import (
     CONFIG_FILE,
     WEIGHTS_FILE,
     ModelLoadError,
@@ -35,10 +37,8 @@ from v8_model.net import (
     load_model,
     predict_logits,
 )
-from v8_model.processor import ProcessorLoadError, V8FeatureProcessor, processor_filename
-from v8_model.promotion import PromotionError, current_folder
+from v8_model.registry.promotion import PromotionError, current_folder
 from v8_model.storage import Store, open_store
-from v8_model.walkforward import probabilities_of
 
 # Candles of history before the first predicted row. The EMA features have infinite memory: an
 # EMA started k bars earlier still carries weight decay^k from its start, which the batch

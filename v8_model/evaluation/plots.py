@@ -21,8 +21,8 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
 from v8_model.defaults import CLASS_NAMES
-from v8_model.evaluation import EquityCurve, Evaluation
-from v8_model.gates import CLASS_SHARE_BAND
+from v8_model.evaluation.gates import CLASS_SHARE_BAND
+from v8_model.evaluation.metrics import EquityCurve, Evaluation
 
 FIGURE_SIZE = (5.0, 3.2)  # inches
 DPI = 90
@@ -136,7 +136,8 @@ def reliability_diagram_png(reliability: Sequence[Mapping], ece: float) -> bytes
     """Accuracy against confidence per bin, the diagonal of perfect calibration, bin counts below.
 
     `reliability` is metrics.json's list of {lower, upper, confidence, accuracy, count}, one entry
-    per non-empty bin (v8_model.gates.expected_calibration_error); `ece` goes in the title.
+    per non-empty bin (v8_model.evaluation.gates.expected_calibration_error); `ece` goes in the
+    title.
     """
     if not reliability:
         raise ValueError("reliability table is empty: no test rows were binned")

@@ -1,7 +1,8 @@
 """The quality gates and the test-segment metrics reported beside them.
 
 Five gates check the model's form on the test segment (`evaluate_gates`); the sixth,
-`directional_skill`, checks its worth on the walk-forward folds' test rows (`v8_model.worth`).
+`directional_skill`, checks its worth on the walk-forward folds' test rows
+(`v8_model.evaluation.worth`).
 
 Each threshold is a constant below, defined once: the gates, their descriptions, the checks and
 the figures all read it from here.
@@ -15,7 +16,7 @@ from __future__ import annotations
 import numpy as np
 
 from v8_model.defaults import CLASS_NAMES
-from v8_model.evaluation import GateResult, ReliabilityBin, TestMetrics
+from v8_model.evaluation.metrics import GateResult, ReliabilityBin, TestMetrics
 
 FORM_GATE_NAMES = (
     "feature_normalization",

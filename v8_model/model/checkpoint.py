@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from v8_model.evaluation import EpochStats
+from v8_model.evaluation.metrics import EpochStats
 from v8_model.record import strict_json
 from v8_model.storage import atomic_write_bytes, atomic_write_text
 

@@ -20,12 +20,12 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from v8_model.backtest import choose_threshold, run_backtest
 from v8_model.config import TrainConfig
-from v8_model.evaluation import FoldWorth, Worth
-from v8_model.gates import softmax
-from v8_model.split import DEFAULT_FRACTIONS, ChronologicalSplit, chronological_split
-from v8_model.worth import directional_skill, rank_ic
+from v8_model.data.split import DEFAULT_FRACTIONS, ChronologicalSplit, chronological_split
+from v8_model.evaluation.backtest import choose_threshold, run_backtest
+from v8_model.evaluation.gates import softmax
+from v8_model.evaluation.metrics import FoldWorth, Worth
+from v8_model.evaluation.worth import directional_skill, rank_ic
 
 
 @dataclass

@@ -20,7 +20,6 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from v8_model.claims import ClaimError, symbol_writer_claim
 from v8_model.layout import (
     PRODUCTION_POINTER_FILE,
     PROMOTION_FILE,
@@ -28,6 +27,7 @@ from v8_model.layout import (
     production_version_folder,
 )
 from v8_model.record import strict_json
+from v8_model.registry.claims import ClaimError, symbol_writer_claim
 from v8_model.storage import Store
 
 KEEP_VERSIONS = 5  # the serving version and up to 4 earlier ones for rollback

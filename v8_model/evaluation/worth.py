@@ -22,7 +22,7 @@ import numpy as np
 from scipy.stats import rankdata
 
 from v8_model.defaults import CLASS_NAMES
-from v8_model.evaluation import DirectionalSkill, GateResult
+from v8_model.evaluation.metrics import DirectionalSkill, GateResult
 
 BOOTSTRAP_REPS = 999
 BOOTSTRAP_SEED = 20240101  # fixed: the same predictions always get the same p-value

@@ -10,7 +10,8 @@ Three questions, each answered by one function and judged against `MonitorSettin
 
 - realized skill (`assess_realized_skill`): the rank IC of the version's direction score against
   the realised forward return on the fresh rows, with the skill gate's stationary bootstrap
-  (`v8_model.worth`). It fails when the fresh rows show the promise is gone: the realized IC lies
+  (`v8_model.evaluation.worth`). It fails when the fresh rows show the promise is gone: the realized
+  IC lies
   significantly below the promised one (a one-sided z-test on the difference whose variance adds
   the realized bootstrap variance and the promised interval's), or is significantly negative
   (the skill gate's test, mirrored). Each test runs at alpha / 2, so on a market that did not
@@ -43,12 +44,11 @@ import numpy as np
 import pandas as pd
 from scipy.stats import norm
 
-from v8_model.backtest import run_backtest
-from v8_model.evaluation import BacktestFigures, DirectionalSkill, Evaluation
-from v8_model.features import FEATURE_NAMES
-from v8_model.record import RecordError, record_from_dict, strict_json
-from v8_model.segments import forward_log_returns
-from v8_model.worth import (
+from v8_model.data.features import FEATURE_NAMES
+from v8_model.data.segments import forward_log_returns
+from v8_model.evaluation.backtest import run_backtest
+from v8_model.evaluation.metrics import BacktestFigures, DirectionalSkill, Evaluation
+from v8_model.evaluation.worth import (
     block_size,
     bootstrap_replicates,
     correlation,
@@ -56,6 +56,7 @@ from v8_model.worth import (
     rank_ic,
     standardised_ranks,
 )
+from v8_model.record import RecordError, record_from_dict, strict_json
 
 SEVERITIES = ("WARN", "ERROR")
 CALENDAR_FEATURES = ("minute_of_day_sin", "minute_of_day_cos", "day_of_week_sin", "day_of_week_cos")
@@ -90,7 +91,8 @@ class MonitorSettings:
     max_model_age_days: float = 7.0
     max_gap_minutes: int = 60  # the longest step allowed between fresh rows
     rolling_rows: int = 1440  # the window of the rolling realized rank IC in the picture
-    # Champion / challenger (v8_model.champion): the one-sided level at which a challenger is
+    # Champion / challenger (v8_model.evaluation.champion): the one-sided level at which a
+    # challenger is
     # significantly worse, and the shortest shared unseen window compared on.
     challenger_alpha: float = 0.01
     min_shared_rows: int = 1440

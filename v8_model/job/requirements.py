@@ -1,7 +1,7 @@
 """What the training job needs from its Python environment, and the check made at its start.
 
 Standard library only: the SageMaker bootstrap imports this module before anything is installed.
-`job-requirements.txt` beside it lists the third-party packages (pinned); torch comes with the
+`requirements.txt` beside it lists the third-party packages (pinned); torch comes with the
 training image and must be at least MIN_TORCH_VERSION.
 """
 
@@ -11,7 +11,7 @@ import importlib.metadata
 import re
 from pathlib import Path
 
-REQUIREMENTS_FILE = Path(__file__).with_name("job-requirements.txt")
+REQUIREMENTS_FILE = Path(__file__).with_name("requirements.txt")
 # The oldest PyTorch the entry point is supported on; the default training image (the
 # `framework_version` setting) must satisfy it.
 MIN_TORCH_VERSION = "2.8.0"

@@ -1,8 +1,9 @@
 """One symbol from its features dataset to an evaluated model: split, scale, label, train, gate.
 
-The processor sees the training segment only (`v8_model.segments`); early stopping sees
+The processor sees the training segment only (`v8_model.data.segments`); early stopping sees
 validation only; the gates and the evaluation record see the test segment only. Then the earlier
-walk-forward folds (`v8_model.walkforward`) train through the same loop, each on a dataset read
+walk-forward folds (`v8_model.evaluation.walkforward`) train through the same loop, each on a
+dataset read
 afresh and freed before it trains, and the sixth gate, directional skill, is measured on all
 folds' test rows.
 """
@@ -17,16 +18,21 @@ from pathlib import Path
 import pandas as pd
 
 from v8_model.config import TrainConfig
-from v8_model.evaluation import EpochStats, Evaluation, SegmentRows, metrics_fields
-from v8_model.gates import evaluate_gates, evaluation_metrics
-from v8_model.heap import release_freed_memory
-from v8_model.loop import TrainResult, train_model
-from v8_model.net import predict_logits
-from v8_model.processor import V8FeatureProcessor
-from v8_model.segments import PreparedData, prepare_segments
-from v8_model.split import ChronologicalSplit
-from v8_model.walkforward import FoldPredictions, assess_worth, fold_predictions, fold_splits
-from v8_model.worth import skill_gate
+from v8_model.data.processor import V8FeatureProcessor
+from v8_model.data.segments import PreparedData, prepare_segments
+from v8_model.data.split import ChronologicalSplit
+from v8_model.evaluation.gates import evaluate_gates, evaluation_metrics
+from v8_model.evaluation.metrics import EpochStats, Evaluation, SegmentRows, metrics_fields
+from v8_model.evaluation.walkforward import (
+    FoldPredictions,
+    assess_worth,
+    fold_predictions,
+    fold_splits,
+)
+from v8_model.evaluation.worth import skill_gate
+from v8_model.model.heap import release_freed_memory
+from v8_model.model.loop import TrainResult, train_model
+from v8_model.model.net import predict_logits
 
 
 @dataclass

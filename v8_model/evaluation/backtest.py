@@ -23,9 +23,9 @@ import numpy as np
 from scipy.optimize import brentq
 
 from v8_model.config import LOWEST_CONFIDENCE
-from v8_model.evaluation import BacktestFigures, EquityCurve
-from v8_model.synthetic import MINUTES_PER_DAY
-from v8_model.worth import BUY, SELL
+from v8_model.data.synthetic import MINUTES_PER_DAY
+from v8_model.evaluation.metrics import BacktestFigures, EquityCurve
+from v8_model.evaluation.worth import BUY, SELL
 
 BPS = 1e-4
 MINUTES_PER_YEAR = 365 * MINUTES_PER_DAY  # crypto trades every minute of the year

@@ -72,7 +72,7 @@ def _unit_ar1(rng: np.random.Generator, n: int, persistence: float) -> np.ndarra
     noise[0] /= scale  # so that x_0 = noise_0 has unit variance
     # numba's loop instead of scipy.signal.lfilter: the same recursion term for term, and the
     # profiles that import this module no longer load scipy.signal (about 1 s per process).
-    from v8_model.rolling import first_order_filter
+    from v8_model.data.rolling import first_order_filter
 
     trend = np.empty(n)
     first_order_filter(noise, scale, persistence, trend)

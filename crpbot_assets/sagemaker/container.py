@@ -2,7 +2,7 @@
 
 The contract: config files in `input/config/`, one folder per channel in `input/data/NAME/`, model
 output in `model/`, the failure reason in `output/failure`, and the env variables the SageMaker
-training toolkit sets. The local trainer runs `python -m v8_model.train` inside such a tree, so
+training toolkit sets. The local trainer runs `python -m v8_model.job.train` inside such a tree, so
 the entry point is exercised under the same contract it meets in the cloud; tests that emulate
 SageMaker itself reuse `emulate_training_container`.
 
