@@ -24,6 +24,8 @@ from crpbot_assets.storage import StorageResource, features_key
 from v8_model.data.candles import VALUE_COLUMNS
 from v8_model.data.features import FEATURE_NAMES
 from v8_model.evaluation.gates import GATE_DESCRIPTIONS, GATE_NAMES
+from v8_model.evaluation.metrics import BacktestFigures
+from v8_model.record import is_finite_number
 
 FEATURE_DTYPE = np.dtype("float32")
 _MAX_NAMED = 5  # columns or rows quoted in a message; counts cover the rest
@@ -76,6 +78,11 @@ PROFIT_CHECK_SPEC = _spec(
     "the walk-forward backtest's net_return (after fees and slippage on both sides) is > 0; "
     "severity: the profile's profit_check_severity",
 )
+
+
+def profitable(figures: BacktestFigures) -> bool:
+    """The profit check's verdict; a non-finite return (corrupt prices) is no profit."""
+    return is_finite_number(figures.net_return) and figures.net_return > 0
 
 
 def _result(name: str, passed: bool, description: str, **metadata) -> dg.AssetCheckResult:

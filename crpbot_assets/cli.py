@@ -279,8 +279,8 @@ def add_predict_command(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _rollback(args: argparse.Namespace) -> int:
+    from crpbot_assets.model_registry import move_champion
     from crpbot_assets.storage import default_root
-    from crpbot_assets.tracking import move_champion
     from v8_model.registry.promotion import PromotionError, rollback
     from v8_model.storage import open_store
 
@@ -316,8 +316,8 @@ def add_rollback_command(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _status(args: argparse.Namespace) -> int:
+    from crpbot_assets.model_registry import CHAMPION_ALIAS, disagreement, read_champion
     from crpbot_assets.storage import default_root
-    from crpbot_assets.tracking import CHAMPION_ALIAS, disagreement, read_champion
     from v8_model.registry.promotion import PromotionError, read_pointer
     from v8_model.storage import open_store
 

@@ -23,7 +23,7 @@ from conftest import serve_webhook
 
 from crpbot_assets import main as main_command
 from crpbot_assets.alerts import UI_URL_ENV_VAR, WEBHOOK_ENV_VAR, gate_failure_alerts
-from crpbot_assets.assets import STAGED_FILES_METADATA
+from crpbot_assets.assets.metadata import STAGED_FILES_METADATA
 from crpbot_assets.checks import FEATURES_CHECK_NAMES, PROFIT_CHECK_NAME
 from crpbot_assets.cli import main as crpbot_cli
 from crpbot_assets.definitions import defs

@@ -10,10 +10,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from crpbot_assets.assets import ExchangeResource, candles
+from crpbot_assets.assets import candles
 from crpbot_assets.checks import FEATURES_CHECK_NAMES, features_checks
 from crpbot_assets.definitions import SYMBOL_ASSETS
 from crpbot_assets.profiles import ProfileResource
+from crpbot_assets.resources import ExchangeResource
 from crpbot_assets.storage import (
     StorageResource,
     candles_key,

@@ -25,10 +25,10 @@ import pytest
 from test_assets import small_run_config
 
 from crpbot_assets import main as main_command
-from crpbot_assets.assets import ExchangeResource
 from crpbot_assets.cli import main as crpbot
 from crpbot_assets.definitions import SYMBOL_ASSETS, defs
 from crpbot_assets.profiles import ProfileResource
+from crpbot_assets.resources import ExchangeResource
 from crpbot_assets.storage import StorageResource, candles_key
 from crpbot_assets.trainers import WORK_BASE, ModelTrainer
 from crpbot_assets.writers import PID_TAG

@@ -24,7 +24,7 @@ from servers import (
 )
 from test_assets import small_run_config
 
-from crpbot_assets.assets import GROUP
+from crpbot_assets.assets.metadata import GROUP
 from crpbot_assets.definitions import defs
 from v8_model.evaluation.gates import GATE_NAMES
 
