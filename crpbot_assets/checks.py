@@ -23,7 +23,7 @@ from crpbot_assets.profiles import Profile, ProfileResource
 from crpbot_assets.storage import StorageResource, features_key
 from v8_model.data.candles import VALUE_COLUMNS
 from v8_model.data.features import FEATURE_NAMES
-from v8_model.evaluation.gates import GATE_DESCRIPTIONS, GATE_NAMES
+from v8_model.evaluation.gates import GATES
 from v8_model.evaluation.metrics import BacktestFigures
 from v8_model.record import is_finite_number
 
@@ -68,7 +68,7 @@ FEATURES_CHECK_SPECS = [
 ]
 
 # Reported by the entry point through Pipes; a failed gate fails the step and stops promotion.
-GATE_CHECK_SPECS = [_spec(name, "model", GATE_DESCRIPTIONS[name]) for name in GATE_NAMES]
+GATE_CHECK_SPECS = [_spec(gate.name, "model", gate.description) for gate in GATES]
 
 PROFIT_CHECK_NAME = "profitable_after_costs"
 # Blocking, so that with severity ERROR a loss after costs stops promotion; a WARN never blocks.

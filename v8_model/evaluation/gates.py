@@ -4,8 +4,9 @@ Five gates check the model's form on the test segment (`evaluate_gates`); the si
 `directional_skill`, checks its worth on the walk-forward folds' test rows
 (`v8_model.evaluation.worth`).
 
-Each threshold is a constant below, defined once: the gates, their descriptions, the checks and
-the figures all read it from here.
+Each gate is a `Gate` below, defined once with its number, name, demand and threshold (its
+numbers are constants beside it): the gate functions, the asset checks, the report, the alerts
+and the figures all read them from here.
 
 Every function is pure: arrays in, numbers out. Gates are evaluated on the test segment only —
 data the model never trained on and that never chose its checkpoint.
@@ -13,20 +14,12 @@ data the model never trained on and that never chose its checkpoint.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 
 from v8_model.defaults import CLASS_NAMES
 from v8_model.evaluation.metrics import GateResult, ReliabilityBin, TestMetrics
-
-FORM_GATE_NAMES = (
-    "feature_normalization",
-    "logit_range",
-    "confidence_calibration",
-    "class_balance",
-    "no_nan_inf",
-)
-# Every gate a model must pass to be promoted: its form, then its out-of-sample direction.
-GATE_NAMES = (*FORM_GATE_NAMES, "directional_skill")
 
 NORMALIZATION_TOLERANCE = 0.1
 MAX_ABS_LOGIT = 15.0
@@ -35,20 +28,74 @@ MAX_OVERCONFIDENT_SHARE = 0.10
 CLASS_SHARE_BAND = (0.15, 0.60)
 ECE_BINS = 15
 
+
+@dataclass(frozen=True)
+class Gate:
+    """One quality gate, defined once: the checks, the report, the alerts and the recorded
+    results all take its name, description and threshold from here."""
+
+    number: int
+    name: str
+    demand: str  # what the gate demands, in words, from its thresholds
+    threshold: str  # the pass rule as metrics.json records it; may name a setting, `{alpha:g}`
+
+    @property
+    def description(self) -> str:
+        """The asset check's description: `gate N: <demand>`."""
+        return f"gate {self.number}: {self.demand}"
+
+    def result(self, *, passed: bool, value: float, details: dict, **settings) -> GateResult:
+        """This gate's outcome; `settings` fill the threshold's placeholders."""
+        return GateResult(
+            name=self.name,
+            passed=passed,
+            value=value,
+            threshold=self.threshold.format(**settings),
+            details=details,
+        )
+
+
 _LOW_SHARE, _HIGH_SHARE = CLASS_SHARE_BAND
-# What each gate demands, in words, from the thresholds above (shown as the checks' descriptions).
-GATE_DESCRIPTIONS = {
-    "feature_normalization": f"gate 1: scaled test features have |mean| < "
-    f"{NORMALIZATION_TOLERANCE} and |std - 1| < {NORMALIZATION_TOLERANCE}",
-    "logit_range": f"gate 2: every test logit within ±{MAX_ABS_LOGIT:g}",
-    "confidence_calibration": f"gate 3: under {MAX_OVERCONFIDENT_SHARE:.0%} of test samples "
-    f"with max probability > {OVERCONFIDENT_PROBABILITY}",
-    "class_balance": f"gate 4: every class predicted for {_LOW_SHARE:.0%}-{_HIGH_SHARE:.0%} of "
-    "test samples",
-    "no_nan_inf": "gate 5: no NaN or Inf logits",
-    "directional_skill": "gate 6: out-of-sample rank IC of P(BUY) - P(SELL) against the "
-    "forward return is > 0, one-sided block-bootstrap p below the skill_alpha setting",
-}
+FEATURE_NORMALIZATION = Gate(
+    1,
+    "feature_normalization",
+    f"scaled test features have |mean| < {NORMALIZATION_TOLERANCE} and |std - 1| < "
+    f"{NORMALIZATION_TOLERANCE}",
+    f"|mean| and |std - 1| < {NORMALIZATION_TOLERANCE}",
+)
+LOGIT_RANGE = Gate(
+    2,
+    "logit_range",
+    f"every test logit within ±{MAX_ABS_LOGIT:g}",
+    f"|logit| < {MAX_ABS_LOGIT:g}",
+)
+CONFIDENCE_CALIBRATION = Gate(
+    3,
+    "confidence_calibration",
+    f"under {MAX_OVERCONFIDENT_SHARE:.0%} of test samples with max probability > "
+    f"{OVERCONFIDENT_PROBABILITY}",
+    f"share with max prob > {OVERCONFIDENT_PROBABILITY} < {MAX_OVERCONFIDENT_SHARE}",
+)
+CLASS_BALANCE = Gate(
+    4,
+    "class_balance",
+    f"every class predicted for {_LOW_SHARE:.0%}-{_HIGH_SHARE:.0%} of test samples",
+    f"every class share in ({_LOW_SHARE}, {_HIGH_SHARE})",
+)
+NO_NAN_INF = Gate(5, "no_nan_inf", "no NaN or Inf logits", "no NaN or Inf logits")
+DIRECTIONAL_SKILL = Gate(
+    6,
+    "directional_skill",
+    "out-of-sample rank IC of P(BUY) - P(SELL) against the forward return is > 0, one-sided "
+    "block-bootstrap p below the skill_alpha setting",
+    "rank IC > 0 with one-sided block-bootstrap p < {alpha:g}",
+)
+# The model's form on the test segment (`evaluate_gates`), in order.
+FORM_GATES = (FEATURE_NORMALIZATION, LOGIT_RANGE, CONFIDENCE_CALIBRATION, CLASS_BALANCE, NO_NAN_INF)
+# Every gate a model must pass to be promoted: its form, then its out-of-sample direction.
+GATES = (*FORM_GATES, DIRECTIONAL_SKILL)
+FORM_GATE_NAMES = tuple(gate.name for gate in FORM_GATES)
+GATE_NAMES = tuple(gate.name for gate in GATES)
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:
@@ -63,11 +110,9 @@ def gate_feature_normalization(scaled_features: np.ndarray) -> GateResult:
     std = float(np.std(scaled_features))
     per_feature_mean = np.abs(scaled_features.mean(axis=0))
     value = max(abs(mean), abs(std - 1.0))
-    return GateResult(
-        name="feature_normalization",
+    return FEATURE_NORMALIZATION.result(
         passed=bool(value < NORMALIZATION_TOLERANCE),
         value=value,
-        threshold=f"|mean| and |std - 1| < {NORMALIZATION_TOLERANCE}",
         details={
             "mean": mean,
             "std": std,
@@ -81,11 +126,9 @@ def gate_logit_range(logits: np.ndarray) -> GateResult:
     """Gate 2: every logit lies strictly within ±MAX_ABS_LOGIT."""
     low, high = float(np.nanmin(logits)), float(np.nanmax(logits))
     value = max(abs(low), abs(high))
-    return GateResult(
-        name="logit_range",
+    return LOGIT_RANGE.result(
         passed=bool(value < MAX_ABS_LOGIT),
         value=value,
-        threshold=f"|logit| < {MAX_ABS_LOGIT:g}",
         details={"min_logit": low, "max_logit": high},
     )
 
@@ -94,11 +137,9 @@ def gate_confidence_calibration(logits: np.ndarray) -> GateResult:
     """Gate 3: few samples have a max softmax probability above OVERCONFIDENT_PROBABILITY."""
     max_probability = softmax(logits).max(axis=1)
     share = float(np.mean(max_probability > OVERCONFIDENT_PROBABILITY))
-    return GateResult(
-        name="confidence_calibration",
+    return CONFIDENCE_CALIBRATION.result(
         passed=bool(share < MAX_OVERCONFIDENT_SHARE),
         value=share,
-        threshold=f"share with max prob > {OVERCONFIDENT_PROBABILITY} < {MAX_OVERCONFIDENT_SHARE}",
         details={"mean_max_probability": float(max_probability.mean())},
     )
 
@@ -116,11 +157,9 @@ def gate_class_balance(predictions: np.ndarray) -> GateResult:
     low, high = CLASS_SHARE_BAND
     # The reported value is the share farthest outside (or closest to leaving) the band.
     worst = min(mix.values(), key=lambda share: min(share - low, high - share))
-    return GateResult(
-        name="class_balance",
+    return CLASS_BALANCE.result(
         passed=all(low < share < high for share in mix.values()),
         value=float(worst),
-        threshold=f"every class share in ({low}, {high})",
         details={f"share_{name}": share for name, share in mix.items()},
     )
 
@@ -128,11 +167,9 @@ def gate_class_balance(predictions: np.ndarray) -> GateResult:
 def gate_no_nan_inf(logits: np.ndarray) -> GateResult:
     """Gate 5: no NaN and no Inf among the logits."""
     n_nan, n_inf = int(np.isnan(logits).sum()), int(np.isinf(logits).sum())
-    return GateResult(
-        name="no_nan_inf",
+    return NO_NAN_INF.result(
         passed=n_nan + n_inf == 0,
         value=float(n_nan + n_inf),
-        threshold="no NaN or Inf logits",
         details={"nan_count": n_nan, "inf_count": n_inf},
     )
 

@@ -22,12 +22,12 @@ import numpy as np
 from scipy.stats import rankdata
 
 from v8_model.defaults import CLASS_NAMES
+from v8_model.evaluation.gates import DIRECTIONAL_SKILL
 from v8_model.evaluation.metrics import DirectionalSkill, GateResult
 
 BOOTSTRAP_REPS = 999
 BOOTSTRAP_SEED = 20240101  # fixed: the same predictions always get the same p-value
 SELL, BUY = CLASS_NAMES.index("SELL"), CLASS_NAMES.index("BUY")
-GATE_NAME = "directional_skill"
 
 
 def direction_scores(probabilities: np.ndarray) -> np.ndarray:
@@ -136,11 +136,10 @@ def directional_skill(
 
 def skill_gate(skill: DirectionalSkill) -> GateResult:
     """The sixth gate: out-of-sample directional skill, significant at the set level."""
-    return GateResult(
-        name=GATE_NAME,
+    return DIRECTIONAL_SKILL.result(
         passed=skill.passed,
         value=skill.p_value,
-        threshold=f"rank IC > 0 with one-sided block-bootstrap p < {skill.alpha:g}",
+        alpha=skill.alpha,
         details={
             "rank_ic": skill.rank_ic,
             "ci_low": skill.ci_low,

@@ -21,7 +21,7 @@ from v8_model.config import TrainConfig
 from v8_model.data.processor import V8FeatureProcessor
 from v8_model.data.segments import PreparedData, prepare_segments
 from v8_model.data.split import ChronologicalSplit
-from v8_model.evaluation.gates import evaluate_gates, evaluation_metrics
+from v8_model.evaluation.gates import DIRECTIONAL_SKILL, evaluate_gates, evaluation_metrics
 from v8_model.evaluation.metrics import EpochStats, Evaluation, SegmentRows, metrics_fields
 from v8_model.evaluation.walkforward import (
     FoldPredictions,
@@ -99,7 +99,7 @@ def train_symbol(
                 f"{folds[-1].test_end}"
             )
     worth = assess_worth([*folds, outcome.predictions], config, horizon)
-    gates = {**outcome.evaluation.gates, "directional_skill": skill_gate(worth.skill)}
+    gates = {**outcome.evaluation.gates, DIRECTIONAL_SKILL.name: skill_gate(worth.skill)}
     evaluation = dataclasses.replace(
         outcome.evaluation,
         gates=gates,
