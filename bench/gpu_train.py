@@ -38,6 +38,7 @@ from bench.train_cpu import dataloader_epoch
 from v8_model.config import TrainConfig
 from v8_model.data.features import build_features_dataset
 from v8_model.data.synthetic import generate_candles
+from v8_model.defaults import MINUTES_PER_DAY
 from v8_model.job.entrypoint import main as entrypoint_main
 from v8_model.layout import features_filename
 from v8_model.model.loop import TrainingParts, train_model
@@ -168,7 +169,7 @@ def full(epochs: int, symbol: str) -> int:
     name = torch.cuda.get_device_name() if device == "cuda" else "cpu"
     print(f"device={device} name={name} torch={torch.__version__}", flush=True)
     started = time.perf_counter()
-    candles = generate_candles(symbol, minutes=2 * 365 * 1440, seed=0, signal=0.1)
+    candles = generate_candles(symbol, minutes=2 * 365 * MINUTES_PER_DAY, seed=0, signal=0.1)
     dataset = build_features_dataset(candles)
     print(f"rows={len(dataset)} data_seconds={time.perf_counter() - started:.1f}", flush=True)
 

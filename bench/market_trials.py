@@ -19,10 +19,10 @@ from dataclasses import dataclass
 
 from v8_model.config import TrainConfig
 from v8_model.data.features import build_features_dataset
-from v8_model.data.synthetic import MINUTES_PER_DAY, generate_candles
-from v8_model.defaults import SYMBOLS
+from v8_model.data.synthetic import generate_candles
+from v8_model.defaults import MINUTES_PER_DAY, SYMBOLS
 from v8_model.evaluation.backtest import run_backtest
-from v8_model.evaluation.worth import GATE_NAME as SKILL_GATE
+from v8_model.evaluation.gates import DIRECTIONAL_SKILL
 from v8_model.model.pipeline import train_and_evaluate
 
 
@@ -105,7 +105,9 @@ def run_trial(market: Market, config: TrainConfig) -> Trial:
         calls=skill.calls,
         test_accuracy=evaluation.test_accuracy,
         baseline_accuracy=evaluation.baseline_accuracy,
-        form_passed=all(g.passed for n, g in evaluation.gates.items() if n != SKILL_GATE),
+        form_passed=all(
+            g.passed for n, g in evaluation.gates.items() if n != DIRECTIONAL_SKILL.name
+        ),
         skill_passed=skill.passed,
         promoted=evaluation.all_gates_passed,
         net_return=worth.backtest.net_return,

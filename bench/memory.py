@@ -31,7 +31,8 @@ from pathlib import Path
 
 from crpbot_assets.sagemaker.container import emulate_training_container
 from v8_model.data.features import FEATURE_NAMES, build_features_dataset
-from v8_model.data.synthetic import MINUTES_PER_DAY, generate_candles
+from v8_model.data.synthetic import generate_candles
+from v8_model.defaults import MINUTES_PER_DAY
 from v8_model.job.entrypoint import features_filename
 
 SYMBOL = "BTC"

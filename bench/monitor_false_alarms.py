@@ -27,8 +27,8 @@ from scipy.stats import binomtest
 from crpbot_assets.profiles import get_profile
 from v8_model.config import TrainConfig
 from v8_model.data.features import build_features_dataset
-from v8_model.data.synthetic import MINUTES_PER_DAY, generate_candles
-from v8_model.defaults import SYMBOLS
+from v8_model.data.synthetic import generate_candles
+from v8_model.defaults import MINUTES_PER_DAY, SYMBOLS
 from v8_model.evaluation.monitor import MonitorSettings, evaluate_fresh
 from v8_model.model.pipeline import train_and_evaluate
 from v8_model.registry.predict import predict_rows

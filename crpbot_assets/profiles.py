@@ -20,7 +20,7 @@ import pydantic
 from pydantic import Field
 
 from v8_model.config import TrainConfig
-from v8_model.data.synthetic import MINUTES_PER_DAY
+from v8_model.defaults import MINUTES_PER_DAY
 from v8_model.evaluation.monitor import MonitorSettings
 
 PROFILE_ENV_VAR = "CRPBOT_PROFILE"

@@ -27,7 +27,8 @@ from v8_model.data.candles import (
     DEFAULT_MIN_ROWS,
     CandleValidationError,
 )
-from v8_model.data.synthetic import MINUTES_PER_DAY, generate_candles
+from v8_model.data.synthetic import generate_candles
+from v8_model.defaults import MINUTES_PER_DAY
 from v8_model.storage import UnreadableParquetError, open_store
 
 DATA_VERSION_DIGITS = 16  # of a sha256: unique enough to tell two candle files apart

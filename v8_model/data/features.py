@@ -44,7 +44,7 @@ import numpy as np
 import pandas as pd
 
 from v8_model.data.candles import CANDLE_COLUMNS
-from v8_model.defaults import LONGEST_FEATURE_WINDOW
+from v8_model.defaults import LONGEST_FEATURE_WINDOW, MINUTES_PER_DAY
 
 OHLCV_COLUMNS: tuple[str, ...] = CANDLE_COLUMNS[1:]
 
@@ -140,10 +140,9 @@ _SLOW_ALPHA = 2 / (200 + 1)
 # The smallest non-zero return scale, far below any real 1-minute volatility or tick.
 _RETURN_SCALE_FLOOR = 1e-9
 _ATR_FLOOR = 1e-9  # times close: the smallest divisor of the MACD 12/26/9 family
-_MINUTES_PER_DAY = 1440
-_MINUTES_PER_WEEK = 7 * _MINUTES_PER_DAY
+_MINUTES_PER_WEEK = 7 * MINUTES_PER_DAY
 # 1970-01-01 was a Thursday: shifting by three days puts minute 0 of the week on Monday 00:00.
-_EPOCH_MINUTE_OF_WEEK_OFFSET = 3 * _MINUTES_PER_DAY
+_EPOCH_MINUTE_OF_WEEK_OFFSET = 3 * MINUTES_PER_DAY
 
 
 def compute_features(candles: pd.DataFrame) -> pd.DataFrame:
@@ -393,13 +392,13 @@ def _calendar(timestamps: pd.Series) -> Iterator[tuple[str, np.ndarray]]:
     if timestamps.dt.tz is not None:
         timestamps = timestamps.dt.tz_convert(None)
     minute = timestamps.to_numpy().astype("datetime64[m]").astype(np.int64)
-    minute_of_day = minute % _MINUTES_PER_DAY
+    minute_of_day = minute % MINUTES_PER_DAY
     minute_of_week = (minute + _EPOCH_MINUTE_OF_WEEK_OFFSET) % _MINUTES_PER_WEEK
     del minute
     # A phase takes one of 1,440 (or 10,080) values: sin and cos of each, looked up per row, are
     # the very values the per-row sin and cos would give, at a fraction of the cost.
     for name, position, period in (
-        ("minute_of_day", minute_of_day, _MINUTES_PER_DAY),
+        ("minute_of_day", minute_of_day, MINUTES_PER_DAY),
         ("day_of_week", minute_of_week, _MINUTES_PER_WEEK),
     ):
         phase = 2.0 * np.pi * np.arange(period) / period

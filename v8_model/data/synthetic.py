@@ -29,7 +29,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-MINUTES_PER_DAY = 1440
+from v8_model.defaults import MINUTES_PER_DAY
 
 
 @dataclass(frozen=True)

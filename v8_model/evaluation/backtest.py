@@ -23,7 +23,7 @@ import numpy as np
 from scipy.optimize import brentq
 
 from v8_model.config import LOWEST_CONFIDENCE
-from v8_model.data.synthetic import MINUTES_PER_DAY
+from v8_model.defaults import MINUTES_PER_DAY
 from v8_model.evaluation.metrics import BacktestFigures, EquityCurve
 from v8_model.evaluation.worth import BUY, SELL
 

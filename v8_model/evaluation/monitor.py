@@ -46,6 +46,7 @@ from scipy.stats import norm
 
 from v8_model.data.features import FEATURE_NAMES
 from v8_model.data.segments import forward_log_returns
+from v8_model.defaults import MINUTES_PER_DAY
 from v8_model.evaluation.backtest import run_backtest
 from v8_model.evaluation.metrics import BacktestFigures, DirectionalSkill, Evaluation
 from v8_model.evaluation.worth import (
@@ -80,22 +81,21 @@ class MonitorSettings:
 
     # Realized skill needs at least this many fresh rows. One day of 1-minute rows holds about
     # 96 independent 15-minute horizons: a rank IC's standard error is then about 0.1.
-    min_fresh_rows: int = 1440
+    min_fresh_rows: int = MINUTES_PER_DAY
     skill_alpha: float = 0.01  # the realized_skill check's false-alarm rate on an unchanged market
     # Drift needs this many fresh rows. On one day a slow feature covers few of its own cycles:
     # on unchanged synthetic markets up to 26% of the features passed PSI 0.25 over one day,
     # at most 4% over three (six markets each).
-    min_drift_rows: int = 3 * 1440
+    min_drift_rows: int = 3 * MINUTES_PER_DAY
     psi_threshold: float = 0.25  # the usual "major shift" band
     max_drifted_share: float = 0.25  # of the non-calendar features
     max_model_age_days: float = 7.0
     max_gap_minutes: int = 60  # the longest step allowed between fresh rows
-    rolling_rows: int = 1440  # the window of the rolling realized rank IC in the picture
+    rolling_rows: int = MINUTES_PER_DAY  # the window of the rolling realized rank IC in the picture
     # Champion / challenger (v8_model.evaluation.champion): the one-sided level at which a
-    # challenger is
-    # significantly worse, and the shortest shared unseen window compared on.
+    # challenger is significantly worse, and the shortest shared unseen window compared on.
     challenger_alpha: float = 0.01
-    min_shared_rows: int = 1440
+    min_shared_rows: int = MINUTES_PER_DAY
     realized_skill_severity: str = "ERROR"
     feature_drift_severity: str = "WARN"
     model_age_severity: str = "WARN"

@@ -20,7 +20,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
-from v8_model.defaults import CLASS_NAMES
+from v8_model.defaults import CLASS_NAMES, MINUTES_PER_DAY
 from v8_model.evaluation.gates import CLASS_SHARE_BAND
 from v8_model.evaluation.metrics import EquityCurve, Evaluation
 
@@ -201,7 +201,7 @@ def equity_curve_png(curve: EquityCurve, cost_bps_per_side: float) -> bytes:
         raise ValueError("the equity curve is empty: there were no test rows")
     figure = _new_figure()
     axes = figure.add_subplot()
-    days = np.asarray(curve.bars, dtype=np.float64) / (24 * 60)
+    days = np.asarray(curve.bars, dtype=np.float64) / MINUTES_PER_DAY
     axes.plot(days, curve.gross, label="strategy, gross", color="tab:gray", linewidth=1)
     axes.plot(days, curve.net, label=f"strategy, net ({cost_bps_per_side:g} bps/side)")
     axes.plot(days, curve.buy_and_hold, label="buy and hold", color="tab:orange")

@@ -25,7 +25,7 @@ import pandas as pd
 from v8_model.data.candles import CandleValidationError, validate_candles
 from v8_model.data.features import WARMUP_ROWS, compute_features
 from v8_model.data.processor import ProcessorLoadError, V8FeatureProcessor, processor_filename
-from v8_model.defaults import CLASS_NAMES
+from v8_model.defaults import CLASS_NAMES, MINUTES_PER_DAY
 from v8_model.evaluation.gates import softmax
 from v8_model.evaluation.walkforward import probabilities_of
 from v8_model.layout import PRODUCTION_POINTER_FILE, PROMOTION_FILE, production_folder
@@ -46,7 +46,7 @@ from v8_model.storage import Store, open_store
 # 1,000 bars its start still weighs 5e-5 (about 1e-4 in scaled price_vs_ema_200); after one day of
 # 1-minute bars, decay^1440 ≈ 6e-7, and every scaled feature matches the batch one to about 1e-6,
 # near float32 resolution. The first WARMUP_ROWS of these candles also fill the longest windows.
-PREDICT_HISTORY_CANDLES = 1440
+PREDICT_HISTORY_CANDLES = MINUTES_PER_DAY
 MIN_PREDICT_CANDLES = PREDICT_HISTORY_CANDLES + 1  # the history, then at least one row to predict
 
 PREDICTION_COLUMNS = ("timestamp", "p_sell", "p_hold", "p_buy", "prediction")
