@@ -20,9 +20,11 @@ from crpbot_assets.assets.report import gate_report
 
 # One symbol's run, in graph order: candles through production_model.
 SYMBOL_ASSETS = (candles, features, processor, model, backtest, production_model)
+SYMBOL_ASSET_NAMES = tuple(asset.key.to_user_string() for asset in SYMBOL_ASSETS)
 
 __all__ = [
     "SYMBOL_ASSETS",
+    "SYMBOL_ASSET_NAMES",
     "backtest",
     "candles",
     "features",
