@@ -39,6 +39,7 @@ from v8_model.config import TrainConfig
 from v8_model.data.features import build_features_dataset
 from v8_model.data.synthetic import generate_candles
 from v8_model.defaults import MINUTES_PER_DAY
+from v8_model.job import contract
 from v8_model.job.entrypoint import main as entrypoint_main
 from v8_model.layout import features_filename
 from v8_model.model.loop import TrainingParts, train_model
@@ -174,24 +175,19 @@ def full(epochs: int, symbol: str) -> int:
     print(f"rows={len(dataset)} data_seconds={time.perf_counter() - started:.1f}", flush=True)
 
     with tempfile.TemporaryDirectory() as tmp:
-        root = Path(tmp)
-        training = root / "input" / "data" / "training"
+        container = contract.ContainerTree(Path(tmp))  # stands in for /opt/ml
+        training = container.channel_dir(contract.TRAINING_CHANNEL)
         training.mkdir(parents=True)
         dataset.to_parquet(training / features_filename(symbol))
-        env = {
-            "SM_CHANNEL_TRAINING": str(training),
-            "SM_MODEL_DIR": str(root / "model"),
-            "SM_OUTPUT_DIR": str(root / "output"),
-            "SM_INPUT_CONFIG_DIR": str(root / "input" / "config"),
-        }
+        env = {contract.BASE_DIR_ENV: tmp}
         args = ["--epochs", str(epochs), "--symbols", symbol, "--patience", str(epochs)]
         job_started = time.perf_counter()
         code = entrypoint_main(args, env)
         job_seconds = time.perf_counter() - job_started
         if code != 0:
-            print((root / "output" / "failure").read_text())
+            print(container.failure_file.read_text())
             return code
-        metrics = json.loads((root / "model" / symbol / "metrics.json").read_text())
+        metrics = json.loads((container.model_dir / symbol / "metrics.json").read_text())
 
     train_rows = metrics["segment_rows"]["train"]
     per_epoch = metrics["train_seconds"] / metrics["epochs_run"]

@@ -27,6 +27,7 @@ from crpbot_assets.storage import (
     model_folder,
     processor_key,
 )
+from v8_model.job import contract
 from v8_model.job.lifetime import PARENT_PID_ENV_VAR, process_exists
 from v8_model.layout import features_filename, processor_filename
 from v8_model.record import strict_json
@@ -103,10 +104,12 @@ def training_job_name(symbol: str, run_id: str) -> str:
 def stage_inputs(container: EmulatedContainer, storage: StorageResource, symbol: str) -> None:
     """Fill the `training` and `processor` channels from storage."""
     storage.store.download_file(
-        features_key(symbol), container.channel_dir("training") / features_filename(symbol)
+        features_key(symbol),
+        container.channel_dir(contract.TRAINING_CHANNEL) / features_filename(symbol),
     )
     storage.store.download_file(
-        processor_key(symbol), container.channel_dir("processor") / processor_filename(symbol)
+        processor_key(symbol),
+        container.channel_dir(contract.PROCESSOR_CHANNEL) / processor_filename(symbol),
     )
 
 

@@ -79,8 +79,8 @@ from v8_model.data.features import build_features_dataset
 from v8_model.data.processor import processor_filename
 from v8_model.data.segments import fit_processor
 from v8_model.data.synthetic import generate_candles
+from v8_model.job import contract
 
-CONTAINER_ROOT = "/opt/ml"
 LOG_GROUP = "/aws/sagemaker/TrainingJobs"
 CREDENTIALS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing"}
 ACCOUNT = "123456789012"  # moto's default account
@@ -442,14 +442,14 @@ class SageMakerEmulator:
         fake = job.fake
         spec = fake.algorithm_specification
         command = [
-            arg.replace(CONTAINER_ROOT, str(root), 1) if arg.startswith(CONTAINER_ROOT) else arg
+            arg.replace(contract.ML_ROOT, str(root), 1) if arg.startswith(contract.ML_ROOT) else arg
             for arg in [*spec.get("ContainerEntrypoint", []), *spec.get("ContainerArguments", [])]
         ]
         env = {
             "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
             "HOME": str(root),
             **fake.environment,
-            "SM_BASE_DIR": str(root),  # the container's /opt/ml
+            contract.BASE_DIR_ENV: str(root),  # the container's /opt/ml
             "TRAINING_JOB_NAME": fake.training_job_name,
             "TRAINING_JOB_ARN": fake.arn,
             "AWS_REGION": region,

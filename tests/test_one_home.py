@@ -51,3 +51,30 @@ def test_the_symbol_assets_are_listed_once() -> None:
     graph = defs.resolve_asset_graph()
     selected = symbol_pipeline.selection.resolve(graph)
     assert {key.to_user_string() for key in selected} == set(SYMBOL_ASSET_NAMES)
+
+
+def test_the_container_contract_is_spelled_only_in_its_module() -> None:
+    """/opt/ml and the env names the entry point reads appear in v8_model.job.contract only."""
+    from v8_model.job import contract
+
+    read = {
+        contract.BASE_DIR_ENV,
+        contract.INPUT_CONFIG_DIR_ENV,
+        contract.HYPERPARAMETERS_ENV,
+        contract.CHANNELS_ENV,
+        contract.MODEL_DIR_ENV,
+        contract.OUTPUT_DIR_ENV,
+        contract.FAILURE_FILE_ENV,
+        contract.HYPERPARAMETERS_FILE,
+    }
+    spelled = set()
+    for where, tree in _modules():
+        for node in ast.walk(tree):
+            text = node.value if isinstance(node, ast.Constant) else None
+            if isinstance(text, str) and (text in read or text.startswith(contract.ML_ROOT)):
+                spelled.add(where)
+            if isinstance(text, str) and text.startswith("SM_CHANNEL_"):
+                spelled.add(where)
+    assert spelled == {"v8_model/job/contract.py"}, spelled
+    assert str(contract.CONTAINER.channel_dir(contract.CODE_CHANNEL)) == "/opt/ml/input/data/code"
+    assert contract.channel_env(contract.TRAINING_CHANNEL) == "SM_CHANNEL_TRAINING"

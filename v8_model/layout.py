@@ -27,8 +27,6 @@ WEIGHTS_FILE = "weights.npz"
 CONFIG_FILE = "config.json"
 METRICS_FILE = "metrics.json"  # the v8_model.evaluation.metrics.Evaluation record
 SUMMARY_FILE = "training_summary.json"  # SM_MODEL_DIR/, over every symbol of the job
-# SageMaker keeps the first 1024 characters of the failure file as the job's FailureReason.
-FAILURE_REASON_LIMIT = 1024
 
 RUN_INFO_FILE = "run_info.json"
 PROMOTION_FILE = "promotion.json"

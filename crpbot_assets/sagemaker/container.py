@@ -18,45 +18,28 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from v8_model.layout import FAILURE_REASON_LIMIT
+from v8_model.job import contract
 
 HOST = "algo-1"  # SageMaker's name for the first (here: only) host
-CONTENT_TYPES = {"training": "application/x-parquet", "processor": "application/json"}
+CONTENT_TYPES = {
+    contract.TRAINING_CHANNEL: "application/x-parquet",
+    contract.PROCESSOR_CHANNEL: "application/json",
+}
 
 
 @dataclass(frozen=True)
-class EmulatedContainer:
-    """The paths and env of one emulated training job."""
+class EmulatedContainer(contract.ContainerTree):
+    """The paths (`base` stands in for /opt/ml) and env of one emulated training job."""
 
-    base: Path  # stands in for /opt/ml
     job_name: str
     env: dict[str, str]
-
-    @property
-    def config_dir(self) -> Path:
-        return self.base / "input" / "config"
-
-    @property
-    def model_dir(self) -> Path:
-        return self.base / "model"
-
-    @property
-    def output_dir(self) -> Path:
-        return self.base / "output"
-
-    @property
-    def failure_file(self) -> Path:
-        return self.output_dir / "failure"
-
-    def channel_dir(self, name: str) -> Path:
-        return self.base / "input" / "data" / name
 
     def failure_reason(self) -> str | None:
         """What SageMaker would report as FailureReason (the failure file's first 1024 chars)."""
         if not self.failure_file.is_file():
             return None
         return self.failure_file.read_text(encoding="utf-8", errors="replace")[
-            :FAILURE_REASON_LIMIT
+            : contract.FAILURE_REASON_LIMIT
         ]
 
 
@@ -85,7 +68,7 @@ def emulate_training_container(
         container.config_dir,
         container.model_dir,
         container.output_dir / "data",
-        container.base / "checkpoints",
+        container.checkpoint_dir,
         *(container.channel_dir(name) for name in channels),
     ):
         folder.mkdir(parents=True, exist_ok=True)
@@ -106,7 +89,7 @@ def emulate_training_container(
         for name, content_type in channels.items()
     }
     for filename, payload in (
-        ("hyperparameters.json", hyperparameters),
+        (contract.HYPERPARAMETERS_FILE, hyperparameters),
         ("resourceconfig.json", resource_config),
         ("inputdataconfig.json", input_data_config),
     ):
@@ -115,14 +98,14 @@ def emulate_training_container(
         )
 
     env = {
-        "SM_MODEL_DIR": str(container.model_dir),
+        contract.MODEL_DIR_ENV: str(container.model_dir),
         "SM_INPUT_DIR": str(container.base / "input"),
-        "SM_INPUT_CONFIG_DIR": str(container.config_dir),
-        "SM_OUTPUT_DIR": str(container.output_dir),
+        contract.INPUT_CONFIG_DIR_ENV: str(container.config_dir),
+        contract.OUTPUT_DIR_ENV: str(container.output_dir),
         "SM_OUTPUT_DATA_DIR": str(container.output_dir / "data"),
-        "SM_CHANNELS": json.dumps(sorted(channels), allow_nan=False),
+        contract.CHANNELS_ENV: json.dumps(sorted(channels), allow_nan=False),
         "SM_INPUT_DATA_CONFIG": json.dumps(input_data_config, allow_nan=False),
-        "SM_HPS": json.dumps(hyperparameters, allow_nan=False),
+        contract.HYPERPARAMETERS_ENV: json.dumps(hyperparameters, allow_nan=False),
         "SM_NUM_GPUS": str(num_gpus),
         "SM_NUM_CPUS": str(os.cpu_count() or 1),
         "SM_CURRENT_HOST": HOST,
@@ -131,7 +114,7 @@ def emulate_training_container(
         "TRAINING_JOB_NAME": job_name,
     }
     for name in channels:
-        env[f"SM_CHANNEL_{name.upper()}"] = str(container.channel_dir(name))
+        env[contract.channel_env(name)] = str(container.channel_dir(name))
     for key, value in hyperparameters.items():
         # 'batch-size' → SM_HP_BATCH_SIZE: env names stay shell-safe.
         env[f"SM_HP_{re.sub(r'[^A-Za-z0-9]', '_', key).upper()}"] = value

@@ -50,9 +50,9 @@ from v8_model.data.features import FEATURE_NAMES, FEATURES_DATASET_COLUMNS
 from v8_model.data.processor import V8FeatureProcessor
 from v8_model.evaluation.gates import GATE_NAMES
 from v8_model.evaluation.metrics import EpochStats, Evaluation
+from v8_model.job import contract
 from v8_model.job.requirements import check_job_environment
 from v8_model.layout import (
-    FAILURE_REASON_LIMIT,
     METRICS_FILE,
     SUMMARY_FILE,
     features_filename,
@@ -77,29 +77,28 @@ class ContainerPaths:
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> ContainerPaths:
-        base = Path(env.get("SM_BASE_DIR", "/opt/ml"))  # the container's default root
-        output_dir = Path(env.get("SM_OUTPUT_DIR", base / "output"))
-        processor = env.get("SM_CHANNEL_PROCESSOR")
+        tree = contract.ContainerTree(Path(env.get(contract.BASE_DIR_ENV, contract.ML_ROOT)))
+        output_dir = Path(env.get(contract.OUTPUT_DIR_ENV, tree.output_dir))
+        training = contract.channel_env(contract.TRAINING_CHANNEL)
+        processor = env.get(contract.channel_env(contract.PROCESSOR_CHANNEL))
         checkpoints = env.get("CRPBOT_CHECKPOINT_DIR")
         return cls(
-            config_dir=Path(env.get("SM_INPUT_CONFIG_DIR", base / "input" / "config")),
-            training_channel=Path(
-                env.get("SM_CHANNEL_TRAINING", base / "input" / "data" / "training")
-            ),
+            config_dir=Path(env.get(contract.INPUT_CONFIG_DIR_ENV, tree.config_dir)),
+            training_channel=Path(env.get(training, tree.channel_dir(contract.TRAINING_CHANNEL))),
             processor_channel=Path(processor) if processor else None,
-            model_dir=Path(env.get("SM_MODEL_DIR", base / "model")),
-            failure_file=Path(env.get("SM_OUTPUT_FAILURE", output_dir / "failure")),
+            model_dir=Path(env.get(contract.MODEL_DIR_ENV, tree.model_dir)),
+            failure_file=Path(env.get(contract.FAILURE_FILE_ENV, output_dir / "failure")),
             checkpoint_dir=Path(checkpoints) if checkpoints else None,
         )
 
 
 def _file_hyperparameters(paths: ContainerPaths, env: Mapping[str, str]) -> tuple[str, dict]:
     """Where the hyperparameters came from and the raw values, SageMaker's own keys left out."""
-    path = paths.config_dir / "hyperparameters.json"
+    path = paths.config_dir / contract.HYPERPARAMETERS_FILE
     if path.is_file():
         source, text = str(path), path.read_text(encoding="utf-8")
-    elif "SM_HPS" in env:
-        source, text = "SM_HPS", env["SM_HPS"]
+    elif contract.HYPERPARAMETERS_ENV in env:
+        source, text = contract.HYPERPARAMETERS_ENV, env[contract.HYPERPARAMETERS_ENV]
     else:
         return "defaults", {}
     try:
@@ -328,7 +327,7 @@ def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
                 path.unlink(missing_ok=True)
         reason = f"{type(error).__name__}: {error}"
         paths.failure_file.parent.mkdir(parents=True, exist_ok=True)
-        paths.failure_file.write_text(reason[:FAILURE_REASON_LIMIT], encoding="utf-8")
+        paths.failure_file.write_text(reason[: contract.FAILURE_REASON_LIMIT], encoding="utf-8")
         print(f"training failed: {reason}", file=sys.stderr, flush=True)
         return 1
     return 0
