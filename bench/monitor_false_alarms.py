@@ -3,8 +3,7 @@
 For each of N synthetic markets (one continuous market, nothing changed at any row), trains the
 recipe on the first `--days` days, then checks the model on the `--fresh-days` that follow with
 the very code `model_monitor` runs (`v8_model.evaluation.monitor.evaluate_fresh`, default
-MonitorSettings),
-and prints each market's promise, realized skill and drift.
+MonitorSettings), and prints each market's promise, realized skill and drift.
 
 The realized_skill rule promises a false-alarm rate of at most skill_alpha (two one-sided tests
 at skill_alpha / 2 each); the feature_drift rule has no analytic rate, so this measures it. The

@@ -30,12 +30,11 @@ DEFAULT_PROFILE = "demo"
 MIN_COMPLETENESS = 0.9
 
 # The synthetic market (v8_model.data.synthetic) behind the embedded default. The planted signal
-# gives
-# the demo model something real to learn; 0 would leave nothing predictable. At 0.1 the demo's
-# models reach a rank IC of about 0.1-0.15 on their test rows (the top of what minute-scale
-# crypto forecasts show) and a break-even cost of a few bps per side; the weakest strength the
-# gates still promote almost always over 60 days (bench/power.py). Turn it up or down per run
-# with the candles config `signal`.
+# gives the demo model something real to learn; 0 would leave nothing predictable. At 0.1 the demo's
+# models reach a rank IC of about 0.1-0.15 on their test rows (the top of what minute-scale crypto
+# forecasts show) and a break-even cost of a few bps per side; the weakest strength the gates still
+# promote almost always over 60 days (bench/power.py). Turn it up or down per run with the candles
+# config `signal`.
 SYNTHETIC_START = "2024-01-01"
 SYNTHETIC_SIGNAL = 0.1
 # Severities the `profitable_after_costs` check may have: WARN reports an unprofitable backtest;

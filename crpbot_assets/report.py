@@ -9,9 +9,8 @@ costs beside buy-and-hold, the per-fold table), the champion/challenger comparis
 through, a monitoring section (the serving version on fresh candles: monitor/{SYMBOL}_monitor.json,
 with the rolling realized skill against the promised interval) and the figures of
 `v8_model.evaluation.plots` (loss curves, confusion matrix, reliability diagram, class mix, equity
-curve,
-rolling realized skill), written as PNG files under
-`reports/figures/` and shown in two Markdown files that differ only in how they reach the images:
+curve, rolling realized skill), written as PNG files under `reports/figures/` and shown in two
+Markdown files that differ only in how they reach the images:
 
     reports/gate_report.md          images embedded as data URIs: one self-contained file (about
                                     110 KB per symbol) that renders the same in the Dagster UI,

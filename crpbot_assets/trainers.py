@@ -44,9 +44,8 @@ class RunInfo:
     Every trainer writes it, last, after the model files: `cost_usd` is 0 for local runs; a cloud
     trainer fills in its billable time and price, or None when the price is unknown. The wall time
     is split into start-up, training and upload (crpbot_assets.sagemaker.time_split); a SageMaker
-    job also
-    records its warm pool's status and the job whose warm pool it reused ("" when it started
-    cold, None when that could not be read).
+    job also records its warm pool's status and the job whose warm pool it reused ("" when it
+    started cold, None when that could not be read).
     """
 
     symbol: str

@@ -58,8 +58,8 @@ class TrainConfig:
     label_smoothing: float = 0.1
     device: str | None = None  # None: CUDA when present, else CPU
     # Worth (v8_model.evaluation.worth, v8_model.evaluation.backtest,
-    # v8_model.evaluation.walkforward): walk-forward folds, the
-    # last one being the main split; the directional-skill test's one-sided significance level;
+    # v8_model.evaluation.walkforward): walk-forward folds, the last one being the main split; the
+    # directional-skill test's one-sided significance level;
     # costs per side; whether SELL calls go short or stay flat; the lowest confidence threshold
     # the backtest may choose on validation.
     folds: int = 3

@@ -8,8 +8,7 @@ One place for the layout, shared by the Dagster assets, the trainers and
     data/{SYMBOL}_features.parquet        the training channel's file
     processors/processor_{SYMBOL}_v8.json the fitted processor (the processor channel's file)
     models/{SYMBOL}/...                   the entry point's SM_MODEL_DIR/{SYMBOL}/ + run_info.json
-    production/{SYMBOL}/current.json      which promoted version serves
-    (v8_model.registry.promotion)
+    production/{SYMBOL}/current.json      which version serves (v8_model.registry.promotion)
     production/{SYMBOL}/versions/{V}/...  one promoted model + promotion.json, kept for rollback
     backtests/{SYMBOL}_backtest.json      the walk-forward skill and backtest of the latest model
     monitor/{SYMBOL}_monitor.json         the serving version checked on fresh candles

@@ -30,8 +30,8 @@ ranges against squared fat-tailed returns then keep the pairs apart.
 
 Computation is float64; the output is float32. Element-wise terms are numpy; the windowed sums,
 EMAs, running extremes and zero-guarded divisions are compiled loops (`v8_model.data.rolling`,
-numba)
-that do the same arithmetic in the same order as the numpy they replaced, without its full-length
+numba) that do the same arithmetic in the same order as the numpy they replaced, without its
+full-length
 temporaries. The input is expected to satisfy the candle schema of `v8_model.data.candles` (positive
 finite prices, non-negative finite volume).
 """

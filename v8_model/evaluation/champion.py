@@ -7,8 +7,8 @@ own test figures would compare two different markets.
 
 The statistic is paired: the difference of the two rank ICs on the same minutes,
 challenger − champion, with the skill gate's stationary bootstrap (`v8_model.evaluation.worth`)
-drawing
-rows jointly, so the minutes where both models win or lose together cancel. H0: the challenger
+drawing rows jointly, so the minutes where both models win or lose together cancel. H0: the
+challenger
 is not worse (difference >= 0); the one-sided p is the share of bootstrap differences, centred on
 the observed one, at or below it. A challenger with p < alpha is significantly worse and is not
 promoted.

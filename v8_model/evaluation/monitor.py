@@ -11,8 +11,8 @@ Three questions, each answered by one function and judged against `MonitorSettin
 - realized skill (`assess_realized_skill`): the rank IC of the version's direction score against
   the realised forward return on the fresh rows, with the skill gate's stationary bootstrap
   (`v8_model.evaluation.worth`). It fails when the fresh rows show the promise is gone: the realized
-  IC lies
-  significantly below the promised one (a one-sided z-test on the difference whose variance adds
+  IC lies significantly below the promised one (a one-sided z-test on the difference whose variance
+  adds
   the realized bootstrap variance and the promised interval's), or is significantly negative
   (the skill gate's test, mirrored). Each test runs at alpha / 2, so on a market that did not
   change the check raises a false alarm with probability at most alpha (Bonferroni);

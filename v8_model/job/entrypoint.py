@@ -12,8 +12,7 @@ Contract, read from the environment, never from hard-coded paths when a variable
   path of spot jobs), each symbol's training state is saved there after every epoch and resumed
   after a restart; it is removed once the symbol's model is written;
 - environment: the packages of `v8_model/job/requirements.txt` and torch >= MIN_TORCH_VERSION are
-  checked
-  first; what is missing is named in the failure reason;
+  checked first; what is missing is named in the failure reason;
 - failure: on any error the reason goes to the failure file (SM_OUTPUT_FAILURE, else
   SM_OUTPUT_DIR/failure), every output this run wrote is removed, and the exit code is 1.
   It never exits 0 with a model missing.

@@ -3,8 +3,8 @@
 The processor sees the training segment only (`v8_model.data.segments`); early stopping sees
 validation only; the gates and the evaluation record see the test segment only. Then the earlier
 walk-forward folds (`v8_model.evaluation.walkforward`) train through the same loop, each on a
-dataset read
-afresh and freed before it trains, and the sixth gate, directional skill, is measured on all
+dataset read afresh and freed before it trains, and the sixth gate, directional skill, is measured
+on all
 folds' test rows.
 """
 
