@@ -19,6 +19,7 @@ import pandas as pd
 from scipy.signal import lfilter
 
 from v8_model.data import features
+from v8_model.defaults import MINUTES_PER_DAY
 
 
 def _price_channels(
@@ -48,7 +49,7 @@ def _calendar(timestamps: pd.Series) -> Iterator[tuple[str, np.ndarray]]:
     if timestamps.dt.tz is not None:
         timestamps = timestamps.dt.tz_convert(None)
     minute = timestamps.to_numpy().astype("datetime64[m]").astype(np.int64)
-    day_phase = 2.0 * np.pi * (minute % features._MINUTES_PER_DAY) / features._MINUTES_PER_DAY
+    day_phase = 2.0 * np.pi * (minute % MINUTES_PER_DAY) / MINUTES_PER_DAY
     minute_of_week = (minute + features._EPOCH_MINUTE_OF_WEEK_OFFSET) % features._MINUTES_PER_WEEK
     week_phase = 2.0 * np.pi * minute_of_week / features._MINUTES_PER_WEEK
     yield "minute_of_day_sin", np.sin(day_phase)

@@ -11,7 +11,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from v8_model.data.synthetic import MINUTES_PER_DAY, generate_candles
+from v8_model.data.synthetic import generate_candles
+from v8_model.defaults import MINUTES_PER_DAY
 
 SYMBOL = "BTC"
 PRICE_COLUMNS = ("open", "high", "low", "close")

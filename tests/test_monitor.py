@@ -31,7 +31,7 @@ from crpbot_assets.alerts import UI_URL_ENV_VAR, WEBHOOK_ENV_VAR, gate_failure_a
 from crpbot_assets.cli import main as crpbot
 from crpbot_assets.definitions import defs
 from crpbot_assets.monitor import FEATURE_DRIFT, MODEL_AGE, REALIZED_SKILL
-from v8_model.data.synthetic import MINUTES_PER_DAY as DAY
+from v8_model.defaults import MINUTES_PER_DAY as DAY
 from v8_model.evaluation.monitor import MonitorRecord
 from v8_model.registry.promotion import read_pointer
 from v8_model.storage import open_store

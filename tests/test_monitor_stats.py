@@ -13,7 +13,7 @@ from markets import market, rescaled, with_long_wicks
 
 from v8_model.data.features import FEATURE_NAMES, build_features_dataset
 from v8_model.data.segments import forward_log_returns
-from v8_model.data.synthetic import MINUTES_PER_DAY
+from v8_model.defaults import MINUTES_PER_DAY
 from v8_model.evaluation.champion import KEEP_CHAMPION, PROMOTE, compare_on_shared_rows, no_champion
 from v8_model.evaluation.metrics import DirectionalSkill
 from v8_model.evaluation.monitor import (
