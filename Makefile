@@ -41,7 +41,7 @@ $(STAMP): $(DEMO_STAMP) requirements/dev.lock
 
 # Resolve pyproject.toml's dependencies into the locks (pins already there are kept while they
 # still fit; `make lock LOCK_FLAGS=--upgrade` moves everything to the newest releases), then derive
-# v8_model/job-requirements.txt from dev.lock. Commit them together. demo.lock and mlflow-ui.lock
+# v8_model/job/requirements.txt from dev.lock. Commit them together. demo.lock and mlflow-ui.lock
 # are resolved under dev.lock's pins, so the locks agree on every shared package.
 LOCK_FLAGS ?=
 lock:

@@ -3,8 +3,8 @@
 Run: .venv/bin/python bench/features.py [--rows N] [--repeats K]
 
 "reference" is the project's first numpy/scipy implementation (tests/features_reference.py puts
-its primitives back in place); "current" is `v8_model.features` as it is, whose primitives
-(`v8_model.rolling`) do the same arithmetic with fewer full-length temporaries. Both are numpy
+its primitives back in place); "current" is `v8_model.data.features` as it is, whose primitives
+(`v8_model.data.rolling`) do the same arithmetic with fewer full-length temporaries. Both are numpy
 and scipy: the numba loops that once ran here were dropped to keep the demo set-up within its
 disk budget (docs/performance.md). Each runs in a fresh process of its own on the same synthetic
 candles: one warm-up run, then K timed runs, of which the best counts. Peak memory is measured
@@ -44,8 +44,8 @@ def _rss_kib() -> int:
 
 def measure(implementation: str, rows: int, repeats: int) -> dict:
     """Time and memory of one implementation, in this process."""
-    from v8_model.features import FEATURE_NAMES, compute_features
-    from v8_model.synthetic import generate_candles
+    from v8_model.data.features import FEATURE_NAMES, compute_features
+    from v8_model.data.synthetic import generate_candles
 
     sys.path.insert(0, str(TESTS))
     from features_reference import reference_features

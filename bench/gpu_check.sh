@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The GPU check, run on a machine with CUDA and a python3 that has torch and the job's
-# requirements (v8_model/job-requirements.txt: pandas, pyarrow, scikit-learn, scipy, arch;
+# requirements (v8_model/job/requirements.txt: pandas, pyarrow, scikit-learn, scipy, arch;
 # dagster-pipes is only imported under Dagster Pipes).
 #   bash bench/gpu_check.sh        # prints the figures issue 10 asks for; ~5 minutes on an H200
 # 1. DataLoader loop vs eager step vs captured CUDA-graph step, same GPU and data, and the eager
@@ -12,8 +12,8 @@ export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
 PYTHON=${PYTHON:-python3}
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
 "$PYTHON" -c "import torch; assert torch.cuda.is_available(), 'no CUDA device'"
-"$PYTHON" -c "import v8_model.job_requirements as r; r.check_job_environment()" || {
-    echo "install the job's requirements first: $PYTHON -m pip install -r v8_model/job-requirements.txt" >&2
+"$PYTHON" -c "import v8_model.job.requirements as r; r.check_job_environment()" || {
+    echo "install the job's requirements first: $PYTHON -m pip install -r v8_model/job/requirements.txt" >&2
     exit 1
 }
 echo "== DataLoader loop vs eager step vs captured step (samples/s, s/epoch, trajectories)"

@@ -17,7 +17,7 @@ masks from the same generator), each against its stated tolerance.
 
 `full`: two years of synthetic 1-minute candles for one symbol (~1.05 M rows, the size of one of
 the seed's parquet files) through build_features_dataset into an emulated SageMaker container
-tree; `v8_model.entrypoint.main` trains with the seed's batch size and learning rate, no early
+tree; `v8_model.job.entrypoint.main` trains with the seed's batch size and learning rate, no early
 stop. Prints seconds per epoch, samples/s, total training seconds and the gates.
 Targets on an H200 (issue 10): captured ≥ 10x the DataLoader loop; 100 full-size epochs ≤ 30 s.
 """
@@ -36,12 +36,14 @@ import torch
 
 from bench.train_cpu import dataloader_epoch
 from v8_model.config import TrainConfig
-from v8_model.entrypoint import main as entrypoint_main
-from v8_model.features import build_features_dataset
+from v8_model.data.features import build_features_dataset
+from v8_model.data.synthetic import generate_candles
+from v8_model.defaults import MINUTES_PER_DAY
+from v8_model.job import contract
+from v8_model.job.entrypoint import main as entrypoint_main
 from v8_model.layout import features_filename
-from v8_model.loop import TrainingParts, train_model
-from v8_model.step import CapturedStep
-from v8_model.synthetic import generate_candles
+from v8_model.model.loop import TrainingParts, train_model
+from v8_model.model.step import CapturedStep
 
 # Dropout off, first steps: the two paths differ only in float rounding (the captured path's
 # learning rate is a float32 tensor; fused kernels may order sums differently).
@@ -168,29 +170,24 @@ def full(epochs: int, symbol: str) -> int:
     name = torch.cuda.get_device_name() if device == "cuda" else "cpu"
     print(f"device={device} name={name} torch={torch.__version__}", flush=True)
     started = time.perf_counter()
-    candles = generate_candles(symbol, minutes=2 * 365 * 1440, seed=0, signal=0.1)
+    candles = generate_candles(symbol, minutes=2 * 365 * MINUTES_PER_DAY, seed=0, signal=0.1)
     dataset = build_features_dataset(candles)
     print(f"rows={len(dataset)} data_seconds={time.perf_counter() - started:.1f}", flush=True)
 
     with tempfile.TemporaryDirectory() as tmp:
-        root = Path(tmp)
-        training = root / "input" / "data" / "training"
+        container = contract.ContainerTree(Path(tmp))  # stands in for /opt/ml
+        training = container.channel_dir(contract.TRAINING_CHANNEL)
         training.mkdir(parents=True)
         dataset.to_parquet(training / features_filename(symbol))
-        env = {
-            "SM_CHANNEL_TRAINING": str(training),
-            "SM_MODEL_DIR": str(root / "model"),
-            "SM_OUTPUT_DIR": str(root / "output"),
-            "SM_INPUT_CONFIG_DIR": str(root / "input" / "config"),
-        }
+        env = {contract.BASE_DIR_ENV: tmp}
         args = ["--epochs", str(epochs), "--symbols", symbol, "--patience", str(epochs)]
         job_started = time.perf_counter()
         code = entrypoint_main(args, env)
         job_seconds = time.perf_counter() - job_started
         if code != 0:
-            print((root / "output" / "failure").read_text())
+            print(container.failure_file.read_text())
             return code
-        metrics = json.loads((root / "model" / symbol / "metrics.json").read_text())
+        metrics = json.loads((container.model_dir / symbol / "metrics.json").read_text())
 
     train_rows = metrics["segment_rows"]["train"]
     per_epoch = metrics["train_seconds"] / metrics["epochs_run"]

@@ -1,9 +1,18 @@
-"""The project's module-level import graph: its size and any import cycles.
+"""The project's import graph: modules and their cycles, rooms and the arrows between them.
 
 Reads `v8_model/` and `crpbot_assets/` as source (nothing is imported), keeps the imports that
 run when a module loads (not those inside functions or under `if TYPE_CHECKING:`), and prints the
 number of modules and edges and every cycle (a strongly connected component of more than one
-module). Exits 1 when there is a cycle.
+module).
+
+Then the rooms: each sub-package of `v8_model` is a room (`v8_model.data`, `v8_model.model`, ...),
+the modules directly in `v8_model/` are its foundations (room `v8_model`), and `crpbot_assets`
+as a whole is one room. Every import counts here, those inside functions included, since a room
+that reaches into another at call time depends on it as much. It prints each arrow between two
+rooms with the number of imports behind it.
+
+Exits 1 when modules form a cycle, when two rooms import each other (directly or round a
+longer loop), when the foundations import a room, or when `v8_model` imports `crpbot_assets`.
 
 Usage: python bench/import_graph.py
 """
@@ -42,10 +51,17 @@ def _imported(node: ast.stmt, module: str, is_package: bool) -> list[str]:
     return [base, *(f"{base}.{alias.name}" for alias in node.names)]
 
 
-def import_graph(modules: dict[str, Path]) -> dict[str, set[str]]:
+def _statements(tree: ast.Module, load_time_only: bool) -> list[ast.stmt]:
+    """The module's top-level statements, or (load_time_only False) every import in it."""
+    if load_time_only:
+        return tree.body
+    return [node for node in ast.walk(tree) if isinstance(node, (ast.Import, ast.ImportFrom))]
+
+
+def import_graph(modules: dict[str, Path], load_time_only: bool = True) -> dict[str, set[str]]:
     graph: dict[str, set[str]] = {name: set() for name in modules}
     for name, path in modules.items():
-        for node in ast.parse(path.read_text()).body:
+        for node in _statements(ast.parse(path.read_text()), load_time_only):
             if isinstance(node, ast.If) and getattr(node.test, "id", "") == "TYPE_CHECKING":
                 continue
             base, *names = _imported(node, name, path.name == "__init__.py")
@@ -91,14 +107,62 @@ def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
     return found
 
 
+def room_of(module: str) -> str:
+    """`v8_model.data.features` → `v8_model.data`; `v8_model.config` → `v8_model`; any
+    `crpbot_assets...` → `crpbot_assets`."""
+    parts = module.split(".")
+    if parts[0] != "v8_model" or len(parts) < 3:
+        return parts[0]
+    return ".".join(parts[:2])
+
+
+def room_arrows(graph: dict[str, set[str]]) -> dict[tuple[str, str], int]:
+    """(from room, to room) → how many module imports make that arrow."""
+    arrows: dict[tuple[str, str], int] = {}
+    for module, targets in graph.items():
+        for target in targets:
+            pair = (room_of(module), room_of(target))
+            if pair[0] != pair[1]:
+                arrows[pair] = arrows.get(pair, 0) + 1
+    return arrows
+
+
+def room_problems(arrows: dict[tuple[str, str], int]) -> list[str]:
+    rooms = sorted({room for pair in arrows for room in pair})
+    room_graph = {room: {to for (frm, to) in arrows if frm == room} for room in rooms}
+    problems = [f"rooms import each other: {' <-> '.join(loop)}" for loop in cycles(room_graph)]
+    problems += [
+        f"the foundations import a room: {frm} -> {to}"
+        for (frm, to) in arrows
+        if frm == "v8_model" and to.startswith("v8_model.")
+    ]
+    problems += [
+        f"the library imports the Dagster side: {frm} -> {to}"
+        for (frm, to) in arrows
+        if frm.startswith("v8_model") and to == "crpbot_assets"
+    ]
+    return problems
+
+
 def main() -> int:
-    graph = import_graph(module_files())
+    modules = module_files()
+    graph = import_graph(modules)
     found = cycles(graph)
     edges = sum(len(targets) for targets in graph.values())
     print(f"{len(graph)} modules, {edges} module-level import edges, {len(found)} cycles")
     for component in found:
         print("cycle:", " <-> ".join(component))
-    return 1 if found else 0
+    arrows = room_arrows(import_graph(modules, load_time_only=False))
+    rooms = sorted({room_of(module) for module in modules})
+    print(f"\n{len(rooms)} rooms, {len(arrows)} arrows between them (imports at any depth):")
+    for (frm, to), count in sorted(arrows.items()):
+        print(f"  {frm:<20} -> {to:<20} {count:>3} imports")
+    problems = room_problems(arrows)
+    for problem in problems:
+        print(problem)
+    if not problems:
+        print("every arrow between rooms is one-way; v8_model imports nothing above it")
+    return 1 if found or problems else 0
 
 
 if __name__ == "__main__":

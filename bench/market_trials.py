@@ -1,7 +1,7 @@
 """Trials of the demo recipe on synthetic markets of known planted strength.
 
 The machinery `bench/false_promotion.py` and `bench/power.py` share: one trial generates a
-market (`v8_model.synthetic`, volatility clustering on), builds its features, trains the demo
+market (`v8_model.data.synthetic`, volatility clustering on), builds its features, trains the demo
 profile's recipe on it (walk-forward folds included) and keeps what decides promotion. Markets
 are named by (symbol, seed): the symbols take turns and the seeds count up from a first seed, so
 the same index always gives the same market. A market's random draws (volatility path, shocks,
@@ -17,13 +17,13 @@ from collections.abc import Iterable, Iterator
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 
-from v8_model.backtest import run_backtest
 from v8_model.config import TrainConfig
-from v8_model.defaults import SYMBOLS
-from v8_model.features import build_features_dataset
-from v8_model.pipeline import train_and_evaluate
-from v8_model.synthetic import MINUTES_PER_DAY, generate_candles
-from v8_model.worth import GATE_NAME as SKILL_GATE
+from v8_model.data.features import build_features_dataset
+from v8_model.data.synthetic import generate_candles
+from v8_model.defaults import MINUTES_PER_DAY, SYMBOLS
+from v8_model.evaluation.backtest import run_backtest
+from v8_model.evaluation.gates import DIRECTIONAL_SKILL
+from v8_model.model.pipeline import train_and_evaluate
 
 
 @dataclass(frozen=True)
@@ -105,7 +105,9 @@ def run_trial(market: Market, config: TrainConfig) -> Trial:
         calls=skill.calls,
         test_accuracy=evaluation.test_accuracy,
         baseline_accuracy=evaluation.baseline_accuracy,
-        form_passed=all(g.passed for n, g in evaluation.gates.items() if n != SKILL_GATE),
+        form_passed=all(
+            g.passed for n, g in evaluation.gates.items() if n != DIRECTIONAL_SKILL.name
+        ),
         skill_passed=skill.passed,
         promoted=evaluation.all_gates_passed,
         net_return=worth.backtest.net_return,

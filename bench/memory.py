@@ -1,7 +1,7 @@
 """Peak memory of the training process against the size of its float32 feature matrix.
 
 For each span of 1-minute candles (default: 1 and 5 years), builds the features file, then runs
-`python -m v8_model.train` in a child process under the emulated container contract (one epoch,
+`python -m v8_model.job.train` in a child process under the emulated container contract (one epoch,
 no Pipes) and reads the child's own peak RSS (VmHWM in /proc), not wait4's, which also counts
 the bench process's memory at the fork.
 
@@ -29,10 +29,11 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from crpbot_assets.container import emulate_training_container
-from v8_model.entrypoint import features_filename
-from v8_model.features import FEATURE_NAMES, build_features_dataset
-from v8_model.synthetic import MINUTES_PER_DAY, generate_candles
+from crpbot_assets.sagemaker.container import emulate_training_container
+from v8_model.data.features import FEATURE_NAMES, build_features_dataset
+from v8_model.data.synthetic import generate_candles
+from v8_model.defaults import MINUTES_PER_DAY
+from v8_model.job.entrypoint import features_filename
 
 SYMBOL = "BTC"
 MIB = 1024 * 1024
@@ -74,12 +75,12 @@ def peak_rss_of_training(years: float, work: Path) -> Measurement:
 
 
 # The training child: the trainer's imports, its peak RSS then, the entry point run in the same
-# process exactly as `python -m v8_model.train` runs it, and its peak RSS at the end, both
+# process exactly as `python -m v8_model.job.train` runs it, and its peak RSS at the end, both
 # written to the pipe named by argv[1]. VmHWM is this process's own high-water mark; wait4's
 # ru_maxrss would also count the bench process's memory at the fork before exec.
 TRAIN_AFTER_IMPORTS = """
 import os, re, runpy, sys
-import arch.bootstrap, v8_model.entrypoint
+import arch.bootstrap, v8_model.job.entrypoint
 
 def vm_hwm_kib():
     with open("/proc/self/status") as status:
@@ -87,9 +88,9 @@ def vm_hwm_kib():
 
 fd = int(sys.argv[1])
 os.write(fd, f"{vm_hwm_kib()}\\n".encode())
-sys.argv = ["v8_model.train"]
+sys.argv = ["v8_model.job.train"]
 try:
-    runpy.run_module("v8_model.train", run_name="__main__", alter_sys=True)
+    runpy.run_module("v8_model.job.train", run_name="__main__", alter_sys=True)
 finally:
     os.write(fd, f"{vm_hwm_kib()}\\n".encode())
 """

@@ -2,8 +2,8 @@
 
 For each of N synthetic markets (one continuous market, nothing changed at any row), trains the
 recipe on the first `--days` days, then checks the model on the `--fresh-days` that follow with
-the very code `model_monitor` runs (`v8_model.monitor.evaluate_fresh`, default MonitorSettings),
-and prints each market's promise, realized skill and drift.
+the very code `model_monitor` runs (`v8_model.evaluation.monitor.evaluate_fresh`, default
+MonitorSettings), and prints each market's promise, realized skill and drift.
 
 The realized_skill rule promises a false-alarm rate of at most skill_alpha (two one-sided tests
 at skill_alpha / 2 each); the feature_drift rule has no analytic rate, so this measures it. The
@@ -25,12 +25,12 @@ from scipy.stats import binomtest
 
 from crpbot_assets.profiles import get_profile
 from v8_model.config import TrainConfig
-from v8_model.defaults import SYMBOLS
-from v8_model.features import build_features_dataset
-from v8_model.monitor import MonitorSettings, evaluate_fresh
-from v8_model.pipeline import train_and_evaluate
-from v8_model.predict import predict_rows
-from v8_model.synthetic import MINUTES_PER_DAY, generate_candles
+from v8_model.data.features import build_features_dataset
+from v8_model.data.synthetic import generate_candles
+from v8_model.defaults import MINUTES_PER_DAY, SYMBOLS
+from v8_model.evaluation.monitor import MonitorSettings, evaluate_fresh
+from v8_model.model.pipeline import train_and_evaluate
+from v8_model.registry.predict import predict_rows
 
 FIRST_SEED = 3000
 

@@ -10,7 +10,8 @@ import resource
 import sys
 import time
 
-from v8_model.synthetic import MINUTES_PER_DAY, generate_candles
+from v8_model.data.synthetic import generate_candles
+from v8_model.defaults import MINUTES_PER_DAY
 
 TARGET_SECONDS = 15.0
 

@@ -15,9 +15,9 @@ import torch
 from torch.utils.data import DataLoader, TensorDataset
 
 from v8_model.config import TrainConfig
-from v8_model.loop import train_model
-from v8_model.loss import FocalLoss
-from v8_model.net import V8TradingNet
+from v8_model.model.loop import train_model
+from v8_model.model.loss import FocalLoss
+from v8_model.model.net import V8TradingNet
 
 
 def dataloader_epoch(x: np.ndarray, y: np.ndarray, batch_size: int, device: str) -> float:
@@ -46,7 +46,7 @@ def dataloader_epoch(x: np.ndarray, y: np.ndarray, batch_size: int, device: str)
 
 
 def project_epoch(x: np.ndarray, y: np.ndarray, batch_size: int, device: str) -> float:
-    """One epoch of v8_model.loop.train_model; its own timer excludes nothing but set-up."""
+    """One epoch of v8_model.model.loop.train_model; its own timer excludes nothing but set-up."""
     config = TrainConfig(epochs=1, batch_size=batch_size, device=device)
     val_rows = 1_000  # the loop validates once per epoch; keep that cost negligible
     result = train_model(x, y, x[:val_rows], y[:val_rows], config)

@@ -42,7 +42,7 @@ from dagster._core.storage.asset_check_execution_record import AssetCheckExecuti
 from crpbot_assets.checks import PROFIT_CHECK_NAME
 from crpbot_assets.monitor import MONITOR_ASSET as MONITOR_ASSET_NAME
 from crpbot_assets.monitor import MONITOR_CHECK_NAMES
-from v8_model.gates import GATE_NAMES
+from v8_model.evaluation.gates import GATE_NAMES
 from v8_model.record import strict_json
 
 WEBHOOK_ENV_VAR = "CRPBOT_ALERT_WEBHOOK_URL"

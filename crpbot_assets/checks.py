@@ -21,9 +21,11 @@ from pandas.api.types import is_numeric_dtype
 from crpbot_assets.partitions import symbol_partitions
 from crpbot_assets.profiles import Profile, ProfileResource
 from crpbot_assets.storage import StorageResource, features_key
-from v8_model.data import VALUE_COLUMNS
-from v8_model.features import FEATURE_NAMES
-from v8_model.gates import GATE_DESCRIPTIONS, GATE_NAMES
+from v8_model.data.candles import VALUE_COLUMNS
+from v8_model.data.features import FEATURE_NAMES
+from v8_model.evaluation.gates import GATES
+from v8_model.evaluation.metrics import BacktestFigures
+from v8_model.record import is_finite_number
 
 FEATURE_DTYPE = np.dtype("float32")
 _MAX_NAMED = 5  # columns or rows quoted in a message; counts cover the rest
@@ -66,7 +68,7 @@ FEATURES_CHECK_SPECS = [
 ]
 
 # Reported by the entry point through Pipes; a failed gate fails the step and stops promotion.
-GATE_CHECK_SPECS = [_spec(name, "model", GATE_DESCRIPTIONS[name]) for name in GATE_NAMES]
+GATE_CHECK_SPECS = [_spec(gate.name, "model", gate.description) for gate in GATES]
 
 PROFIT_CHECK_NAME = "profitable_after_costs"
 # Blocking, so that with severity ERROR a loss after costs stops promotion; a WARN never blocks.
@@ -76,6 +78,11 @@ PROFIT_CHECK_SPEC = _spec(
     "the walk-forward backtest's net_return (after fees and slippage on both sides) is > 0; "
     "severity: the profile's profit_check_severity",
 )
+
+
+def profitable(figures: BacktestFigures) -> bool:
+    """The profit check's verdict; a non-finite return (corrupt prices) is no profit."""
+    return is_finite_number(figures.net_return) and figures.net_return > 0
 
 
 def _result(name: str, passed: bool, description: str, **metadata) -> dg.AssetCheckResult:
@@ -127,7 +134,7 @@ def check_feature_columns(dataset: pd.DataFrame) -> dg.AssetCheckResult:
     if problems:
         description = (
             "; ".join(problems)
-            + ". Rebuild the file with v8_model.features.build_features_dataset."
+            + ". Rebuild the file with v8_model.data.features.build_features_dataset."
         )
     else:
         description = f"all {len(FEATURE_NAMES)} feature columns present as float32"
@@ -219,7 +226,7 @@ def check_finite_values(dataset: pd.DataFrame) -> dg.AssetCheckResult:
         description = (
             f"NaN/Inf in {len(offending)} column(s): {_named(named)}; first offending rows "
             f"{bad_rows[:_MAX_NAMED].tolist()}. Warm-up rows must be dropped, never filled: "
-            "rebuild the file with v8_model.features.build_features_dataset."
+            "rebuild the file with v8_model.data.features.build_features_dataset."
         )
     else:
         description = f"no NaN/Inf in {len(numeric)} columns"

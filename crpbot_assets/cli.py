@@ -207,7 +207,7 @@ def _predict(args: argparse.Namespace) -> int:
     from botocore.exceptions import BotoCoreError, ClientError
 
     from crpbot_assets.storage import default_root
-    from v8_model.predict import MIN_PREDICT_CANDLES, format_predictions, predict_latest
+    from v8_model.registry.predict import MIN_PREDICT_CANDLES, format_predictions, predict_latest
     from v8_model.storage import UnreadableParquetError
 
     root = args.root or default_root()
@@ -279,9 +279,9 @@ def add_predict_command(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _rollback(args: argparse.Namespace) -> int:
+    from crpbot_assets.model_registry import move_champion
     from crpbot_assets.storage import default_root
-    from crpbot_assets.tracking import move_champion
-    from v8_model.promotion import PromotionError, rollback
+    from v8_model.registry.promotion import PromotionError, rollback
     from v8_model.storage import open_store
 
     root = args.root or default_root()
@@ -316,9 +316,9 @@ def add_rollback_command(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _status(args: argparse.Namespace) -> int:
+    from crpbot_assets.model_registry import CHAMPION_ALIAS, disagreement, read_champion
     from crpbot_assets.storage import default_root
-    from crpbot_assets.tracking import CHAMPION_ALIAS, disagreement, read_champion
-    from v8_model.promotion import PromotionError, read_pointer
+    from v8_model.registry.promotion import PromotionError, read_pointer
     from v8_model.storage import open_store
 
     root = args.root or default_root()

@@ -19,20 +19,19 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from v8_model.evaluation import EpochStats
-from v8_model.gates import GATE_NAMES
+from crpbot_assets.assets import SYMBOL_ASSET_NAMES
+from v8_model.evaluation.gates import GATE_NAMES
+from v8_model.evaluation.metrics import EpochStats
 from v8_model.record import format_figure, is_finite_number
 
 # The pipeline's steps as the user thinks of them; the model's gate checks are their own stage.
 STAGES = ("candles", "features", "processor", "model", "checks", "promotion")
-STAGE_OF_STEP = {
-    "candles": "candles",
-    "features": "features",
-    "processor": "processor",
-    "model": "model",
+# An asset's step shows as its own name unless it is renamed here.
+STAGE_NAMES = {
     "backtest": "checks",  # the worth of the model's calls, beside its gate checks
     "production_model": "promotion",
 }
+STAGE_OF_STEP = {name: STAGE_NAMES.get(name, name) for name in SYMBOL_ASSET_NAMES}
 
 
 @dataclass

@@ -13,16 +13,7 @@ serving model on the fresh candles (crpbot_assets.monitor).
 import dagster as dg
 
 from crpbot_assets.alerts import gate_failure_alerts
-from crpbot_assets.assets import (
-    ExchangeResource,
-    backtest,
-    candles,
-    features,
-    gate_report,
-    model,
-    processor,
-    production_model,
-)
+from crpbot_assets.assets import SYMBOL_ASSETS, gate_report
 from crpbot_assets.automation import (
     automation_sensor,
     candles_refresh_job,
@@ -31,10 +22,9 @@ from crpbot_assets.automation import (
 from crpbot_assets.checks import features_checks
 from crpbot_assets.monitor import model_monitor, monitor_after_candles_refresh, monitor_pipeline
 from crpbot_assets.profiles import ProfileResource
+from crpbot_assets.resources import ExchangeResource
 from crpbot_assets.sagemaker.dagster_objects import sagemaker_asset_checks, trainer_from_env
 from crpbot_assets.storage import StorageResource
-
-SYMBOL_ASSETS = (candles, features, processor, model, backtest, production_model)
 
 # One run per symbol: candles through production_model with every check of those assets.
 symbol_pipeline = dg.define_asset_job(

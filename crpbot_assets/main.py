@@ -58,7 +58,7 @@ from crpbot_assets.storage import REPO_ROOT, REPORT_JSON_KEY, REPORT_MARKDOWN_KE
 from crpbot_assets.tracking import where_line
 from crpbot_assets.trainers import utc_now
 from crpbot_assets.writers import fail_orphaned_runs, process_tags
-from v8_model.lifetime import PARENT_PID_ENV_VAR
+from v8_model.job.lifetime import PARENT_PID_ENV_VAR
 from v8_model.symbols import HOW_TO_ADD
 
 DAGSTER_HOME_DEFAULT = REPO_ROOT / ".dagster_home"
@@ -162,7 +162,7 @@ def symbol_run_env(jobs: int) -> dict[str, str]:
     each other (3 symbols on 2 cores took 5x longer in parallel than one after another). A user's
     own OMP_NUM_THREADS is kept.
     """
-    env = {**os.environ, PARENT_PID_ENV_VAR: str(os.getpid())}  # see v8_model.lifetime
+    env = {**os.environ, PARENT_PID_ENV_VAR: str(os.getpid())}  # see v8_model.job.lifetime
     env.setdefault(THREADS_ENV_VAR, str(max(1, available_cores() // max(1, jobs))))
     return env
 

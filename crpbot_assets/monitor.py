@@ -5,7 +5,7 @@ that `production_model` calls.
     candles → features → model_monitor ← production_model (the serving version, read from storage)
 
 `model_monitor` scores the serving production version on the rows after its training data
-(v8_model.monitor), writes monitor/{SYMBOL}_monitor.json and reports `realized_skill`,
+(v8_model.evaluation.monitor), writes monitor/{SYMBOL}_monitor.json and reports `realized_skill`,
 `feature_drift` and `model_age`, non-blocking, with the profile's severities. The alert sensor
 posts their failures; `crpbot_automation` retrains a symbol whose realized_skill or feature_drift
 failed (crpbot_assets.automation).
@@ -27,9 +27,18 @@ from crpbot_assets.profiles import ProfileResource
 from crpbot_assets.storage import StorageResource
 from crpbot_assets.trainers import utc_now
 from crpbot_assets.writers import claim_symbol
-from v8_model.champion import Comparison, compare_on_shared_rows, no_champion
+from v8_model.data.processor import V8FeatureProcessor
+from v8_model.data.segments import forward_log_returns
 from v8_model.defaults import CLASS_NAMES
-from v8_model.evaluation import Evaluation
+from v8_model.evaluation.champion import Comparison, compare_on_shared_rows, no_champion
+from v8_model.evaluation.metrics import Evaluation
+from v8_model.evaluation.monitor import (
+    MonitorInputError,
+    MonitorRecord,
+    MonitorSettings,
+    evaluate_fresh,
+    model_age_days,
+)
 from v8_model.layout import (
     METRICS_FILE,
     PROMOTION_FILE,
@@ -38,21 +47,12 @@ from v8_model.layout import (
     monitor_key,
     production_version_folder,
 )
-from v8_model.monitor import (
-    MonitorInputError,
-    MonitorRecord,
-    MonitorSettings,
-    evaluate_fresh,
-    model_age_days,
-)
-from v8_model.processor import V8FeatureProcessor
-from v8_model.promotion import PromotionError, read_pointer
 from v8_model.record import strict_json
-from v8_model.segments import forward_log_returns
+from v8_model.registry.promotion import PromotionError, read_pointer
 from v8_model.storage import Store
 
 if TYPE_CHECKING:
-    from v8_model.net import V8TradingNet
+    from v8_model.model.net import V8TradingNet
 
 GROUP = "crpbot_v8"
 MONITOR_ASSET = "model_monitor"
@@ -124,7 +124,7 @@ def _serving(store: Store, symbol: str) -> tuple[str, Evaluation, dict]:
 def _load(store: Store, folder: str, symbol: str) -> tuple["V8TradingNet", V8FeatureProcessor]:
     """The model in `folder` (a production version or the staged model) and its processor."""
     # torch is imported only when a model is scored: the definitions load without it.
-    from v8_model.predict import ProductionModelError, load_production_model
+    from v8_model.registry.predict import ProductionModelError, load_production_model
 
     try:
         return load_production_model(store.uri(folder), symbol)
@@ -139,7 +139,7 @@ def build_monitor_record(
     version, evaluation, promotion = _serving(store, symbol)
     key = features_key(symbol)
     dataset = store.read_parquet(key)
-    from v8_model.predict import predict_rows  # see _load
+    from v8_model.registry.predict import predict_rows  # see _load
 
     model, processor = _load(store, production_version_folder(symbol, version), symbol)
     try:
@@ -389,7 +389,7 @@ def champion_comparison(
         # Too short a window is decided without the models: nothing to load.
         if not enough:
             return np.zeros((len(positions), len(CLASS_NAMES)))
-        from v8_model.predict import predict_rows  # see _load
+        from v8_model.registry.predict import predict_rows  # see _load
 
         return predict_rows(dataset, positions, *_load(store, folder, symbol))
 

@@ -20,8 +20,8 @@ import pydantic
 from pydantic import Field
 
 from v8_model.config import TrainConfig
-from v8_model.monitor import MonitorSettings
-from v8_model.synthetic import MINUTES_PER_DAY
+from v8_model.defaults import MINUTES_PER_DAY
+from v8_model.evaluation.monitor import MonitorSettings
 
 PROFILE_ENV_VAR = "CRPBOT_PROFILE"
 DEFAULT_PROFILE = "demo"
@@ -29,12 +29,12 @@ DEFAULT_PROFILE = "demo"
 # in the profile's minimum coverage.
 MIN_COMPLETENESS = 0.9
 
-# The synthetic market (v8_model.synthetic) behind the embedded default. The planted signal gives
-# the demo model something real to learn; 0 would leave nothing predictable. At 0.1 the demo's
-# models reach a rank IC of about 0.1-0.15 on their test rows (the top of what minute-scale
-# crypto forecasts show) and a break-even cost of a few bps per side; the weakest strength the
-# gates still promote almost always over 60 days (bench/power.py). Turn it up or down per run
-# with the candles config `signal`.
+# The synthetic market (v8_model.data.synthetic) behind the embedded default. The planted signal
+# gives the demo model something real to learn; 0 would leave nothing predictable. At 0.1 the demo's
+# models reach a rank IC of about 0.1-0.15 on their test rows (the top of what minute-scale crypto
+# forecasts show) and a break-even cost of a few bps per side; the weakest strength the gates still
+# promote almost always over 60 days (bench/power.py). Turn it up or down per run with the candles
+# config `signal`.
 SYNTHETIC_START = "2024-01-01"
 SYNTHETIC_SIGNAL = 0.1
 # Severities the `profitable_after_costs` check may have: WARN reports an unprofitable backtest;
@@ -54,7 +54,7 @@ class Profile:
     train: TrainConfig
     # The severity of the backtest's `profitable_after_costs` check.
     profit_check_severity: str = "WARN"
-    # After promotion: the monitor's thresholds and severities (v8_model.monitor).
+    # After promotion: the monitor's thresholds and severities (v8_model.evaluation.monitor).
     monitor: MonitorSettings = MonitorSettings()
 
     def __post_init__(self) -> None:

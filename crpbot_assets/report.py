@@ -8,9 +8,9 @@ Each trained symbol gets a worth section (directional skill with its interval, t
 costs beside buy-and-hold, the per-fold table), the champion/challenger comparison its model went
 through, a monitoring section (the serving version on fresh candles: monitor/{SYMBOL}_monitor.json,
 with the rolling realized skill against the promised interval) and the figures of
-`v8_model.plots` (loss curves, confusion matrix, reliability diagram, class mix, equity curve,
-rolling realized skill), written as PNG files under
-`reports/figures/` and shown in two Markdown files that differ only in how they reach the images:
+`v8_model.evaluation.plots` (loss curves, confusion matrix, reliability diagram, class mix, equity
+curve, rolling realized skill), written as PNG files under `reports/figures/` and shown in two
+Markdown files that differ only in how they reach the images:
 
     reports/gate_report.md          images embedded as data URIs: one self-contained file (about
                                     110 KB per symbol) that renders the same in the Dagster UI,
@@ -33,18 +33,18 @@ from crpbot_assets.storage import (
     RUN_INFO_FILE,
     model_folder,
 )
-from v8_model.evaluation import Evaluation, Worth
-from v8_model.gates import CLASS_SHARE_BAND, GATE_NAMES
+from v8_model.evaluation.gates import CLASS_SHARE_BAND, GATE_NAMES
+from v8_model.evaluation.metrics import Evaluation, Worth
+from v8_model.evaluation.monitor import MonitorInputError, MonitorRecord
+from v8_model.evaluation.plots import markdown_image, metrics_figures, rolling_skill_png
 from v8_model.layout import METRICS_FILE, challenger_key, monitor_key
-from v8_model.monitor import MonitorInputError, MonitorRecord
-from v8_model.plots import markdown_image, metrics_figures, rolling_skill_png
-from v8_model.promotion import current_folder
 from v8_model.record import format_figure, strict_json
+from v8_model.registry.promotion import current_folder
 from v8_model.storage import Store
 
 NOT_TRAINED = "not trained"
 FIGURES_FOLDER = "figures"  # beside the reports, so the linked report's paths are relative
-# Alt text of each figure of v8_model.plots.metrics_figures, in its display order.
+# Alt text of each figure of v8_model.evaluation.plots.metrics_figures, in its display order.
 FIGURE_TITLES = {
     "loss_curves": "training and validation loss per epoch",
     "confusion_matrix": "test confusion matrix",
@@ -92,7 +92,7 @@ _RUN_INFO_KEYS = (
     "instance_type",
     "finished_at",
     "cost_usd",
-    # Where the job's wall time went (crpbot_assets.time_split) and what was billed.
+    # Where the job's wall time went (crpbot_assets.sagemaker.time_split) and what was billed.
     "wall_seconds",
     "startup_seconds",
     "training_seconds",

@@ -24,7 +24,7 @@ from crpbot_assets.definitions import defs
 from crpbot_assets.main import QUIET_LOGGERS, failure_summary
 from crpbot_assets.profiles import PROFILES
 from crpbot_assets.writers import process_tags
-from v8_model.lifetime import die_with_parent
+from v8_model.job.lifetime import die_with_parent
 from v8_model.record import strict_json
 from v8_model.storage import atomic_write_text
 

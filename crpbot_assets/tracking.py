@@ -1,4 +1,4 @@
-"""Every training an MLflow run, every promotion a registered model version (SPEC §11).
+"""Every training an MLflow run (SPEC §11): where the store is, and how a run is logged.
 
 Where: the standard `MLFLOW_TRACKING_URI` (an MLflow server, a database, or a SageMaker managed
 MLflow tracking server's ARN through the `sagemaker-mlflow` plugin). Unset, the embedded default:
@@ -11,9 +11,8 @@ no network path to the tracking server. One training is one run in the experimen
 the walk-forward folds are fold-prefixed metrics of that run (`fold_1/rank_ic`, ...), the last
 fold being the main split whose model is the one trained and promoted.
 
-Each promotion registers a version of `crpbot-{SYMBOL}` (tags `production_version` and
-`weights_sha256`) and moves its `champion` alias there; rollback moves the alias back. The
-project's `production/{SYMBOL}/current.json` stays what serving reads; `crpbot status` compares.
+Each promotion registers a model version and moves its `champion` alias: that is
+`crpbot_assets.model_registry`'s, through this module's target, client and bounds.
 
 Nothing here fails a training or a promotion: each public function returns an outcome saying
 what was not tracked and why (credentials redacted). HTTP calls are bounded (timeout, retries)
@@ -42,7 +41,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from crpbot_assets.storage import LOCAL_DEFAULT_ROOT, model_folder
 from crpbot_assets.trainers import RunInfo
-from v8_model.evaluation import Evaluation
+from v8_model.evaluation.metrics import Evaluation
 from v8_model.layout import METRICS_FILE, RUN_INFO_FILE
 from v8_model.storage import Store
 
@@ -54,14 +53,11 @@ TRACKING_URI_ENV_VAR = "MLFLOW_TRACKING_URI"
 UI_URL_ENV_VAR = "CRPBOT_MLFLOW_UI_URL"
 DEFAULT_UI_URL = "http://127.0.0.1:5000"
 EXPERIMENT = "crpbot-v8"
-CHAMPION_ALIAS = "champion"
 EMBEDDED_FOLDER = "mlflow"
 EMBEDDED_DB = "mlflow.db"
 EMBEDDED_ARTIFACTS = "artifacts"
 MODEL_ARTIFACTS = "model"  # the published model folder, as the run's artifact subfolder
 FIGURE_ARTIFACTS = "figures"
-PRODUCTION_VERSION_TAG = "production_version"
-WEIGHTS_SHA256_TAG = "weights_sha256"
 RUN_ID_METADATA = "mlflow_run_id"  # on the `model` materialization; promotion registers from it
 # MLflow's own HTTP settings, used unless the user set them: its defaults (120 s timeout, 7
 # retries with exponential backoff) would hold a training for many minutes on a dead server.
@@ -87,7 +83,7 @@ class TrackingTimeout(TimeoutError):
     """The tracking budget ran out before the next call."""
 
 
-def _tracking_errors() -> tuple[type[BaseException], ...]:
+def tracking_errors() -> tuple[type[BaseException], ...]:
     """What a tracking call may raise that must not fail the caller: MLflow's own errors, the
     network and the disk, the SQL store, AWS (a SageMaker ARN), and the budget running out."""
     from mlflow.exceptions import MlflowException
@@ -179,7 +175,7 @@ def redact(text: str, target: TrackingTarget) -> str:
     return text
 
 
-def _reason(error: BaseException, target: TrackingTarget) -> str:
+def failure_reason(error: BaseException, target: TrackingTarget) -> str:
     message = " ".join(str(error).split())  # MLflow's messages span lines
     return redact(f"{type(error).__name__}: {message}", target)[:600]
 
@@ -224,7 +220,7 @@ def _embedded_lock(folder: Path) -> Iterator[None]:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
-def _client(target: TrackingTarget) -> MlflowClient:
+def mlflow_client(target: TrackingTarget) -> MlflowClient:
     from mlflow import MlflowClient
 
     if target.embedded_folder is None:
@@ -392,7 +388,7 @@ def track_training(
     run_id = None
     try:
         with bounded_http():
-            client = _client(target)
+            client = mlflow_client(target)
             deadline.check("finding the experiment")
             experiment_id = _experiment_id(client, target)
             deadline.check("creating the run")
@@ -412,8 +408,8 @@ def track_training(
             _log_artifacts(client, run_id, store, folder, figures, deadline)
             deadline.check("closing the run")
             client.set_terminated(run_id, "FINISHED")
-    except _tracking_errors() as error:
-        reason = f"not tracked in MLflow ({target.shown}): {_reason(error, target)}"
+    except tracking_errors() as error:
+        reason = f"not tracked in MLflow ({target.shown}): {failure_reason(error, target)}"
         if run_id is not None:
             reason += _close_failed(target, run_id)
         return TrackedRun(target=target.shown, not_tracked=reason)
@@ -429,8 +425,8 @@ def _close_failed(target: TrackingTarget, run_id: str) -> str:
     try:
         with bounded_http():
             MlflowClient(tracking_uri=target.uri).set_terminated(run_id, "FAILED")
-    except _tracking_errors() as error:
-        return f"; run {run_id} stays incomplete ({_reason(error, target)})"
+    except tracking_errors() as error:
+        return f"; run {run_id} stays incomplete ({failure_reason(error, target)})"
     return f"; run {run_id} holds what was logged before and is marked FAILED"
 
 
@@ -481,201 +477,6 @@ def _log_artifacts(
         for subfolder in (model_dir, figures_dir):
             deadline.check(f"uploading {subfolder.name}/")
             client.log_artifacts(run_id, str(subfolder), subfolder.name)
-
-
-# --- the registry ---------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class ChampionMove:
-    """What a promotion or rollback did in the registry: the version, whether the alias moved."""
-
-    target: str
-    model: str
-    version: str | None = None
-    version_url: str | None = None
-    alias_moved: bool = False
-    problem: str | None = None  # why the version or the alias move is missing
-
-    def metadata(self) -> dict[str, dg.MetadataValue]:
-        metadata = {
-            "mlflow_registered_model": dg.MetadataValue.text(self.model),
-            "mlflow_champion_alias": dg.MetadataValue.text(
-                "moved" if self.alias_moved else f"NOT moved: {self.problem}"
-            ),
-        }
-        if self.version is not None:
-            metadata["mlflow_model_version"] = dg.MetadataValue.text(self.version)
-        if self.version_url is not None:
-            metadata["mlflow_model_version_url"] = dg.MetadataValue.url(self.version_url)
-        return metadata
-
-    def line(self) -> str:
-        """One sentence for the CLI and the step's log."""
-        where = f"{self.model}@{CHAMPION_ALIAS}"
-        if self.alias_moved:
-            return f"MLflow {where} now points to version {self.version} ({self.target})"
-        return (
-            f"MLflow {where} was NOT moved ({self.target}): {self.problem}; "
-            "`crpbot status` shows the registry and the pointer side by side"
-        )
-
-
-def register_promotion(
-    symbol: str,
-    *,
-    storage_root: str,
-    production_version: str,
-    weights_sha256: str,
-    fallback_source: str,
-    mlflow_run_id: str | None,
-    dagster_run_id: str,
-) -> ChampionMove:
-    """Register the promoted model as a new version of `crpbot-{symbol}` and point `champion`
-    at it. The version's source is the training run's `model/` artifacts, or `fallback_source`
-    (the promoted folder) when the training was not tracked."""
-    target = tracking_target(storage_root)
-    name = registered_model_name(symbol)
-    tags = {
-        PRODUCTION_VERSION_TAG: production_version,
-        WEIGHTS_SHA256_TAG: weights_sha256,
-        "dagster_run_id": dagster_run_id,
-    }
-    version = None
-    try:
-        with bounded_http():
-            client = _client(target)
-            _ensure_registered_model(client, name)
-            source = fallback_source
-            if mlflow_run_id is not None:
-                source = f"{client.get_run(mlflow_run_id).info.artifact_uri}/{MODEL_ARTIFACTS}"
-            version = client.create_model_version(
-                name, source, run_id=mlflow_run_id, tags=tags
-            ).version
-            client.set_registered_model_alias(name, CHAMPION_ALIAS, str(version))
-    except _tracking_errors() as error:
-        stage = "registering the version" if version is None else "moving the alias"
-        return ChampionMove(
-            target=target.shown,
-            model=name,
-            version=None if version is None else str(version),
-            problem=f"{stage} failed: {_reason(error, target)}",
-        )
-    return ChampionMove(
-        target=target.shown,
-        model=name,
-        version=str(version),
-        version_url=target.model_url(name, str(version)),
-        alias_moved=True,
-    )
-
-
-def _ensure_registered_model(client: MlflowClient, name: str) -> None:
-    from mlflow.exceptions import MlflowException
-    from mlflow.protos.databricks_pb2 import RESOURCE_ALREADY_EXISTS, ErrorCode
-
-    try:
-        client.create_registered_model(
-            name, description="crpbot V8 direction model; `champion` is what production serves"
-        )
-    except MlflowException as error:
-        if error.error_code != ErrorCode.Name(RESOURCE_ALREADY_EXISTS):
-            raise
-
-
-def move_champion(symbol: str, *, storage_root: str, production_version: str) -> ChampionMove:
-    """Point `champion` at the registered version tagged with `production_version` (rollback)."""
-    target = tracking_target(storage_root)
-    name = registered_model_name(symbol)
-    if not target.exists():
-        return ChampionMove(
-            target=target.shown, model=name, problem="no MLflow store there yet (nothing tracked)"
-        )
-    try:
-        with bounded_http():
-            client = _client(target)
-            found = client.search_model_versions(
-                f"name = '{name}' and tags.{PRODUCTION_VERSION_TAG} = '{production_version}'"
-            )
-            if not found:
-                return ChampionMove(
-                    target=target.shown,
-                    model=name,
-                    problem=f"no registered version carries {PRODUCTION_VERSION_TAG}="
-                    f"{production_version} (promoted while the registry was unreachable)",
-                )
-            version = str(max(int(item.version) for item in found))
-            client.set_registered_model_alias(name, CHAMPION_ALIAS, version)
-    except _tracking_errors() as error:
-        return ChampionMove(
-            target=target.shown,
-            model=name,
-            problem=f"moving the alias failed: {_reason(error, target)}",
-        )
-    return ChampionMove(
-        target=target.shown,
-        model=name,
-        version=version,
-        version_url=target.model_url(name, version),
-        alias_moved=True,
-    )
-
-
-@dataclass(frozen=True)
-class Champion:
-    """The registry's `champion` of one symbol, as `crpbot status` reads it."""
-
-    model: str
-    version: str | None = None  # None: no champion (or the registry could not be read)
-    production_version: str | None = None
-    unreadable: str | None = None
-
-
-def read_champion(symbol: str, *, storage_root: str) -> tuple[TrackingTarget, Champion]:
-    """The registry's champion of `symbol`; never creates a store that does not exist yet."""
-    from mlflow.exceptions import MlflowException
-    from mlflow.protos.databricks_pb2 import RESOURCE_DOES_NOT_EXIST, ErrorCode
-
-    target = tracking_target(storage_root)
-    name = registered_model_name(symbol)
-    if not target.exists():
-        return target, Champion(model=name)
-    try:
-        with bounded_http():
-            client = _client(target)
-            version = client.get_model_version_by_alias(name, CHAMPION_ALIAS)
-    except MlflowException as error:
-        if error.error_code == ErrorCode.Name(RESOURCE_DOES_NOT_EXIST):
-            return target, Champion(model=name)
-        return target, Champion(model=name, unreadable=_reason(error, target))
-    except _tracking_errors() as error:
-        return target, Champion(model=name, unreadable=_reason(error, target))
-    return target, Champion(
-        model=name,
-        version=str(version.version),
-        production_version=version.tags.get(PRODUCTION_VERSION_TAG),
-    )
-
-
-def disagreement(serving: str | None, champion: Champion) -> str | None:
-    """Why the registry's champion and the production pointer disagree; None when they agree."""
-    alias = f"{champion.model}@{CHAMPION_ALIAS}"
-    if champion.unreadable is not None:
-        return f"the registry could not be read ({champion.unreadable})"
-    if champion.version is None:
-        if serving is None:
-            return None
-        return (
-            f"production serves {serving} but {alias} does not exist (its move failed or the "
-            "registry was unreachable at promotion)"
-        )
-    if champion.production_version == serving:
-        return None
-    return (
-        f"production serves {serving or 'nothing'} but {alias} is version {champion.version}, "
-        f"tagged {PRODUCTION_VERSION_TAG}={champion.production_version} (serving reads the "
-        "pointer; promote or roll back to move the alias)"
-    )
 
 
 # --- where the runs are ---------------------------------------------------------------------

@@ -19,7 +19,7 @@ from pathlib import Path
 import dagster as dg
 from pydantic import Field
 
-from crpbot_assets.container import EmulatedContainer, emulate_training_container
+from crpbot_assets.sagemaker.container import EmulatedContainer, emulate_training_container
 from crpbot_assets.storage import (
     RUN_INFO_FILE,
     StorageResource,
@@ -27,8 +27,9 @@ from crpbot_assets.storage import (
     model_folder,
     processor_key,
 )
+from v8_model.job import contract
+from v8_model.job.lifetime import PARENT_PID_ENV_VAR, process_exists
 from v8_model.layout import features_filename, processor_filename
-from v8_model.lifetime import PARENT_PID_ENV_VAR, process_exists
 from v8_model.record import strict_json
 
 
@@ -42,9 +43,9 @@ class RunInfo:
 
     Every trainer writes it, last, after the model files: `cost_usd` is 0 for local runs; a cloud
     trainer fills in its billable time and price, or None when the price is unknown. The wall time
-    is split into start-up, training and upload (crpbot_assets.time_split); a SageMaker job also
-    records its warm pool's status and the job whose warm pool it reused ("" when it started
-    cold, None when that could not be read).
+    is split into start-up, training and upload (crpbot_assets.sagemaker.time_split); a SageMaker
+    job also records its warm pool's status and the job whose warm pool it reused ("" when it
+    started cold, None when that could not be read).
     """
 
     symbol: str
@@ -102,10 +103,12 @@ def training_job_name(symbol: str, run_id: str) -> str:
 def stage_inputs(container: EmulatedContainer, storage: StorageResource, symbol: str) -> None:
     """Fill the `training` and `processor` channels from storage."""
     storage.store.download_file(
-        features_key(symbol), container.channel_dir("training") / features_filename(symbol)
+        features_key(symbol),
+        container.channel_dir(contract.TRAINING_CHANNEL) / features_filename(symbol),
     )
     storage.store.download_file(
-        processor_key(symbol), container.channel_dir("processor") / processor_filename(symbol)
+        processor_key(symbol),
+        container.channel_dir(contract.PROCESSOR_CHANNEL) / processor_filename(symbol),
     )
 
 
@@ -165,7 +168,7 @@ def utc_now() -> str:
 
 
 class ModelTrainer(dg.ConfigurableResource):
-    """Trains one symbol's model with `python -m v8_model.train` under the SageMaker contract.
+    """Trains one symbol's model with `python -m v8_model.job.train` under the SageMaker contract.
 
     Contract for every implementation of `train`:
     - inputs come from `storage`: `data/{SYMBOL}_features.parquet` goes into the `training`
@@ -235,7 +238,7 @@ class LocalTrainer(ModelTrainer):
             try:
                 invocation = dg.PipesSubprocessClient().run(
                     context=context,
-                    command=[self.python, "-m", "v8_model.train"],
+                    command=[self.python, "-m", "v8_model.job.train"],
                     # The entry point dies with this process instead of training on as an orphan.
                     env={**container.env, PARENT_PID_ENV_VAR: str(os.getpid())},
                     cwd=tmp,

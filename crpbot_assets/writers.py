@@ -35,7 +35,7 @@ import socket
 
 import dagster as dg
 
-from v8_model.lifetime import process_exists
+from v8_model.job.lifetime import process_exists
 
 PID_TAG = "crpbot/pid"
 STEP_PID_TAG = "crpbot/step_pid"

@@ -5,7 +5,7 @@ script, which
 1. removes torch from every lock: torch is installed first from an exact pin (`torch==2.13.0`),
    so each machine takes its own build (the CPU wheel on the project's machines, a CUDA wheel
    elsewhere) instead of the one wheel hash the lock was compiled against;
-2. writes `v8_model/job-requirements.txt`: the packages named in `job.in`, at the versions of
+2. writes `v8_model/job/requirements.txt`: the packages named in `job.in`, at the versions of
    `dev.lock`.
 
 `tests/test_lock.py` uses the same readers to prove the locks, the job's pins and the installed
@@ -22,7 +22,7 @@ HERE = Path(__file__).resolve().parent
 DEV_LOCK = HERE / "dev.lock"
 DEMO_LOCK = HERE / "demo.lock"
 JOB_NAMES = HERE / "job.in"
-JOB_REQUIREMENTS = HERE.parent / "v8_model" / "job-requirements.txt"
+JOB_REQUIREMENTS = HERE.parent / "v8_model" / "job" / "requirements.txt"
 # Installed outside the lock, from the exact pin in pyproject.toml and the Makefile.
 UNLOCKED = ("torch",)
 
@@ -32,7 +32,7 @@ JOB_HEADER = """\
 # Third-party packages the training job imports besides torch, at the versions the test suite
 # runs with. The SageMaker bootstrap installs exactly these (pip install -r) when the image lacks
 # them, and the entry point checks them at start. torch is the training image's own (its version
-# is the `framework_version` setting, at least v8_model.job_requirements.MIN_TORCH_VERSION);
+# is the `framework_version` setting, at least v8_model.job.requirements.MIN_TORCH_VERSION);
 # dagster_pipes ships as source with the job.
 """
 

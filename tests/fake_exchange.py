@@ -1,6 +1,6 @@
 """A fake ccxt exchange over a synthetic 1-minute market, with scripted faults; no network.
 
-It behaves like ccxt's Coinbase for what `v8_model.exchange` uses: `id`, `rateLimit` (ms) and
+It behaves like ccxt's Coinbase for what `crpbot_assets.exchange` uses: `id`, `rateLimit` (ms) and
 `fetch_ohlcv(symbol, timeframe, since, limit)` answering the candles of the window
 [since, since + limit minutes) as `[ms, open, high, low, close, volume]` lists, oldest first.
 Minutes missing from the market frame are missing from the answers, as Coinbase omits minutes
@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from v8_model.synthetic import generate_candles
+from v8_model.data.synthetic import generate_candles
 
 Row = list[float]
 Fault = Callable[[list[Row]], list[Row]]

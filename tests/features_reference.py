@@ -1,8 +1,8 @@
 """The feature engine's first numpy implementation (commit 8da179e), for parity checks.
 
-`v8_model.features` then computed its windowed sums, EMAs, running extremes, safe divisions and
+`v8_model.data.features` then computed its windowed sums, EMAs, running extremes, safe divisions and
 calendar phases directly with vectorised numpy and `scipy.signal.lfilter`. Now the calendar
-phases are looked up, and the primitives of `v8_model.rolling` do the same arithmetic with fewer
+phases are looked up, and the primitives of `v8_model.data.rolling` do the same arithmetic with fewer
 full-length temporaries (price moments in blocks of chunks, running maxima by doubling in two
 buffers); every feature's formula, built from these primitives, is unchanged.
 `reference_features()` puts the first implementation's primitives back in place for the duration
@@ -20,7 +20,8 @@ import numpy as np
 import pandas as pd
 from scipy.signal import lfilter
 
-from v8_model import features
+from v8_model.data import features
+from v8_model.defaults import MINUTES_PER_DAY
 
 
 def _price_channels(
@@ -50,7 +51,7 @@ def _calendar(timestamps: pd.Series) -> Iterator[tuple[str, np.ndarray]]:
     if timestamps.dt.tz is not None:
         timestamps = timestamps.dt.tz_convert(None)
     minute = timestamps.to_numpy().astype("datetime64[m]").astype(np.int64)
-    day_phase = 2.0 * np.pi * (minute % features._MINUTES_PER_DAY) / features._MINUTES_PER_DAY
+    day_phase = 2.0 * np.pi * (minute % MINUTES_PER_DAY) / MINUTES_PER_DAY
     minute_of_week = (minute + features._EPOCH_MINUTE_OF_WEEK_OFFSET) % features._MINUTES_PER_WEEK
     week_phase = 2.0 * np.pi * minute_of_week / features._MINUTES_PER_WEEK
     yield "minute_of_day_sin", np.sin(day_phase)
@@ -190,7 +191,7 @@ def _merge_ages(maxima: np.ndarray, ages: np.ndarray, shift: int) -> np.ndarray:
 
 
 def reference_features() -> AbstractContextManager:
-    """Within the block, `v8_model.features.compute_features` is the first numpy implementation."""
+    """Within the block, `v8_model.data.features.compute_features` is the first numpy implementation."""
     return mock.patch.multiple(
         features,
         _price_channels=_price_channels,

@@ -1,6 +1,6 @@
 """Markets built for the monitor tests: one synthetic market that continues, or changes at a row.
 
-Each is 1-minute candles from `v8_model.synthetic.generate_candles` (volatility clustering off,
+Each is 1-minute candles from `v8_model.data.synthetic.generate_candles` (volatility clustering off,
 so that a few days of fresh rows look like the training days when nothing changed). A change
 splices in the rows of another market from `at` on, its prices rescaled to continue from the
 last close, so nothing but the planted change moves at the seam.
@@ -11,7 +11,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from v8_model.synthetic import MINUTES_PER_DAY, generate_candles
+from v8_model.data.synthetic import generate_candles
+from v8_model.defaults import MINUTES_PER_DAY
 
 SYMBOL = "BTC"
 PRICE_COLUMNS = ("open", "high", "low", "close")

@@ -12,7 +12,7 @@ thread runs) so that a created job behaves like SageMaker's:
   characters) / Stopped (StopTrainingJob) / Stopped with MaxRuntimeExceeded (the AWS API
   documents MaxRuntimeExceeded as a secondary status of Stopped);
 - the container contract: the job's channels are downloaded from (moto) S3 into a container tree
-  built by crpbot_assets.container.emulate_training_container, and the job's own
+  built by crpbot_assets.sagemaker.container.emulate_training_container, and the job's own
   ContainerEntrypoint (+ ContainerArguments) runs in a subprocess with `/opt/ml` mapped to that
   tree (SM_BASE_DIR). Like SageMaker itself, and unlike the training toolkit, it sets no SM_*
   variables: the process sees the job's Environment, TRAINING_JOB_NAME/ARN and AWS_REGION (plus
@@ -72,15 +72,15 @@ from moto.servicequotas.exceptions import NoSuchResource
 from moto.servicequotas.models import ServiceQuotasBackend
 from moto.servicequotas.responses import ServiceQuotasResponse
 
-from crpbot_assets.container import emulate_training_container
+from crpbot_assets.sagemaker.container import emulate_training_container
 from crpbot_assets.sagemaker.quotas import QUOTA_CODES, quota_name
 from crpbot_assets.sagemaker.trainer import SageMakerTrainer
-from v8_model.features import build_features_dataset
-from v8_model.processor import processor_filename
-from v8_model.segments import fit_processor
-from v8_model.synthetic import generate_candles
+from v8_model.data.features import build_features_dataset
+from v8_model.data.processor import processor_filename
+from v8_model.data.segments import fit_processor
+from v8_model.data.synthetic import generate_candles
+from v8_model.job import contract
 
-CONTAINER_ROOT = "/opt/ml"
 LOG_GROUP = "/aws/sagemaker/TrainingJobs"
 CREDENTIALS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing"}
 ACCOUNT = "123456789012"  # moto's default account
@@ -442,14 +442,14 @@ class SageMakerEmulator:
         fake = job.fake
         spec = fake.algorithm_specification
         command = [
-            arg.replace(CONTAINER_ROOT, str(root), 1) if arg.startswith(CONTAINER_ROOT) else arg
+            arg.replace(contract.ML_ROOT, str(root), 1) if arg.startswith(contract.ML_ROOT) else arg
             for arg in [*spec.get("ContainerEntrypoint", []), *spec.get("ContainerArguments", [])]
         ]
         env = {
             "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
             "HOME": str(root),
             **fake.environment,
-            "SM_BASE_DIR": str(root),  # the container's /opt/ml
+            contract.BASE_DIR_ENV: str(root),  # the container's /opt/ml
             "TRAINING_JOB_NAME": fake.training_job_name,
             "TRAINING_JOB_ARN": fake.arn,
             "AWS_REGION": region,

@@ -24,7 +24,7 @@ from crpbot_assets.alerts import (
 )
 from crpbot_assets.checks import GATE_CHECK_SPECS
 from crpbot_assets.partitions import symbol_partitions
-from v8_model.gates import GATE_NAMES
+from v8_model.evaluation.gates import GATE_NAMES
 
 
 class GateOutcomes(dg.Config):

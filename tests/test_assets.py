@@ -23,19 +23,19 @@ from conftest import serve_webhook
 
 from crpbot_assets import main as main_command
 from crpbot_assets.alerts import UI_URL_ENV_VAR, WEBHOOK_ENV_VAR, gate_failure_alerts
-from crpbot_assets.assets import STAGED_FILES_METADATA
+from crpbot_assets.assets.metadata import STAGED_FILES_METADATA
 from crpbot_assets.checks import FEATURES_CHECK_NAMES, PROFIT_CHECK_NAME
 from crpbot_assets.cli import main as crpbot_cli
 from crpbot_assets.definitions import defs
 from crpbot_assets.profiles import ProfileResource
 from crpbot_assets.report import BACKTEST_FIELDS
-from v8_model.features import FEATURE_NAMES, FEATURES_DATASET_COLUMNS
-from v8_model.gates import GATE_NAMES, MAX_ABS_LOGIT
-from v8_model.predict import load_production_model
-from v8_model.promotion import current_folder, folder_digests
+from v8_model.data.features import FEATURE_NAMES, FEATURES_DATASET_COLUMNS
+from v8_model.data.synthetic import generate_candles
+from v8_model.evaluation.gates import GATE_NAMES, MAX_ABS_LOGIT
 from v8_model.record import strict_json
+from v8_model.registry.predict import load_production_model
+from v8_model.registry.promotion import current_folder, folder_digests
 from v8_model.storage import open_store
-from v8_model.synthetic import generate_candles
 
 SMALL_PROFILE = {
     "name": "demo",

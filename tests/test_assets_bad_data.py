@@ -10,10 +10,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from crpbot_assets.assets import ExchangeResource, candles
+from crpbot_assets.assets import candles
 from crpbot_assets.checks import FEATURES_CHECK_NAMES, features_checks
 from crpbot_assets.definitions import SYMBOL_ASSETS
 from crpbot_assets.profiles import ProfileResource
+from crpbot_assets.resources import ExchangeResource
 from crpbot_assets.storage import (
     StorageResource,
     candles_key,
@@ -22,8 +23,8 @@ from crpbot_assets.storage import (
     staged_candles_key,
 )
 from crpbot_assets.trainers import ModelTrainer
-from v8_model.features import build_features_dataset
-from v8_model.synthetic import generate_candles
+from v8_model.data.features import build_features_dataset
+from v8_model.data.synthetic import generate_candles
 
 TRAINER_CALLS: list[str] = []
 
@@ -90,7 +91,7 @@ def test_missing_feature_column(good_features, tmp_path, dagster_instance):
     )
     assert failed_checks(result) == {
         "feature_columns": "missing 1 of 72 feature columns: 'rsi_14'. Rebuild the file with "
-        "v8_model.features.build_features_dataset."
+        "v8_model.data.features.build_features_dataset."
     }
     assert_nothing_trained(result, tmp_path)
 

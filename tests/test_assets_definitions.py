@@ -11,7 +11,6 @@ import pytest
 
 from crpbot_assets.assets import model
 from crpbot_assets.checks import FEATURES_CHECK_NAMES
-from crpbot_assets.container import emulate_training_container
 from crpbot_assets.definitions import defs
 from crpbot_assets.monitor import MONITOR_CHECK_NAMES
 from crpbot_assets.partitions import symbol_partitions
@@ -21,13 +20,14 @@ from crpbot_assets.profiles import (
     default_profile_name,
     get_profile,
 )
+from crpbot_assets.sagemaker.container import emulate_training_container
 from crpbot_assets.storage import StorageResource, features_key, model_folder, processor_key
 from crpbot_assets.trainers import LocalTrainer
 from v8_model.config import TrainConfig, to_hyperparameters
 from v8_model.defaults import (
     SYMBOLS,
 )
-from v8_model.gates import GATE_NAMES
+from v8_model.evaluation.gates import GATE_NAMES
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -17,12 +17,13 @@ import dagster as dg
 import fake_exchange as fx
 import pandas as pd
 
-from crpbot_assets.assets import ExchangeResource, candles
+from crpbot_assets.assets import candles
 from crpbot_assets.automation import EXCHANGE_RUN_CONFIG, candles_refresh_schedule
 from crpbot_assets.definitions import defs
 from crpbot_assets.profiles import ProfileResource
+from crpbot_assets.resources import ExchangeResource
 from crpbot_assets.storage import StorageResource, staged_candles_key
-from v8_model.data import CANDLE_COLUMNS
+from v8_model.data.candles import CANDLE_COLUMNS
 
 MARKET_MINUTES = 3_000
 MARKET_START = pd.Timestamp.now(tz="UTC").floor("min") - pd.Timedelta(minutes=MARKET_MINUTES + 120)

@@ -21,9 +21,9 @@ from PIL import Image
 
 from crpbot_assets.definitions import defs
 from crpbot_assets.report import FIGURE_TITLES
-from v8_model.gates import GATE_NAMES
+from v8_model.evaluation.gates import GATE_NAMES
+from v8_model.evaluation.plots import PNG_MAGIC
 from v8_model.layout import REPORT_LINKED_MARKDOWN_KEY
-from v8_model.plots import PNG_MAGIC
 
 ARTIFACTS = Path(__file__).resolve().parents[1] / "test-artifacts" / "gate_report"
 FIGURES = ("loss_curves", "confusion_matrix", "reliability", "class_mix", "equity_curve")

@@ -31,12 +31,13 @@ from servers import (
 )
 from test_assets import small_run_config
 
+from crpbot_assets.assets import SYMBOL_ASSET_NAMES
 from crpbot_assets.automation import automation_sensor
 from crpbot_assets.partitions import symbol_partitions
 from crpbot_assets.storage import REPORT_JSON_KEY
 
 SYMBOLS = symbol_partitions.get_partition_keys()
-PARTITIONED_ASSETS = ("candles", "features", "processor", "model", "backtest", "production_model")
+PARTITIONED_ASSETS = SYMBOL_ASSET_NAMES
 # Three small runs on 2 busy cores, plus the daemon's 30 s backfill and sensor ticks.
 BACKFILL_TIMEOUT = 360.0
 REPORT_TIMEOUT = 120.0

@@ -17,9 +17,9 @@ from v8_model.config import (
     from_hyperparameters,
     to_hyperparameters,
 )
-from v8_model.evaluation import EpochStats, Evaluation, SegmentRows, metrics_fields
-from v8_model.gates import evaluate_gates, evaluation_metrics
-from v8_model.labels import LabelThresholds
+from v8_model.data.labels import LabelThresholds
+from v8_model.evaluation.gates import evaluate_gates, evaluation_metrics
+from v8_model.evaluation.metrics import EpochStats, Evaluation, SegmentRows, metrics_fields
 from v8_model.record import RecordError
 
 NON_DEFAULT = TrainConfig(
@@ -190,7 +190,7 @@ def test_sagemaker_bucket_and_prefix_come_from_an_s3_storage_root(monkeypatch):
 def test_the_loss_comes_from_the_config():
     import torch
 
-    from v8_model.loss import FocalLoss, build_loss
+    from v8_model.model.loss import FocalLoss, build_loss
 
     focal = build_loss(TrainConfig(focal_alpha=0.5, focal_gamma=1.0, label_smoothing=0.0))
     assert isinstance(focal, FocalLoss) and (focal.alpha, focal.gamma) == (0.5, 1.0)

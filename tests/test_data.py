@@ -1,4 +1,4 @@
-"""Tests for the candle schema and `validate_candles` (v8_model.data)."""
+"""Tests for the candle schema and `validate_candles` (v8_model.data.candles)."""
 
 import pickle
 
@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from v8_model.data import (
+from v8_model.data.candles import (
     CANDLE_COLUMNS,
     DEFAULT_MIN_ROWS,
     CandleValidationError,

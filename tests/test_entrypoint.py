@@ -1,4 +1,4 @@
-"""`python -m v8_model.train` under an emulated SageMaker training container."""
+"""`python -m v8_model.job.train` under an emulated SageMaker training container."""
 
 import json
 import os
@@ -9,12 +9,12 @@ from pathlib import Path
 
 import pytest
 
-from v8_model.features import build_features_dataset
+from v8_model.data.features import build_features_dataset
+from v8_model.data.processor import V8FeatureProcessor, processor_filename
+from v8_model.data.segments import fit_processor
+from v8_model.data.synthetic import generate_candles
 from v8_model.layout import features_filename
-from v8_model.net import load_model
-from v8_model.processor import V8FeatureProcessor, processor_filename
-from v8_model.segments import fit_processor
-from v8_model.synthetic import generate_candles
+from v8_model.model.net import load_model
 
 REPO = Path(__file__).resolve().parents[1]
 EPOCH_LINE = re.compile(
@@ -61,7 +61,7 @@ def container(tmp_path, datasets):
 
 def _run(env, *args):
     return subprocess.run(
-        [sys.executable, "-m", "v8_model.train", *args],
+        [sys.executable, "-m", "v8_model.job.train", *args],
         env=env,
         cwd=REPO,
         capture_output=True,

@@ -18,8 +18,7 @@ import fake_exchange as fx
 import pandas as pd
 import pytest
 
-from v8_model.data import CandleValidationError
-from v8_model.exchange import (
+from crpbot_assets.exchange import (
     DEFAULT_MAX_GAP,
     TIMESTAMP_DTYPE,
     ExchangeFetchError,
@@ -29,6 +28,7 @@ from v8_model.exchange import (
     market_for,
     update_candles,
 )
+from v8_model.data.candles import CandleValidationError
 from v8_model.storage import open_store
 
 MINUTES = 3_000
@@ -268,7 +268,7 @@ def test_a_killed_run_leaves_whole_pages_and_resumes(candles, tmp_path):
     root = tmp_path / "root"
     child = (
         "import os, signal, fake_exchange as fx\n"
-        "from v8_model.exchange import update_candles\n"
+        "from crpbot_assets.exchange import update_candles\n"
         "kill = lambda rows: os.kill(os.getpid(), signal.SIGKILL)\n"
         f"exchange = fx.FakeExchange(fx.market({MINUTES}), faults={{8: kill}})\n"
         f"update_candles({str(root)!r}, {KEY!r}, exchange, {MARKET!r}, start={str(START)!r},\n"
@@ -431,7 +431,7 @@ def test_make_exchange_builds_a_rate_limited_ccxt_exchange():
 def test_the_module_imports_without_ccxt_and_says_how_to_install_it():
     code = (
         "import sys; sys.modules['ccxt'] = None\n"  # `import ccxt` now fails, as if absent
-        "import v8_model.exchange as ex\n"
+        "import crpbot_assets.exchange as ex\n"
         "try:\n    ex.make_exchange()\n"
         "except ImportError as error:\n    print(error)\n"
     )

@@ -25,14 +25,14 @@ import pytest
 from test_assets import small_run_config
 
 from crpbot_assets import main as main_command
-from crpbot_assets.assets import ExchangeResource
 from crpbot_assets.cli import main as crpbot
 from crpbot_assets.definitions import SYMBOL_ASSETS, defs
 from crpbot_assets.profiles import ProfileResource
+from crpbot_assets.resources import ExchangeResource
 from crpbot_assets.storage import StorageResource, candles_key
 from crpbot_assets.trainers import WORK_BASE, ModelTrainer
 from crpbot_assets.writers import PID_TAG
-from v8_model.lifetime import process_exists
+from v8_model.job.lifetime import process_exists
 from v8_model.storage import open_store
 
 SYMBOL = "ETH"  # trains to passing gates on the small profile (see tests/test_assets.py)
@@ -237,7 +237,7 @@ def _wait_for_trainer(process: subprocess.Popen) -> int:
                 cmdline = Path(f"/proc/{child}/cmdline").read_bytes().split(b"\0")
             except FileNotFoundError:  # ended meanwhile
                 continue
-            if b"v8_model.train" in cmdline:
+            if b"v8_model.job.train" in cmdline:
                 return child
         time.sleep(0.2)
     raise TimeoutError("the main command started no trainer")

@@ -8,18 +8,18 @@ from features_reference import reference_features
 from numpy.lib.stride_tricks import sliding_window_view
 from scipy import stats
 
-from v8_model import features as features_module
-from v8_model.defaults import LONGEST_FEATURE_WINDOW
-from v8_model.features import (
+from v8_model.data import features as features_module
+from v8_model.data.features import (
     FEATURE_NAMES,
     FEATURES_DATASET_COLUMNS,
     WARMUP_ROWS,
     build_features_dataset,
     compute_features,
 )
-from v8_model.gates import gate_feature_normalization
-from v8_model.segments import prepare_segments
-from v8_model.synthetic import generate_candles
+from v8_model.data.segments import prepare_segments
+from v8_model.data.synthetic import generate_candles
+from v8_model.defaults import LONGEST_FEATURE_WINDOW
+from v8_model.evaluation.gates import gate_feature_normalization
 
 DOCS = Path(__file__).resolve().parents[1] / "docs" / "features.md"
 PRICE_COLUMNS = ["open", "high", "low", "close"]

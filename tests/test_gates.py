@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from v8_model.gates import (
+from v8_model.evaluation.gates import (
     FORM_GATE_NAMES,
     evaluate_gates,
     evaluation_metrics,
@@ -80,3 +80,54 @@ def test_ece_zero_for_calibrated_and_large_for_overconfident():
     overconfident = np.eye(3)[rng.integers(0, 3, 30_000)] * 0.98 + 0.02 / 3
     ece, table = expected_calibration_error(overconfident, labels)
     assert ece > 0.5 and sum(row.count for row in table) == 30_000
+
+
+def test_each_gate_is_defined_once_and_everything_else_derives_from_it() -> None:
+    import ast
+    from pathlib import Path
+
+    from crpbot_assets.checks import GATE_CHECK_SPECS
+    from v8_model.evaluation.gates import GATE_NAMES, GATES, evaluate_gates
+
+    assert [gate.number for gate in GATES] == list(range(1, len(GATES) + 1))
+    assert len(set(GATE_NAMES)) == len(GATES)
+    assert [(spec.name, spec.description) for spec in GATE_CHECK_SPECS] == [
+        (gate.name, gate.description) for gate in GATES
+    ]
+    recorded = evaluate_gates(SCALED, _balanced_logits())
+    assert {name: result.threshold for name, result in recorded.items()} == {
+        gate.name: gate.threshold for gate in GATES[:-1]
+    }
+    # No other module of the library or the Dagster side spells a gate's name as a string.
+    repo = Path(__file__).resolve().parents[1]
+    spelled = {
+        (path.relative_to(repo).as_posix(), node.value)
+        for package in ("v8_model", "crpbot_assets")
+        for path in (repo / package).rglob("*.py")
+        for node in ast.walk(ast.parse(path.read_text()))
+        if isinstance(node, ast.Constant) and node.value in GATE_NAMES
+    }
+    assert {where for where, _ in spelled} == {"v8_model/evaluation/gates.py"}, spelled
+    assert {name for _, name in spelled} == set(GATE_NAMES)
+
+
+def test_the_skill_gate_records_its_threshold_with_the_alpha_it_ran_with() -> None:
+    from v8_model.evaluation.gates import DIRECTIONAL_SKILL
+    from v8_model.evaluation.metrics import DirectionalSkill
+    from v8_model.evaluation.worth import skill_gate
+
+    skill = DirectionalSkill(
+        rank_ic=0.1,
+        ci_low=0.05,
+        ci_high=0.15,
+        p_value=0.001,
+        alpha=0.01,
+        passed=True,
+        rows=1000,
+        calls=900,
+        block_size=15,
+        bootstrap_reps=999,
+    )
+    result = skill_gate(skill)
+    assert result.name == DIRECTIONAL_SKILL.name and result.passed
+    assert result.threshold == "rank IC > 0 with one-sided block-bootstrap p < 0.01"

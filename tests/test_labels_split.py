@@ -1,9 +1,9 @@
 import numpy as np
 import pytest
 
+from v8_model.data.labels import BUY, HOLD, SELL, LabelThresholds, forward_return_scores
+from v8_model.data.split import chronological_split, minimum_embargo
 from v8_model.defaults import LONGEST_FEATURE_WINDOW
-from v8_model.labels import BUY, HOLD, SELL, LabelThresholds, forward_return_scores
-from v8_model.split import chronological_split, minimum_embargo
 
 
 def test_scores_look_forward_and_are_volatility_scaled():

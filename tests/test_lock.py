@@ -49,14 +49,16 @@ def test_every_locked_package_is_installed_at_its_locked_version() -> None:
 
 
 def test_job_requirements_are_the_locked_versions_of_job_in() -> None:
-    from v8_model.job_requirements import read_requirements
+    from v8_model.job.requirements import read_requirements
 
     lock = pins.read_lock(pins.DEV_LOCK)
     job = {pins.canonical(name): version for name, version in read_requirements().items()}
     assert set(job) == {pins.canonical(name) for name in pins.read_names()}
     differ = {name: (version, lock.get(name)) for name, version in job.items()}
     differ = {name: pair for name, pair in differ.items() if pair[0] != pair[1]}
-    assert not differ, f"job-requirements.txt vs dev.lock (job, lock): {differ}; run `make lock`"
+    assert not differ, (
+        f"v8_model/job/requirements.txt vs dev.lock (job, lock): {differ}; run `make lock`"
+    )
     assert pins.JOB_REQUIREMENTS.read_text() == pins.job_requirements_text(lock, pins.read_names())
 
 

@@ -16,7 +16,7 @@ from crpbot_assets.console import (
     promotion_line,
     summary_table,
 )
-from v8_model.gates import GATE_NAMES
+from v8_model.evaluation.gates import GATE_NAMES
 
 PASSED_ENTRY = {
     "status": "passed",

@@ -31,10 +31,10 @@ from crpbot_assets.alerts import UI_URL_ENV_VAR, WEBHOOK_ENV_VAR, gate_failure_a
 from crpbot_assets.cli import main as crpbot
 from crpbot_assets.definitions import defs
 from crpbot_assets.monitor import FEATURE_DRIFT, MODEL_AGE, REALIZED_SKILL
-from v8_model.monitor import MonitorRecord
-from v8_model.promotion import read_pointer
+from v8_model.defaults import MINUTES_PER_DAY as DAY
+from v8_model.evaluation.monitor import MonitorRecord
+from v8_model.registry.promotion import read_pointer
 from v8_model.storage import open_store
-from v8_model.synthetic import MINUTES_PER_DAY as DAY
 
 TRAIN_DAYS, FRESH_DAYS, CHALLENGER_DAYS = 35, 5, 45
 PROFILE = {

@@ -11,10 +11,12 @@ import pandas as pd
 import pytest
 from markets import market, rescaled, with_long_wicks
 
-from v8_model.champion import KEEP_CHAMPION, PROMOTE, compare_on_shared_rows, no_champion
-from v8_model.evaluation import DirectionalSkill
-from v8_model.features import FEATURE_NAMES, build_features_dataset
-from v8_model.monitor import (
+from v8_model.data.features import FEATURE_NAMES, build_features_dataset
+from v8_model.data.segments import forward_log_returns
+from v8_model.defaults import MINUTES_PER_DAY
+from v8_model.evaluation.champion import KEEP_CHAMPION, PROMOTE, compare_on_shared_rows, no_champion
+from v8_model.evaluation.metrics import DirectionalSkill
+from v8_model.evaluation.monitor import (
     CALENDAR_FEATURES,
     MonitorInputError,
     MonitorRecord,
@@ -23,8 +25,6 @@ from v8_model.monitor import (
     assess_realized_skill,
     monitor_window,
 )
-from v8_model.segments import forward_log_returns
-from v8_model.synthetic import MINUTES_PER_DAY
 
 HORIZON = 15
 TRAIN_DAYS, FRESH_DAYS = 20, 4

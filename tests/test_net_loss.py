@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 import torch
 
-from v8_model.loss import FocalLoss
-from v8_model.net import ModelLoadError, V8TradingNet, load_model, save_model
+from v8_model.model.loss import FocalLoss
+from v8_model.model.net import ModelLoadError, V8TradingNet, load_model, save_model
 
 
 def test_architecture_and_temperature():

@@ -17,11 +17,11 @@ import pytest
 from PIL import Image
 
 from v8_model.config import TrainConfig
+from v8_model.data.features import build_features_dataset
+from v8_model.data.synthetic import generate_candles
 from v8_model.defaults import CLASS_NAMES
-from v8_model.evaluation import Evaluation
-from v8_model.features import build_features_dataset
-from v8_model.pipeline import train_and_evaluate
-from v8_model.plots import (
+from v8_model.evaluation.metrics import Evaluation
+from v8_model.evaluation.plots import (
     DPI,
     FIGURE_SIZE,
     PNG_MAGIC,
@@ -32,7 +32,7 @@ from v8_model.plots import (
     metrics_figures,
     reliability_diagram_png,
 )
-from v8_model.synthetic import generate_candles
+from v8_model.model.pipeline import train_and_evaluate
 
 ARTIFACTS = Path(__file__).resolve().parents[1] / "test-artifacts" / "plots"
 MAX_PNG_BYTES = 60_000  # each image lands in Dagster's event log
@@ -143,7 +143,7 @@ def test_markdown_image_embeds_the_png_itself():
 
 def test_draws_without_pyplot_or_a_display():
     code = (
-        "import sys; from v8_model.plots import class_mix_png; "
+        "import sys; from v8_model.evaluation.plots import class_mix_png; "
         "class_mix_png({'SELL': 0.3, 'HOLD': 0.4, 'BUY': 0.3}); "
         "assert 'matplotlib.pyplot' not in sys.modules"
     )

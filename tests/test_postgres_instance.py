@@ -28,7 +28,7 @@ from test_assets import small_run_config
 from crpbot_assets.checks import FEATURES_CHECK_NAMES, PROFIT_CHECK_NAME
 from crpbot_assets.definitions import defs
 from crpbot_assets.sagemaker.dagster_objects import TRAINING_POOL
-from v8_model.gates import GATE_NAMES
+from v8_model.evaluation.gates import GATE_NAMES
 
 LOGS_PREFIX = "dagster/compute-logs"
 

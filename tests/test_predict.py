@@ -13,12 +13,15 @@ import pandas as pd
 import pytest
 
 from v8_model.config import TrainConfig
-from v8_model.data import CandleValidationError
-from v8_model.features import WARMUP_ROWS, build_features_dataset, compute_features
-from v8_model.gates import softmax
-from v8_model.loop import train_model
-from v8_model.net import CONFIG_FILE, WEIGHTS_FILE, V8TradingNet, predict_logits, save_model
-from v8_model.predict import (
+from v8_model.data.candles import CandleValidationError
+from v8_model.data.features import WARMUP_ROWS, build_features_dataset, compute_features
+from v8_model.data.processor import V8FeatureProcessor, processor_filename
+from v8_model.data.segments import prepare_segments
+from v8_model.data.synthetic import generate_candles
+from v8_model.evaluation.gates import softmax
+from v8_model.model.loop import train_model
+from v8_model.model.net import CONFIG_FILE, WEIGHTS_FILE, V8TradingNet, predict_logits, save_model
+from v8_model.registry.predict import (
     MIN_PREDICT_CANDLES,
     PREDICT_HISTORY_CANDLES,
     PREDICTION_COLUMNS,
@@ -29,11 +32,8 @@ from v8_model.predict import (
     predict,
     predict_latest,
 )
-from v8_model.processor import V8FeatureProcessor, processor_filename
-from v8_model.promotion import current_folder, folder_digests, promote
-from v8_model.segments import prepare_segments
+from v8_model.registry.promotion import current_folder, folder_digests, promote
 from v8_model.storage import Store, open_store
-from v8_model.synthetic import generate_candles
 
 SYMBOL = "BTC"
 PROCESSOR_FILE = processor_filename(SYMBOL)

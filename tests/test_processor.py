@@ -4,8 +4,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from v8_model.features import FEATURE_NAMES
-from v8_model.processor import ProcessorLoadError, V8FeatureProcessor, processor_filename
+from v8_model.data.features import FEATURE_NAMES
+from v8_model.data.processor import ProcessorLoadError, V8FeatureProcessor, processor_filename
 
 
 @pytest.fixture
@@ -80,9 +80,9 @@ def test_load_refuses_missing_and_non_json(tmp_path):
 def test_features_constant_on_the_training_rows_are_refused_by_name():
     # One traded minute after the training segment: every volume feature is constant (0) on the
     # training rows, which the scaler would otherwise leave unscaled and the gates never see.
-    from v8_model.features import build_features_dataset
-    from v8_model.segments import fit_processor
-    from v8_model.synthetic import generate_candles
+    from v8_model.data.features import build_features_dataset
+    from v8_model.data.segments import fit_processor
+    from v8_model.data.synthetic import generate_candles
 
     candles = generate_candles("BTC", minutes=6 * 1440, seed=1)
     candles["volume"] = 0.0

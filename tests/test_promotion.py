@@ -15,8 +15,9 @@ import boto3
 import pytest
 
 from crpbot_assets.cli import main as crpbot
-from v8_model.claims import ClaimError, claim_key, symbol_writer_claim
-from v8_model.promotion import (
+from v8_model.data.synthetic import generate_candles
+from v8_model.registry.claims import ClaimError, claim_key, symbol_writer_claim
+from v8_model.registry.promotion import (
     KEEP_VERSIONS,
     PromotionError,
     current_folder,
@@ -26,7 +27,6 @@ from v8_model.promotion import (
     rollback,
 )
 from v8_model.storage import LocalStore, Store, open_store
-from v8_model.synthetic import generate_candles
 
 SYMBOL = "BTC"
 STAGED = f"models/{SYMBOL}"

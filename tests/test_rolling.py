@@ -3,7 +3,7 @@ import pytest
 from numpy.lib.stride_tricks import sliding_window_view
 from scipy.signal import lfilter
 
-from v8_model import rolling
+from v8_model.data import rolling
 
 
 def _windows(values: np.ndarray, window: int) -> np.ndarray:

@@ -20,7 +20,7 @@ import pytest
 
 from crpbot_assets.definitions import defs
 from crpbot_assets.writers import HOST_TAG, PID_TAG, STEP_PID_TAG, process_is_gone
-from v8_model.lifetime import process_exists
+from v8_model.job.lifetime import process_exists
 
 REPO = Path(__file__).resolve().parents[1]
 TIMEOUT_S = 240

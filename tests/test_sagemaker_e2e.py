@@ -19,7 +19,6 @@ from sagemaker_emulator import (
 )
 
 from crpbot_assets.assets import (
-    ExchangeResource,
     candles,
     features,
     gate_report,
@@ -29,6 +28,7 @@ from crpbot_assets.assets import (
 )
 from crpbot_assets.checks import features_checks
 from crpbot_assets.profiles import ProfileResource
+from crpbot_assets.resources import ExchangeResource
 from crpbot_assets.sagemaker.dagster_objects import (
     PREFLIGHT_CHECK_NAME,
     sagemaker_asset_checks,
@@ -38,7 +38,7 @@ from crpbot_assets.sagemaker.trainer import SageMakerTrainer
 from crpbot_assets.storage import StorageResource
 from crpbot_assets.tracking import tracking_target
 from crpbot_assets.trainers import LocalTrainer
-from v8_model.gates import GATE_NAMES
+from v8_model.evaluation.gates import GATE_NAMES
 
 
 def test_one_symbol_end_to_end(emulator: SageMakerEmulator, capsys: pytest.CaptureFixture) -> None:

@@ -46,9 +46,9 @@ from crpbot_assets.sagemaker.settings import (
     settings_from_env,
 )
 from v8_model.config import TrainConfig, to_hyperparameters
-from v8_model.evaluation import EpochStats
+from v8_model.evaluation.metrics import EpochStats
 from v8_model.layout import METRICS_FILE, SUMMARY_FILE
-from v8_model.net import V8TradingNet, save_model
+from v8_model.model.net import V8TradingNet, save_model
 
 REPO = Path(__file__).resolve().parents[1]
 FAST = RetryPolicy(attempts=4, base_delay_s=0.001, max_delay_s=0.002)
@@ -258,7 +258,7 @@ def test_bundle_ships_the_projects_own_source(
 ) -> None:
     files = bundle_files()
     assert files["bootstrap.py"] == Path(container_bootstrap.__file__).read_bytes()
-    assert "src/v8_model/entrypoint.py" in files and "src/v8_model/train.py" in files
+    assert "src/v8_model/job/entrypoint.py" in files and "src/v8_model/job/train.py" in files
     assert "src/dagster_pipes/__init__.py" in files
     assert not any("__pycache__" in name for name in files)
     bundle = CodeBundle(SageMakerSettings(bucket=s3_bucket), files)
@@ -340,7 +340,7 @@ def test_bootstrap_drops_the_train_argument(
     monkeypatch.setattr(container_bootstrap.os, "execve", lambda *args: executed.append(args))
     container_bootstrap.main(["train", "--symbols", "BTC"])
     ((_, command, _),) = executed
-    assert command[1:] == ["-m", "v8_model.train", "--symbols", "BTC"]
+    assert command[1:] == ["-m", "v8_model.job.train", "--symbols", "BTC"]
 
 
 def test_every_third_party_import_of_the_job_is_declared() -> None:
@@ -355,7 +355,7 @@ def test_every_third_party_import_of_the_job_is_declared() -> None:
         [
             sys.executable,
             "-c",
-            "import sys, v8_model.train, v8_model.entrypoint, v8_model.pipes; "
+            "import sys, v8_model.job.train, v8_model.job.entrypoint, v8_model.job.pipes; "
             "print('\\n'.join(m for m in sys.modules if m.startswith('v8_model')))",
         ],
         capture_output=True,
@@ -379,7 +379,7 @@ def test_every_third_party_import_of_the_job_is_declared() -> None:
         for name in imported - set(sys.stdlib_module_names) - {"v8_model", "dagster_pipes"}
         for dist in distributions.get(name, [name])
     }
-    from v8_model.job_requirements import read_requirements
+    from v8_model.job.requirements import read_requirements
 
     # The check sees lazy imports (boto3 inside a function) and the features code's scipy.
     assert {"scipy", "boto3", "scikit-learn"} <= third_party
@@ -387,8 +387,8 @@ def test_every_third_party_import_of_the_job_is_declared() -> None:
 
 
 def test_entry_point_checks_its_environment_first(monkeypatch: pytest.MonkeyPatch) -> None:
-    from v8_model import job_requirements
-    from v8_model.job_requirements import JobEnvironmentError, check_torch
+    from v8_model.job import requirements as job_requirements
+    from v8_model.job.requirements import JobEnvironmentError, check_torch
 
     check_torch("2.8.0")
     check_torch("2.13.0+cpu")
@@ -400,12 +400,12 @@ def test_entry_point_checks_its_environment_first(monkeypatch: pytest.MonkeyPatc
     monkeypatch.setattr(
         job_requirements, "installed_version", lambda name: None if name == "scipy" else real(name)
     )
-    with pytest.raises(JobEnvironmentError, match="lacks scipy .declared in job-requirements"):
+    with pytest.raises(JobEnvironmentError, match="lacks scipy .declared in requirements.txt"):
         job_requirements.check_job_environment()
 
 
 def test_image_version_default_satisfies_the_minimum_torch() -> None:
-    from v8_model.job_requirements import MIN_TORCH_VERSION, version_tuple
+    from v8_model.job.requirements import MIN_TORCH_VERSION, version_tuple
 
     settings = SageMakerSettings(role_arn=ROLE_ARN)
     assert version_tuple(settings.framework_version) >= version_tuple(MIN_TORCH_VERSION)

@@ -7,8 +7,8 @@ import pytest
 import torch
 
 from v8_model.config import TrainConfig
-from v8_model.loop import TrainingParts, train_model
-from v8_model.step import CapturedStep, CosineDecay, EagerStep, build_step
+from v8_model.model.loop import TrainingParts, train_model
+from v8_model.model.step import CapturedStep, CosineDecay, EagerStep, build_step
 
 # The captured path's learning rate is a float32 device tensor, the eager one's a Python float:
 # AdamW rounds its update differently in the last bit. The trajectories agree to ~1e-7 for the

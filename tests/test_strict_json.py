@@ -18,7 +18,7 @@ from test_config_record import HISTORY, _evaluation
 
 from crpbot_assets.console import SymbolResult, promotion_line
 from crpbot_assets.report import write_report
-from v8_model.evaluation import Evaluation
+from v8_model.evaluation.metrics import Evaluation
 from v8_model.layout import METRICS_FILE, REPORT_JSON_KEY, model_folder
 from v8_model.record import NON_FINITE, strict_json
 from v8_model.storage import open_store

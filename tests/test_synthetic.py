@@ -2,8 +2,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from v8_model.data import validate_candles
-from v8_model.synthetic import generate_candles
+from v8_model.data.candles import validate_candles
+from v8_model.data.synthetic import generate_candles
 
 
 def _log_returns(candles: pd.DataFrame) -> np.ndarray:

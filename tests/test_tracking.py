@@ -23,8 +23,8 @@ from servers import free_port, http_service, require_module
 
 from crpbot_assets.cli import main as crpbot
 from crpbot_assets.definitions import defs
+from crpbot_assets.model_registry import CHAMPION_ALIAS
 from crpbot_assets.tracking import (
-    CHAMPION_ALIAS,
     EXPERIMENT,
     TRACKING_URI_ENV_VAR,
     redact,
@@ -32,8 +32,8 @@ from crpbot_assets.tracking import (
     where_line,
 )
 from v8_model.config import TrainConfig
-from v8_model.evaluation import Evaluation
-from v8_model.promotion import read_pointer
+from v8_model.evaluation.metrics import Evaluation
+from v8_model.registry.promotion import read_pointer
 from v8_model.storage import open_store
 
 # The module's scenario trains two folds, set up within its first test's limit.
@@ -277,7 +277,7 @@ def test_where_line_names_the_store_and_never_a_password(monkeypatch, tmp_path):
 
 REGISTER_IN_A_PROCESS = """
 import sys
-from crpbot_assets.tracking import register_promotion
+from crpbot_assets.model_registry import register_promotion
 move = register_promotion(
     sys.argv[1], storage_root=sys.argv[2], production_version="v1", weights_sha256="0" * 64,
     fallback_source=sys.argv[2], mlflow_run_id=None, dagster_run_id="run",

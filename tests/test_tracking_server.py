@@ -26,14 +26,9 @@ from test_tracking import metadata_of, run_config
 from crpbot_assets.cli import main as crpbot
 from crpbot_assets.definitions import defs
 from crpbot_assets.main import failure_summary
-from crpbot_assets.tracking import (
-    CHAMPION_ALIAS,
-    EXPERIMENT,
-    TRACKING_URI_ENV_VAR,
-    register_promotion,
-    track_training,
-)
-from v8_model.promotion import read_pointer
+from crpbot_assets.model_registry import CHAMPION_ALIAS, register_promotion
+from crpbot_assets.tracking import EXPERIMENT, TRACKING_URI_ENV_VAR, track_training
+from v8_model.registry.promotion import read_pointer
 from v8_model.storage import open_store
 
 # Four trainings in the module's scenario, all set up within its first test's limit.

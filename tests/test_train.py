@@ -5,12 +5,12 @@ import pytest
 import torch
 
 from v8_model.config import TrainConfig
-from v8_model.features import build_features_dataset
-from v8_model.loop import TrainingDivergedError, train_model
-from v8_model.loss import FocalLoss
-from v8_model.net import predict_logits
-from v8_model.pipeline import train_and_evaluate
-from v8_model.synthetic import generate_candles
+from v8_model.data.features import build_features_dataset
+from v8_model.data.synthetic import generate_candles
+from v8_model.model.loop import TrainingDivergedError, train_model
+from v8_model.model.loss import FocalLoss
+from v8_model.model.net import predict_logits
+from v8_model.model.pipeline import train_and_evaluate
 
 # How much better than the majority-class baseline a model must score when a signal is planted.
 PLANTED_SIGNAL_MARGIN = 0.05
@@ -135,7 +135,7 @@ def test_an_unusable_checkpoint_is_discarded_with_a_warning(tmp_path, caplog):
     """Stale (other settings), truncated or incomplete: never fatal, training starts afresh."""
     import numpy as np
 
-    from v8_model.checkpoint import ARRAYS_FILE
+    from v8_model.model.checkpoint import ARRAYS_FILE
 
     x, y = _random_problem(1_000, seed=6)
     data = (x[:800], y[:800], x[800:], y[800:])
@@ -164,7 +164,7 @@ def test_an_unusable_checkpoint_is_discarded_with_a_warning(tmp_path, caplog):
         if damage is not None:
             damage(directory)
         caplog.clear()
-        with caplog.at_level("WARNING", logger="v8_model.checkpoint"):
+        with caplog.at_level("WARNING", logger="v8_model.model.checkpoint"):
             result = train_model(
                 *data, TrainConfig(epochs=2, device="cpu"), checkpoint_dir=directory
             )

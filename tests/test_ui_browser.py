@@ -24,9 +24,9 @@ from servers import (
 )
 from test_assets import small_run_config
 
-from crpbot_assets.assets import GROUP
+from crpbot_assets.assets.metadata import GROUP
 from crpbot_assets.definitions import defs
-from v8_model.gates import GATE_NAMES
+from v8_model.evaluation.gates import GATE_NAMES
 
 if TYPE_CHECKING:
     from playwright.sync_api import Page

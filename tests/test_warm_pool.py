@@ -31,8 +31,8 @@ from crpbot_assets.sagemaker.preflight import run_preflight
 from crpbot_assets.sagemaker.quotas import Usage, quota_code
 from crpbot_assets.sagemaker.request import build_training_job_request
 from crpbot_assets.sagemaker.settings import SageMakerSettings, SettingsError, settings_from_env
+from crpbot_assets.sagemaker.time_split import TimeSplit
 from crpbot_assets.storage import RUN_INFO_FILE, StorageResource, model_folder
-from crpbot_assets.time_split import TimeSplit
 from v8_model.config import TrainConfig, to_hyperparameters
 
 SYMBOLS = ("BTC", "ETH", "SOL")

@@ -18,15 +18,15 @@ from conftest import serve_webhook
 from crpbot_assets.alerts import WEBHOOK_ENV_VAR, gate_failure_alerts
 from crpbot_assets.definitions import defs
 from crpbot_assets.profiles import Profile, get_profile
-from v8_model.backtest import NO_TRADES_NOTE, run_backtest
 from v8_model.config import HyperparameterError, TrainConfig, from_hyperparameters
-from v8_model.evaluation import Evaluation
-from v8_model.features import build_features_dataset
-from v8_model.gates import evaluation_metrics
-from v8_model.pipeline import train_and_evaluate
-from v8_model.synthetic import MINUTES_PER_DAY, generate_candles
-from v8_model.walkforward import fold_splits
-from v8_model.worth import directional_skill
+from v8_model.data.features import build_features_dataset
+from v8_model.data.synthetic import MINUTES_PER_DAY, generate_candles
+from v8_model.evaluation.backtest import NO_TRADES_NOTE, run_backtest
+from v8_model.evaluation.gates import evaluation_metrics
+from v8_model.evaluation.metrics import Evaluation
+from v8_model.evaluation.walkforward import fold_splits
+from v8_model.evaluation.worth import directional_skill
+from v8_model.model.pipeline import train_and_evaluate
 
 SELL_, HOLD_, BUY_ = (0.7, 0.2, 0.1), (0.2, 0.6, 0.2), (0.1, 0.2, 0.7)
 

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 # The entry point's one hyperparameter that is not a training setting: which symbols a job trains.
 SYMBOLS_HYPERPARAMETER = "symbols"
-# The loss functions `v8_model.loss.build_loss` knows.
+# The loss functions `v8_model.model.loss.build_loss` knows.
 LOSSES = ("focal", "cross_entropy")
 # Binance spot's taker fee for a regular account (the cheapest retail taker fee of the exchanges
 # the exchange source is used with) and the half-spread plus impact a market order pays on a
@@ -57,8 +57,9 @@ class TrainConfig:
     focal_gamma: float = 2.0
     label_smoothing: float = 0.1
     device: str | None = None  # None: CUDA when present, else CPU
-    # Worth (v8_model.worth, v8_model.backtest, v8_model.walkforward): walk-forward folds, the
-    # last one being the main split; the directional-skill test's one-sided significance level;
+    # Worth (v8_model.evaluation.worth, v8_model.evaluation.backtest,
+    # v8_model.evaluation.walkforward): walk-forward folds, the last one being the main split; the
+    # directional-skill test's one-sided significance level;
     # costs per side; whether SELL calls go short or stay flat; the lowest confidence threshold
     # the backtest may choose on validation.
     folds: int = 3

@@ -1,13 +1,14 @@
 """Where each artifact lives under a storage root (a local folder or `s3://bucket/prefix`).
 
-One place for the layout, shared by the Dagster assets, the trainers and `v8_model.predict`:
+One place for the layout, shared by the Dagster assets, the trainers and
+`v8_model.registry.predict`:
 
     candles/{SYMBOL}_candles.parquet      validated 1-minute candles, published once audited
     staging/candles/{SYMBOL}_candles.parquet  a refresh waiting for its features' audit
     data/{SYMBOL}_features.parquet        the training channel's file
     processors/processor_{SYMBOL}_v8.json the fitted processor (the processor channel's file)
     models/{SYMBOL}/...                   the entry point's SM_MODEL_DIR/{SYMBOL}/ + run_info.json
-    production/{SYMBOL}/current.json      which promoted version serves (v8_model.promotion)
+    production/{SYMBOL}/current.json      which version serves (v8_model.registry.promotion)
     production/{SYMBOL}/versions/{V}/...  one promoted model + promotion.json, kept for rollback
     backtests/{SYMBOL}_backtest.json      the walk-forward skill and backtest of the latest model
     monitor/{SYMBOL}_monitor.json         the serving version checked on fresh candles
@@ -23,10 +24,8 @@ from __future__ import annotations
 # Files of a model folder (the entry point's SM_MODEL_DIR/{SYMBOL}/).
 WEIGHTS_FILE = "weights.npz"
 CONFIG_FILE = "config.json"
-METRICS_FILE = "metrics.json"  # the v8_model.evaluation.Evaluation record
+METRICS_FILE = "metrics.json"  # the v8_model.evaluation.metrics.Evaluation record
 SUMMARY_FILE = "training_summary.json"  # SM_MODEL_DIR/, over every symbol of the job
-# SageMaker keeps the first 1024 characters of the failure file as the job's FailureReason.
-FAILURE_REASON_LIMIT = 1024
 
 RUN_INFO_FILE = "run_info.json"
 PROMOTION_FILE = "promotion.json"
@@ -73,12 +72,12 @@ def backtest_key(symbol: str) -> str:
 
 
 def monitor_key(symbol: str) -> str:
-    """The `model_monitor` asset's record (v8_model.monitor.MonitorRecord)."""
+    """The `model_monitor` asset's record (v8_model.evaluation.monitor.MonitorRecord)."""
     return f"monitor/{symbol}_monitor.json"
 
 
 def challenger_key(symbol: str) -> str:
-    """The latest champion/challenger comparison (v8_model.champion), promoted or not."""
+    """The latest champion/challenger comparison (v8_model.evaluation.champion), promoted or not."""
     return f"monitor/{symbol}_challenger.json"
 
 

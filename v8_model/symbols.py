@@ -9,7 +9,7 @@ follow `SYMBOLS`. Without a settings file
 (an installed package, the SageMaker container) the seed's three symbols apply.
 
 A symbol is 2 to 15 capital letters or digits (the base asset: `BTC`, `1INCH`); the exchange
-market is derived from it (`v8_model.exchange.market_for`). Anything else is refused with an
+market is derived from it (`crpbot_assets.exchange.market_for`). Anything else is refused with an
 error naming where the bad value came from.
 """
 

@@ -17,6 +17,7 @@ from typing import Any
 from botocore.exceptions import ClientError
 
 from crpbot_assets.sagemaker.aws import error_code
+from v8_model.data.processor import ProcessorLoadError, V8FeatureProcessor
 from v8_model.layout import (
     CONFIG_FILE,
     METRICS_FILE,
@@ -24,7 +25,6 @@ from v8_model.layout import (
     WEIGHTS_FILE,
     processor_filename,
 )
-from v8_model.processor import ProcessorLoadError, V8FeatureProcessor
 from v8_model.storage import parse_s3_uri
 
 ARCHIVE_NAME = "model.tar.gz"
@@ -73,7 +73,7 @@ def extract_verified(archive: Path, symbol: str, target_dir: Path) -> Path:
             f"{archive.name} is corrupt ({type(error).__name__}: {error}); nothing was promoted"
         ) from error
     # Loading the weights needs torch: imported here, so loading the Dagster definitions does not.
-    from v8_model.net import ModelLoadError, load_model
+    from v8_model.model.net import ModelLoadError, load_model
 
     symbol_dir = target_dir / symbol
     try:

@@ -4,7 +4,7 @@ The original launcher never told SageMaker where its code was ("train.py not fou
 job receives, as an ordinary input channel, exactly the source this process runs:
 
     <code channel>/bootstrap.py            container_bootstrap.py (the ContainerEntrypoint)
-    <code channel>/src/v8_model/...        the ML library and `python -m v8_model.train`
+    <code channel>/src/v8_model/...        the ML library and `python -m v8_model.job.train`
     <code channel>/src/dagster_pipes/...   Pipes' external side, the orchestrator's exact version
     <code channel>/MANIFEST.json           file list and digest, uploaded last
 
@@ -21,14 +21,14 @@ from pathlib import Path
 from typing import Any
 
 from crpbot_assets.sagemaker import container_bootstrap
-from crpbot_assets.sagemaker.settings import CONTAINER_ML_ROOT, SageMakerSettings
+from crpbot_assets.sagemaker.settings import SageMakerSettings
+from v8_model.job.contract import CODE_CHANNEL, CONTAINER
 
 BUNDLED_PACKAGES = ("v8_model", "dagster_pipes")
 BOOTSTRAP_NAME = "bootstrap.py"
 MANIFEST_NAME = "MANIFEST.json"
-CODE_CHANNEL = "code"
 # Where SageMaker puts the code channel inside the container (File mode).
-CONTAINER_CODE_DIR = f"{CONTAINER_ML_ROOT}/input/data/{CODE_CHANNEL}"
+CONTAINER_CODE_DIR = str(CONTAINER.channel_dir(CODE_CHANNEL))
 
 
 def _package_dir(package: str) -> Path:

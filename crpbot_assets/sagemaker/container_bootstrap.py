@@ -1,13 +1,14 @@
-"""The job's ContainerEntrypoint: prepare the PyTorch image, then `python -m v8_model.train`.
+"""The job's ContainerEntrypoint: prepare the PyTorch image, then `python -m v8_model.job.train`.
 
 This file is copied into the job's `code` channel as `bootstrap.py` and runs inside the SageMaker
-container with the image's Python, so it imports the standard library only (and
-`v8_model.job_requirements`, which does too). A custom entry point bypasses the SageMaker training
-toolkit, so this script does what the job needs:
+container with the image's Python, so it imports the standard library only (and, from the
+bundled source, `v8_model.job.contract` and `v8_model.job.requirements`, which do too). A
+custom entry point bypasses the SageMaker training toolkit, so this script does what the job
+needs:
 
 1. exports SM_CHANNEL_<NAME> / SM_CHANNELS / SM_MODEL_DIR for the channels SageMaker downloaded
    (what the toolkit would export; the entry point reads them, e.g. the `processor` channel);
-2. installs `v8_model/job-requirements.txt` (pinned) when the image lacks any of it, failing
+2. installs `v8_model/job/requirements.txt` (pinned) when the image lacks any of it, failing
    fast (one retry, short timeout) with the reason when there is no network (network isolation,
    a VPC without a route to PyPI); the bundled source already carries v8_model and dagster_pipes;
 3. drops a leading `train` argument (SageMaker appends it to some entry commands; the entry
@@ -26,9 +27,8 @@ import sys
 from pathlib import Path
 from types import ModuleType
 
-FAILURE_REASON_LIMIT = 1024
 SOURCE_DIR = "src"
-REQUIREMENTS_PATH = f"{SOURCE_DIR}/v8_model/job-requirements.txt"
+REQUIREMENTS_PATH = f"{SOURCE_DIR}/v8_model/job/requirements.txt"
 # Fail fast without a network: one retry and a short timeout instead of pip's minutes of retries.
 PIP_COMMAND = (
     "-m",
@@ -44,23 +44,37 @@ PIP_COMMAND = (
 )
 
 
+def _use_bundled_source(code_dir: Path) -> None:
+    """Put the bundled source first on sys.path: the contract and the requirements check are
+    read from the code this job shipped with (standard library only, nothing installed yet)."""
+    source = str(code_dir / SOURCE_DIR)
+    if source not in sys.path:
+        sys.path.insert(0, source)
+
+
 def _fail(base: Path, reason: str) -> int:
-    failure = Path(os.environ.get("SM_OUTPUT_FAILURE", base / "output" / "failure"))
+    from v8_model.job import contract
+
+    tree = contract.ContainerTree(base)
+    failure = Path(os.environ.get(contract.FAILURE_FILE_ENV, tree.failure_file))
     failure.parent.mkdir(parents=True, exist_ok=True)
-    failure.write_text(reason[:FAILURE_REASON_LIMIT], encoding="utf-8")
+    failure.write_text(reason[: contract.FAILURE_REASON_LIMIT], encoding="utf-8")
     print(reason, file=sys.stderr, flush=True)
     return 1
 
 
 def container_env(base: Path, code_dir: Path, environ: dict[str, str]) -> dict[str, str]:
     """The entry point's environment: channels as the toolkit names them, bundled source first."""
+    from v8_model.job import contract
+
     env = dict(environ)
-    data_dir = base / "input" / "data"
+    tree = contract.ContainerTree(base)
+    data_dir = tree.data_dir
     channels = sorted(p.name for p in data_dir.iterdir() if p.is_dir()) if data_dir.is_dir() else []
     for name in channels:
-        env.setdefault(f"SM_CHANNEL_{name.upper()}", str(data_dir / name))
-    env.setdefault("SM_CHANNELS", json.dumps(channels, allow_nan=False))
-    env.setdefault("SM_MODEL_DIR", str(base / "model"))
+        env.setdefault(contract.channel_env(name), str(tree.channel_dir(name)))
+    env.setdefault(contract.CHANNELS_ENV, json.dumps(channels, allow_nan=False))
+    env.setdefault(contract.MODEL_DIR_ENV, str(tree.model_dir))
     env.setdefault("PYTHONUNBUFFERED", "1")
     source = str(code_dir / SOURCE_DIR)
     env["PYTHONPATH"] = os.pathsep.join(p for p in (source, env.get("PYTHONPATH", "")) if p)
@@ -73,9 +87,9 @@ def entry_arguments(argv: list[str]) -> list[str]:
 
 
 def _job_requirements(code_dir: Path) -> ModuleType:
-    """`v8_model.job_requirements` from the bundled source (standard library only)."""
-    sys.path.insert(0, str(code_dir / SOURCE_DIR))
-    import v8_model.job_requirements as job_requirements
+    """`v8_model.job.requirements` from the bundled source (standard library only)."""
+    _use_bundled_source(code_dir)
+    import v8_model.job.requirements as job_requirements
 
     return job_requirements
 
@@ -104,13 +118,16 @@ def install_requirements(base: Path, code_dir: Path) -> int | None:
 
 
 def main(argv: list[str]) -> int:
-    base = Path(os.environ.get("SM_BASE_DIR", "/opt/ml"))
     code_dir = Path(__file__).resolve().parent
+    _use_bundled_source(code_dir)
+    from v8_model.job import contract
+
+    base = Path(os.environ.get(contract.BASE_DIR_ENV, contract.ML_ROOT))
     failed = install_requirements(base, code_dir)
     if failed is not None:
         return failed
     env = container_env(base, code_dir, dict(os.environ))
-    command = [sys.executable, "-m", "v8_model.train", *entry_arguments(argv)]
+    command = [sys.executable, "-m", "v8_model.job.train", *entry_arguments(argv)]
     print(f"bootstrap: exec {' '.join(command)} (source {code_dir / SOURCE_DIR})", flush=True)
     os.execve(sys.executable, command, env)  # replaces this process: the job is the entry point
 

@@ -35,7 +35,7 @@ from dagster_aws.pipes import PipesS3ContextInjector, PipesS3MessageReader
 
 from crpbot_assets.sagemaker.aws import DEFAULT_RETRY, RetryPolicy, call_with_retries, error_code
 from crpbot_assets.sagemaker.pricing import Price, spot_savings_percent
-from crpbot_assets.time_split import TimeSplit
+from crpbot_assets.sagemaker.time_split import TimeSplit
 
 LOG_GROUP = "/aws/sagemaker/TrainingJobs"
 TERMINAL_STATUSES = frozenset({"Completed", "Failed", "Stopped"})

@@ -8,9 +8,7 @@ yields PASS / WARN / FAIL / INFO with a detail naming what is missing and how to
 
 from __future__ import annotations
 
-import json
 import os
-import urllib.parse
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -25,7 +23,10 @@ from crpbot_assets.sagemaker.iam import (
     SAGEMAKER_PRINCIPAL,
     Statement,
     caller_statements,
+    iam_principal_arn,
     job_role_statements,
+    simulate_denied,
+    trusts_sagemaker,
 )
 from crpbot_assets.sagemaker.pricing import instance_price
 from crpbot_assets.sagemaker.quotas import (
@@ -128,56 +129,6 @@ def parquet_rows(s3: Any, bucket: str, key: str, size: int) -> int:
     start = size - 8 - footer_size
     footer = s3.get_object(Bucket=bucket, Key=key, Range=f"bytes={start}-")["Body"].read()
     return pq.read_metadata(pa.BufferReader(PARQUET_MAGIC + footer)).num_rows
-
-
-def trusts_sagemaker(policy: Any) -> bool:
-    """Whether an assume-role policy lets sagemaker.amazonaws.com assume the role."""
-    if isinstance(policy, str):  # IAM returns it URL-encoded when botocore does not decode it
-        policy = json.loads(urllib.parse.unquote(policy))
-    statements = policy.get("Statement", [])
-    for statement in [statements] if isinstance(statements, dict) else statements:
-        actions = statement.get("Action", [])
-        services = statement.get("Principal", {}).get("Service", [])
-        actions = [actions] if isinstance(actions, str) else actions
-        services = [services] if isinstance(services, str) else services
-        if (
-            statement.get("Effect") == "Allow"
-            and SAGEMAKER_PRINCIPAL in services
-            and any(action in {"sts:AssumeRole", "sts:*", "*"} for action in actions)
-        ):
-            return True
-    return False
-
-
-def iam_principal_arn(caller_arn: str) -> str | None:
-    """The IAM ARN to simulate for the caller: a user or role as is, an assumed-role session as
-    its role (without a path: STS does not return it), None for the account root."""
-    parts = caller_arn.split(":", 5)
-    if len(parts) < 6 or parts[5] == "root":
-        return None
-    partition, service, account, resource = parts[1], parts[2], parts[4], parts[5]
-    if service == "sts" and resource.startswith("assumed-role/"):
-        return f"arn:{partition}:iam::{account}:role/{resource.split('/')[1]}"
-    if resource.startswith(("user/", "role/")):
-        return f"arn:{partition}:iam::{account}:{resource}"
-    return caller_arn  # e.g. a federated user: the simulator says whether it can answer
-
-
-def simulate_denied(iam: Any, principal_arn: str, statements: Sequence[Statement]) -> list[str]:
-    """The actions of `statements` that IAM's policy simulator denies to `principal_arn`."""
-    denied = []
-    for statement in statements:
-        results = iam.simulate_principal_policy(
-            PolicySourceArn=principal_arn,
-            ActionNames=list(statement.actions),
-            ResourceArns=list(statement.resources),
-        )["EvaluationResults"]
-        denied += [
-            f"{result['EvalActionName']} on {result.get('EvalResourceName', '*')}"
-            for result in results
-            if result["EvalDecision"] != "allowed"
-        ]
-    return denied
 
 
 class Preflight:

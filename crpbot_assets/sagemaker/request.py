@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 
-from crpbot_assets.sagemaker.code_bundle import BOOTSTRAP_NAME, CODE_CHANNEL, CONTAINER_CODE_DIR
+from crpbot_assets.sagemaker.code_bundle import BOOTSTRAP_NAME, CONTAINER_CODE_DIR
 from crpbot_assets.sagemaker.settings import (
     CHECKPOINT_LOCAL_PATH,
     INSTANCE_COUNT,
@@ -16,11 +16,10 @@ from crpbot_assets.sagemaker.settings import (
     SettingsError,
 )
 from v8_model.config import SYMBOLS_HYPERPARAMETER
-from v8_model.evaluation import metric_regex
+from v8_model.evaluation.metrics import metric_regex
+from v8_model.job.contract import CODE_CHANNEL, PROCESSOR_CHANNEL, TRAINING_CHANNEL
 from v8_model.layout import features_filename, processor_filename
 
-TRAINING_CHANNEL = "training"
-PROCESSOR_CHANNEL = "processor"
 PARQUET_CONTENT_TYPE = "application/x-parquet"  # the channel's files are parquet, never CSV
 _IMAGE_REGION = re.compile(r"\.dkr\.ecr\.([a-z0-9-]+)\.amazonaws\.com(?:\.cn)?/")
 

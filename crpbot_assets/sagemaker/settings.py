@@ -17,13 +17,13 @@ import dagster as dg
 from pydantic import Field
 
 from crpbot_assets.storage import ROOT_ENV_VAR
-from v8_model.job_requirements import MIN_TORCH_VERSION, version_tuple
+from v8_model.job import contract
+from v8_model.job.requirements import MIN_TORCH_VERSION, version_tuple
 from v8_model.storage import S3_SCHEME, parse_s3_uri
 
 # The seed's instance count: the entry point trains on one GPU and is not distributed.
 INSTANCE_COUNT = 1
-CONTAINER_ML_ROOT = "/opt/ml"
-CHECKPOINT_LOCAL_PATH = f"{CONTAINER_ML_ROOT}/checkpoints"
+CHECKPOINT_LOCAL_PATH = str(contract.CONTAINER.checkpoint_dir)
 
 # SageMaker's range for ResourceConfig.KeepAlivePeriodInSeconds (warm pools).
 MAX_KEEP_ALIVE_S = 3600

@@ -2,7 +2,7 @@
 
 Same contract as `LocalTrainer` (crpbot_assets.trainers.ModelTrainer): the features file is the
 `training` channel, the symbol's processor the `processor` channel, the job runs
-`python -m v8_model.train` under Dagster Pipes, and on success the entry point's SM_MODEL_DIR/
+`python -m v8_model.job.train` under Dagster Pipes, and on success the entry point's SM_MODEL_DIR/
 {SYMBOL}/ files land under storage `models/{SYMBOL}/` with `run_info.json`, before `train` returns.
 
 Order of a launch, each step able to stop it before any cost:
@@ -45,8 +45,8 @@ from crpbot_assets.sagemaker.settings import (
     region_source,
     settings_from_env,
 )
+from crpbot_assets.sagemaker.time_split import TimeSplit
 from crpbot_assets.storage import StorageResource
-from crpbot_assets.time_split import TimeSplit
 from crpbot_assets.trainers import (
     ModelTrainer,
     RunInfo,
