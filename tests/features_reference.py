@@ -1,10 +1,10 @@
 """The feature engine's first numpy implementation (commit 8da179e), for parity checks.
 
-`v8_model.data.features` then computed its windowed sums, EMAs, running extremes, safe divisions and
-calendar phases directly with vectorised numpy and `scipy.signal.lfilter`. Now the calendar
-phases are looked up, and the primitives of `v8_model.data.rolling` do the same arithmetic with fewer
-full-length temporaries (price moments in blocks of chunks, running maxima by doubling in two
-buffers); every feature's formula, built from these primitives, is unchanged.
+`v8_model.data.features` then computed its windowed sums, EMAs, running extremes, safe
+divisions and calendar phases directly with vectorised numpy and `scipy.signal.lfilter`. Now the
+calendar phases are looked up, and the primitives of `v8_model.data.rolling` do the same
+arithmetic with fewer full-length temporaries (price moments in blocks of chunks, running maxima
+by doubling in two buffers); every feature's formula, built from these primitives, is unchanged.
 `reference_features()` puts the first implementation's primitives back in place for the duration
 of a `with` block, so `compute_features` then runs it: tests/test_features.py compares the two,
 and bench/features.py times them side by side.
@@ -191,7 +191,8 @@ def _merge_ages(maxima: np.ndarray, ages: np.ndarray, shift: int) -> np.ndarray:
 
 
 def reference_features() -> AbstractContextManager:
-    """Within the block, `v8_model.data.features.compute_features` is the first numpy implementation."""
+    """Within the block, `v8_model.data.features.compute_features` is the first numpy
+    implementation."""
     return mock.patch.multiple(
         features,
         _price_channels=_price_channels,

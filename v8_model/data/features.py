@@ -30,8 +30,9 @@ ranges against squared fat-tailed returns then keep the pairs apart.
 
 Computation is float64; the output is float32. Element-wise terms are numpy; the windowed sums,
 EMAs, running extremes and zero-guarded divisions are the vectorised primitives of
-`v8_model.data.rolling` (numpy, and `scipy.signal.lfilter` for the EMAs). The input is expected to
-satisfy the candle schema of `v8_model.data.candles` (positive finite prices, non-negative finite volume).
+`v8_model.data.rolling` (numpy, and `scipy.signal.lfilter` for the EMAs). The input is expected
+to satisfy the candle schema of `v8_model.data.candles` (positive finite prices, non-negative
+finite volume).
 """
 
 from __future__ import annotations
