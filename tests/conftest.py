@@ -10,9 +10,6 @@ import contextlib
 import http.server
 import json
 import os
-import shutil
-import subprocess
-import sys
 import threading
 import time
 import urllib.request
@@ -30,6 +27,7 @@ REPO = Path(__file__).resolve().parents[1]
 # `make test-fast` leaves these out (`-m "not slow and not integration"`); CI runs everything.
 # Modules whose tests train through Dagster or run the main command in a subprocess:
 SLOW_MODULES = {
+    "test_added_symbol",
     "test_alerts",
     "test_assets",
     "test_assets_bad_data",
@@ -54,8 +52,6 @@ SLOW_MODULES = {
     "test_warm_pool",
     "test_worth",
 }
-# Fixtures that run the main command end to end:
-SLOW_FIXTURES = {"added_symbol_run"}
 # Fixtures that start a server for the test:
 SERVER_FIXTURES = {"moto_server", "emulator", "s3_bucket", "html_endpoint", "webhook"}
 
@@ -71,7 +67,7 @@ def pytest_configure(config: pytest.Config) -> None:
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         module = item.module.__name__.rsplit(".", 1)[-1]
-        if module in SLOW_MODULES or SLOW_FIXTURES & set(item.fixturenames):
+        if module in SLOW_MODULES:
             item.add_marker(pytest.mark.slow)
         if SERVER_FIXTURES & set(item.fixturenames):
             item.add_marker(pytest.mark.integration)
@@ -251,39 +247,3 @@ def html_endpoint() -> Iterator[str]:
 def webhook() -> Iterator[WebhookReceiver]:
     with serve_webhook() as receiver:
         yield receiver
-
-
-@pytest.fixture(scope="session")
-def added_symbol_run(tmp_path_factory) -> dict:
-    """The main command as a user runs it, for DOGE added through CRPBOT_SYMBOLS, on synthetic
-    data (demo profile), with the repo's instance settings in a fresh DAGSTER_HOME.
-
-    Returns its exit code, stdout, stderr, storage root and DAGSTER_HOME.
-    """
-    base = tmp_path_factory.mktemp("added_symbol")
-    home = base / "home"
-    home.mkdir()
-    shutil.copy(REPO / ".dagster_home" / "dagster.yaml", home)
-    env = {
-        **{name: value for name, value in os.environ.items() if name != "MLFLOW_TRACKING_URI"},
-        "CRPBOT_SYMBOLS": "BTC,ETH,SOL,DOGE",
-        "CRPBOT_ROOT": str(base / "root"),
-        "DAGSTER_HOME": str(home),
-        "CRPBOT_PROFILE": "demo",
-        "COLUMNS": "80",
-    }
-    done = subprocess.run(
-        [sys.executable, "-m", "crpbot_assets.main", "--symbols", "doge"],
-        cwd=REPO,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=900,
-    )
-    return {
-        "returncode": done.returncode,
-        "stdout": done.stdout,
-        "stderr": done.stderr,
-        "root": base / "root",
-        "home": home,
-    }

@@ -125,52 +125,6 @@ def test_promotion_line_says_why():
     )
 
 
-def test_console_has_the_summary_and_no_event_records(added_symbol_run):
-    out, err = added_symbol_run["stdout"], added_symbol_run["stderr"]
-    assert added_symbol_run["returncode"] == 0, out + err
-    lines = out.splitlines()
-    assert any(TABLE_HEADER.search(line) for line in lines), out
-    # The table's row (the progress line also starts with the symbol).
-    [row] = [line for line in lines if re.match(r"DOGE\s+(ok|failed)\s", line)]
-    assert row.split()[:4] == ["DOGE", "ok", ALL_GATES, "yes"]
-    assert re.search(r"DOGE\s+done\s+\S+\s+epoch\s+\d+/\d+\s+train \d\.\d+\s+val \d\.\d+", out)
-    assert "gate report: " in out and "reports/gate_report.md" in out
-    store = added_symbol_run["root"].resolve() / "mlflow" / "mlflow.db"
-    assert f"MLflow runs: sqlite:///{store} (experiment crpbot-v8)" in out
-    assert re.search(
-        rf"^DOGE: promoted: all {len(GATE_NAMES)} gates passed; rank IC [+-]\d\.\d{{4}} .*, p = ",
-        out,
-        re.MULTILINE,
-    ), out
-    # Dagster's event records and its start-up notices stay off the console.
-    for text in (" - DEBUG - ", "STEP_START", "ASSET_MATERIALIZATION", "dagster - "):
-        assert text not in out + err
-    assert "telemetry" not in (out + err).lower()
-    assert "No dagster instance configuration file" not in err
-    assert len(lines) <= 20  # one screen for one symbol, table included
-
-
-def test_the_event_records_are_in_the_run_logs(added_symbol_run):
-    """What the console leaves out is recorded in the instance (the UI's run logs)."""
-    with dg.DagsterInstance.from_config(str(added_symbol_run["home"])) as instance:
-        [run] = instance.get_run_records(filters=dg.RunsFilter(job_name="symbol_pipeline"))
-        records = instance.get_records_for_run(run.dagster_run.run_id).records
-        starts = {
-            record.event_log_entry.step_key
-            for record in records
-            if record.event_log_entry.dagster_event is not None
-            and record.event_log_entry.dagster_event.event_type_value == "STEP_START"
-        }
-        epochs = [
-            record
-            for record in records
-            if "epoch=" in (record.event_log_entry.user_message or "")
-            and record.event_log_entry.dagster_event is None
-        ]
-    assert {"candles", "features", "processor", "model", "production_model"} <= starts
-    assert epochs
-
-
 def test_parallel_symbols_share_the_cores_as_threads(monkeypatch):
     """Each of `jobs` trainers gets cores // jobs threads, so they do not spin against each
     other; a user's own OMP_NUM_THREADS wins."""
