@@ -23,7 +23,7 @@ from v8_model.heap import release_freed_memory
 from v8_model.loop import TrainResult, train_model
 from v8_model.net import predict_logits
 from v8_model.processor import V8FeatureProcessor
-from v8_model.segments import PreparedData, prepare_segments
+from v8_model.segments import FeatureMatrix, PreparedData, prepare_segments
 from v8_model.split import ChronologicalSplit
 from v8_model.walkforward import FoldPredictions, assess_worth, fold_predictions, fold_splits
 from v8_model.worth import skill_gate
@@ -59,7 +59,7 @@ def train_and_evaluate(
 
 
 def train_symbol(
-    load_dataset: Callable[[int | None], pd.DataFrame],
+    load_dataset: Callable[[int | None], pd.DataFrame | FeatureMatrix],
     *,
     symbol: str,
     config: TrainConfig | None = None,
@@ -70,9 +70,9 @@ def train_symbol(
 ) -> SymbolOutcome:
     """The main model, then the earlier folds, then worth.
 
-    `load_dataset(rows)` returns the features dataset's first `rows` rows (all with None); it is
-    called once per fold, for the rows that fold reaches, so that no features frame stays alive
-    while a model trains.
+    `load_dataset(rows)` returns the features dataset's first `rows` rows (all with None), as a
+    frame or as a FeatureMatrix that becomes the segments' storage; it is called once per fold,
+    for the rows that fold reaches, so that no features frame stays alive while a model trains.
     """
     config = config or TrainConfig()
     data = prepare_segments(load_dataset(None), processor, symbol)
@@ -104,7 +104,7 @@ def train_symbol(
 
 
 def train_fold(
-    load_dataset: Callable[[int | None], pd.DataFrame],
+    load_dataset: Callable[[int | None], pd.DataFrame | FeatureMatrix],
     split: ChronologicalSplit,
     *,
     symbol: str,
