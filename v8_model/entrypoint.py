@@ -189,7 +189,7 @@ def read_features_dataset(path: Path, rows: int | None = None) -> FeatureMatrix:
     dataset = FeatureMatrix(
         features,
         close=column("close").to_numpy(),
-        timestamps=column("timestamp").to_pandas(),
+        timestamps=column("timestamp").to_pandas().rename("timestamp"),
     )
     # The decoded columns' buffers sit freed in Arrow's pool and glibc's heap (~10% of the
     # matrix); handed back now, before scaling makes the run's largest allocation.
