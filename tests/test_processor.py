@@ -94,3 +94,16 @@ def test_features_constant_on_the_training_rows_are_refused_by_name():
     assert "'volume_ratio_20'" in message and "'chaikin_money_flow_20'" in message
     assert "'log_return'" not in message  # prices still move: only volume features named
     assert "volume that is zero" in message
+
+
+def test_scale_in_place_gives_the_figures_of_transform_in_the_same_matrix(fitted):
+    rng = np.random.default_rng(3)
+    matrix = rng.normal(5, 3, (70_000, 72)).astype(np.float32)  # more than one chunk
+    expected = fitted.transform(pd.DataFrame(matrix, columns=list(FEATURE_NAMES)))
+    scaled = fitted.scale_in_place(matrix)
+    assert scaled is matrix
+    np.testing.assert_array_equal(matrix, expected)
+    with pytest.raises(ValueError, match="float32 matrix, got float64"):
+        fitted.scale_in_place(np.zeros((2, 72)))
+    with pytest.raises(RuntimeError, match="not fitted"):
+        V8FeatureProcessor().scale_in_place(np.zeros((2, 72), dtype=np.float32))

@@ -56,33 +56,56 @@ class V8FeatureProcessor:
     def is_fitted(self) -> bool:
         return self.scaler is not None and self.thresholds is not None
 
-    def _chunks(self, features: pd.DataFrame, rows: np.ndarray | None) -> Iterator[np.ndarray]:
+    def _chunks(
+        self, features: pd.DataFrame | np.ndarray, rows: np.ndarray | None
+    ) -> Iterator[np.ndarray]:
         """The selected rows' features in float64, TRANSFORM_CHUNK_ROWS rows at a time.
 
-        Chunks bound the float64 working copy: a whole-segment copy would cost 8 bytes per
-        value on top of the float32 dataset, several times the float32 matrix at peak.
+        `features` is a frame (columns found by name) or a matrix whose columns are the
+        processor's features in its order. Chunks bound the float64 working copy: a
+        whole-segment copy would cost 8 bytes per value on top of the float32 dataset, several
+        times the float32 matrix at peak.
         """
-        missing = [name for name in self.feature_names if name not in features.columns]
-        if missing:
-            raise ValueError(
-                f"features are missing {len(missing)} of the processor's columns: {missing[:5]}"
-            )
-        positions = np.arange(len(features)) if rows is None else np.asarray(rows)
-        columns = features.columns.get_indexer(list(self.feature_names))
-        for start in range(0, len(positions), TRANSFORM_CHUNK_ROWS):
-            chunk = positions[start : start + TRANSFORM_CHUNK_ROWS]
-            yield features.iloc[chunk, columns].to_numpy(dtype=np.float64)
+        if isinstance(features, np.ndarray):
+            if features.ndim != 2 or features.shape[1] != len(self.feature_names):
+                raise ValueError(
+                    f"feature matrix of shape {features.shape}: expected (rows, "
+                    f"{len(self.feature_names)}), the processor's features in its order"
+                )
+
+            def rows_in_float64(chunk: slice | np.ndarray) -> np.ndarray:
+                # Row-major, as a frame over a row-major matrix gives it: the scaler's sums run
+                # in the same order, so its statistics are bit-identical to that frame's.
+                return features[chunk].astype(np.float64)
+
+        else:
+            missing = [name for name in self.feature_names if name not in features.columns]
+            if missing:
+                raise ValueError(
+                    f"features are missing {len(missing)} of the processor's columns: {missing[:5]}"
+                )
+            columns = features.columns.get_indexer(list(self.feature_names))
+
+            def rows_in_float64(chunk: slice | np.ndarray) -> np.ndarray:
+                return features.iloc[chunk, columns].to_numpy(dtype=np.float64)
+
+        rows = None if rows is None else np.asarray(rows)
+        n_rows = len(features) if rows is None else len(rows)
+        for start in range(0, n_rows, TRANSFORM_CHUNK_ROWS):
+            stop = min(start + TRANSFORM_CHUNK_ROWS, n_rows)
+            yield rows_in_float64(slice(start, stop) if rows is None else rows[start:stop])
 
     def fit(
         self,
-        train_features: pd.DataFrame,
+        train_features: pd.DataFrame | np.ndarray,
         train_scores: np.ndarray,
         rows: np.ndarray | None = None,
     ) -> V8FeatureProcessor:
         """Fit the scaler on training feature rows and the label thresholds on their scores.
 
-        `rows` selects row positions of `train_features` (default: all); `train_scores` holds
-        one score per selected row.
+        `train_features` is a frame or a matrix in the processor's column order (see `_chunks`);
+        `rows` selects row positions of it (default: all); `train_scores` holds one score per
+        selected row.
         """
         if (len(train_features) if rows is None else len(rows)) == 0:
             raise ValueError(
@@ -138,6 +161,18 @@ class V8FeatureProcessor:
             scaled[start : start + len(chunk)] = self.scaler.transform(chunk)
             start += len(chunk)
         return scaled
+
+    def scale_in_place(self, features: np.ndarray) -> np.ndarray:
+        """Scale a float32 matrix (rows × 72, the processor's column order) in place and return
+        it: the figures `transform` gives, without a second matrix, chunk by chunk."""
+        self._require_fitted()
+        if features.dtype != np.float32:
+            raise ValueError(f"scale_in_place scales a float32 matrix, got {features.dtype}")
+        start = 0
+        for chunk in self._chunks(features, None):
+            features[start : start + len(chunk)] = self.scaler.transform(chunk, copy=False)
+            start += len(chunk)
+        return features
 
     def labels(self, scores: np.ndarray) -> np.ndarray:
         self._require_fitted()

@@ -14,7 +14,7 @@ import pandas as pd
 
 from v8_model.data.features import FEATURE_NAMES
 from v8_model.data.labels import forward_return_scores
-from v8_model.data.processor import V8FeatureProcessor
+from v8_model.data.processor import TRANSFORM_CHUNK_ROWS, V8FeatureProcessor
 from v8_model.data.split import ChronologicalSplit, chronological_split
 from v8_model.defaults import DEFAULT_HORIZON
 
@@ -45,6 +45,38 @@ class PreparedData:
     last_timestamp: str
 
 
+@dataclass
+class FeatureMatrix:
+    """A features dataset as training reads it: the 72 features as one float32 matrix (rows ×
+    72, in FEATURE_NAMES order), with each row's close and timestamp.
+
+    `prepare_segments` consumes it: the matrix is compacted and scaled in place and becomes the
+    segments' storage, so the feature matrix exists once, never as a frame and segments both.
+    """
+
+    features: np.ndarray
+    close: np.ndarray
+    timestamps: pd.Series
+
+    def __post_init__(self) -> None:
+        rows = len(self.features)
+        if self.features.dtype != np.float32 or self.features.shape != (rows, len(FEATURE_NAMES)):
+            raise ValueError(
+                f"feature matrix of {self.features.dtype} {self.features.shape}: expected "
+                f"float32 (rows, {len(FEATURE_NAMES)})"
+            )
+        if not self.features.flags.c_contiguous:
+            raise ValueError("the feature matrix must be C-contiguous (rows scaled in place)")
+        if not len(self.close) == len(self.timestamps) == rows:
+            raise ValueError(
+                f"a feature matrix of {rows} rows needs as many closes and timestamps, got "
+                f"{len(self.close)} and {len(self.timestamps)}"
+            )
+
+    def __len__(self) -> int:
+        return len(self.features)
+
+
 def _scored_positions(rows: slice, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Row positions of `rows` that have a forward return, and those scores."""
     positions = np.arange(len(scores))[rows]
@@ -52,9 +84,11 @@ def _scored_positions(rows: slice, scores: np.ndarray) -> tuple[np.ndarray, np.n
     return positions, scores[positions]
 
 
-def _scores_and_split(dataset: pd.DataFrame, horizon: int) -> tuple[np.ndarray, ChronologicalSplit]:
-    scores = forward_return_scores(dataset["close"], horizon)
-    return scores, chronological_split(len(dataset), horizon=horizon)
+def _scores_and_split(
+    close: pd.Series | np.ndarray, horizon: int
+) -> tuple[np.ndarray, ChronologicalSplit]:
+    scores = forward_return_scores(close, horizon)
+    return scores, chronological_split(len(close), horizon=horizon)
 
 
 def forward_log_returns(close: pd.Series | np.ndarray, horizon: int) -> np.ndarray:
@@ -80,12 +114,28 @@ def fit_processor(
     dataset: pd.DataFrame, symbol: str | None = None, horizon: int = DEFAULT_HORIZON
 ) -> V8FeatureProcessor:
     """Fit the scaler and label thresholds on the training segment of a features dataset."""
-    scores, split = _scores_and_split(dataset, horizon)
+    scores, split = _scores_and_split(dataset["close"], horizon)
     return _fit_on_training_segment(dataset, scores, split, symbol, horizon)
 
 
+def _rows_to_top(matrix: np.ndarray, positions: np.ndarray) -> np.ndarray:
+    """Move the rows at `positions` (strictly increasing) to the top of `matrix`, in order, and
+    return that top part (a view).
+
+    Row i comes from positions[i] >= i, and every later source lies below the rows written so
+    far, so copying one chunk at a time from the top never overwrites a row still to be read.
+    """
+    if np.any(np.diff(positions) <= 0):
+        raise ValueError("segment rows must be strictly increasing: segments in time order")
+    for start in range(0, len(positions), TRANSFORM_CHUNK_ROWS):
+        sources = positions[start : start + TRANSFORM_CHUNK_ROWS]
+        if sources[-1] != start + len(sources) - 1:  # else the chunk is already in place
+            matrix[start : start + len(sources)] = matrix[sources]
+    return matrix[: len(positions)]
+
+
 def prepare_segments(
-    dataset: pd.DataFrame,
+    dataset: pd.DataFrame | FeatureMatrix,
     processor: V8FeatureProcessor | None = None,
     symbol: str | None = None,
     split: ChronologicalSplit | None = None,
@@ -93,32 +143,49 @@ def prepare_segments(
     """Split the dataset (the main split, or `split`: a walk-forward fold's), fit (or reuse) the
     processor, and scale and label each segment.
 
-    The result holds no reference to `dataset`: a caller that drops it frees the frame, and
-    only the float32 segments (and 1-D forward returns) stay in memory for training.
+    The result holds no reference to a frame: a caller that drops it frees the frame, and only
+    the float32 segments (and 1-D forward returns) stay in memory for training. A FeatureMatrix
+    is consumed instead: its matrix, compacted and scaled in place, holds the three segments
+    (views of it), with the same figures a frame of the same values gives.
     """
     horizon = processor.horizon if processor is not None else DEFAULT_HORIZON
-    scores, main_split = _scores_and_split(dataset, horizon)
+    in_place = isinstance(dataset, FeatureMatrix)
+    close = dataset.close if in_place else dataset["close"]
+    timestamps = dataset.timestamps if in_place else dataset["timestamp"]
+    scores, main_split = _scores_and_split(close, horizon)
     split = split or main_split
-    if processor is None:
-        processor = _fit_on_training_segment(dataset, scores, split, symbol, horizon)
-    timestamps = dataset["timestamp"]
-    returns = forward_log_returns(dataset["close"], horizon)
-
-    def segment(rows: slice) -> Segment:
-        positions, kept_scores = _scored_positions(rows, scores)
-        return Segment(
-            processor.transform(dataset, positions),
-            processor.labels(kept_scores),
+    kept = [_scored_positions(rows, scores) for rows in (split.train, split.validation, split.test)]
+    if in_place:
+        # The training rows come first: fit on the top of the compacted matrix, then scale it.
+        segment_rows = _rows_to_top(dataset.features, np.concatenate([p for p, _ in kept]))
+        if processor is None:
+            train_rows, train_scores = kept[0]
+            processor = V8FeatureProcessor(FEATURE_NAMES, horizon, symbol).fit(
+                segment_rows[: len(train_rows)], train_scores
+            )
+        processor.scale_in_place(segment_rows)
+        bounds = np.cumsum([0] + [len(positions) for positions, _ in kept])
+        features = [segment_rows[a:b] for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
+    else:
+        if processor is None:
+            processor = _fit_on_training_segment(dataset, scores, split, symbol, horizon)
+        features = [processor.transform(dataset, positions) for positions, _ in kept]
+    returns = forward_log_returns(close, horizon)
+    train, validation, test = (
+        Segment(
+            segment_features,
+            processor.labels(segment_scores),
             timestamps.iloc[positions].reset_index(drop=True),
             returns[positions],
         )
-
+        for segment_features, (positions, segment_scores) in zip(features, kept, strict=True)
+    )
     return PreparedData(
         split,
         processor,
-        segment(split.train),
-        segment(split.validation),
-        segment(split.test),
+        train,
+        validation,
+        test,
         rows=len(dataset),
         first_timestamp=str(timestamps.iloc[0]),
         last_timestamp=str(timestamps.iloc[-1]),

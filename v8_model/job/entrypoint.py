@@ -35,7 +35,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import pyarrow.parquet as pq
 
 from v8_model.config import (
@@ -47,6 +46,7 @@ from v8_model.config import (
 )
 from v8_model.data.features import FEATURE_NAMES, FEATURES_DATASET_COLUMNS
 from v8_model.data.processor import V8FeatureProcessor
+from v8_model.data.segments import FeatureMatrix
 from v8_model.evaluation.gates import GATE_NAMES
 from v8_model.evaluation.metrics import EpochStats, Evaluation
 from v8_model.job import contract
@@ -160,9 +160,9 @@ def _symbols(text: str, pipes_partition: str | None) -> list[str]:
     return symbols or list(SYMBOLS)
 
 
-def read_features_dataset(path: Path, rows: int | None = None) -> pd.DataFrame:
-    """Read a `{SYMBOL}_features.parquet` file (its first `rows` rows when given), refusing one
-    without the expected columns."""
+def read_features_dataset(path: Path, rows: int | None = None) -> FeatureMatrix:
+    """Read a `{SYMBOL}_features.parquet` file (its first `rows` rows when given) into what
+    training reads, refusing one without the expected columns."""
     if not path.is_file():
         raise FileNotFoundError(
             f"training data {path} not found: upload {path.name} to the training channel"
@@ -176,7 +176,7 @@ def read_features_dataset(path: Path, rows: int | None = None) -> pd.DataFrame:
             f"first {missing[:5]}; rebuild it with v8_model.data.features.build_features_dataset"
         )
     # Only what training reads, one column at a time into one float32 matrix: the decoded
-    # column is the only transient, and no whole-table Arrow or pandas copy is ever held.
+    # column is the only transient, and no Arrow table or pandas frame of it is ever held.
     n_rows = parquet.metadata.num_rows if rows is None else min(rows, parquet.metadata.num_rows)
 
     def column(name: str):
@@ -185,9 +185,11 @@ def read_features_dataset(path: Path, rows: int | None = None) -> pd.DataFrame:
     features = np.empty((n_rows, len(FEATURE_NAMES)), dtype=np.float32)
     for position, name in enumerate(FEATURE_NAMES):
         features[:, position] = column(name).to_numpy()
-    dataset = pd.DataFrame(features, columns=list(FEATURE_NAMES), copy=False)
-    dataset.insert(0, "close", column("close").to_numpy())
-    dataset.insert(0, "timestamp", column("timestamp").to_pandas())
+    dataset = FeatureMatrix(
+        features,
+        close=column("close").to_numpy(),
+        timestamps=column("timestamp").to_pandas().rename("timestamp"),
+    )
     # The decoded columns' buffers sit freed in Arrow's pool and glibc's heap (~10% of the
     # matrix); handed back now, before scaling makes the run's largest allocation.
     release_freed_memory()
@@ -264,8 +266,8 @@ def _train_symbol(symbol, paths, config, pipes) -> tuple[SymbolOutcome, Path]:
         log(f"symbol={symbol} {stats.line()}")
 
     checkpoint_dir = paths.checkpoint_dir / symbol if paths.checkpoint_dir else None
-    # The dataset frame is read once per walk-forward fold and not kept: once scaled into the
-    # float32 segments it is freed, so training holds one copy of the feature matrix, not two.
+    # The dataset is read once per walk-forward fold into one float32 matrix, which is scaled in
+    # place into the segments: training holds one copy of the feature matrix, never two.
     outcome = train_symbol(
         lambda rows: read_features_dataset(features_path, rows),
         symbol=symbol,

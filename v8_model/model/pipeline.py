@@ -19,7 +19,7 @@ import pandas as pd
 
 from v8_model.config import TrainConfig
 from v8_model.data.processor import V8FeatureProcessor
-from v8_model.data.segments import PreparedData, prepare_segments
+from v8_model.data.segments import FeatureMatrix, PreparedData, prepare_segments
 from v8_model.data.split import ChronologicalSplit
 from v8_model.evaluation.gates import DIRECTIONAL_SKILL, evaluate_gates, evaluation_metrics
 from v8_model.evaluation.metrics import EpochStats, Evaluation, SegmentRows, metrics_fields
@@ -65,7 +65,7 @@ def train_and_evaluate(
 
 
 def train_symbol(
-    load_dataset: Callable[[int | None], pd.DataFrame],
+    load_dataset: Callable[[int | None], pd.DataFrame | FeatureMatrix],
     *,
     symbol: str,
     config: TrainConfig | None = None,
@@ -76,9 +76,9 @@ def train_symbol(
 ) -> SymbolOutcome:
     """The main model, then the earlier folds, then worth.
 
-    `load_dataset(rows)` returns the features dataset's first `rows` rows (all with None); it is
-    called once per fold, for the rows that fold reaches, so that no features frame stays alive
-    while a model trains.
+    `load_dataset(rows)` returns the features dataset's first `rows` rows (all with None), as a
+    frame or as a FeatureMatrix that becomes the segments' storage; it is called once per fold,
+    for the rows that fold reaches, so that no features frame stays alive while a model trains.
     """
     config = config or TrainConfig()
     data = prepare_segments(load_dataset(None), processor, symbol)
@@ -110,7 +110,7 @@ def train_symbol(
 
 
 def train_fold(
-    load_dataset: Callable[[int | None], pd.DataFrame],
+    load_dataset: Callable[[int | None], pd.DataFrame | FeatureMatrix],
     split: ChronologicalSplit,
     *,
     symbol: str,
