@@ -200,12 +200,22 @@ def copied_root(promoted, tmp_path):
     assert tree_digest(root / "production") == before
 
 
+def _private_tmp(root: Path) -> Path:
+    """The test's own temporary folder: the trainers' work folders of tests running beside this
+    one (other xdist workers) stay out of it, and their start cannot clean up this test's orphan.
+    """
+    folder = root.parent / "tmp"
+    folder.mkdir(exist_ok=True)
+    return folder
+
+
 def _main_command(promoted, root: Path, *symbols: str) -> subprocess.Popen:
     env = {
         **os.environ,
         "DAGSTER_HOME": str(promoted["base"] / "main_home"),
         "CRPBOT_ROOT": str(root),
         "CRPBOT_PROFILE": "demo",
+        "TMPDIR": str(_private_tmp(root)),
     }
     return subprocess.Popen(
         # One symbol at a time: the signal test checks that no next symbol starts.
@@ -254,8 +264,10 @@ def _gone_within(pid: int, seconds: float) -> bool:
     return False
 
 
-def _trainer_folders() -> set[Path]:
-    return set(WORK_BASE.glob("*")) if WORK_BASE.is_dir() else set()
+def _trainer_folders(root: Path) -> set[Path]:
+    """The local trainer's work folders of the main commands started on `root`."""
+    work_base = _private_tmp(root) / WORK_BASE.name
+    return set(work_base.glob("*")) if work_base.is_dir() else set()
 
 
 def test_sigterm_stops_the_main_command_and_no_further_symbol_runs(promoted, copied_root):
@@ -270,10 +282,9 @@ def test_sigterm_stops_the_main_command_and_no_further_symbol_runs(promoted, cop
 
 
 def test_kill_9_leaves_no_orphan_and_the_next_start_cleans_up(promoted, copied_root):
-    folders_before = _trainer_folders()
     process = _main_command(promoted, copied_root, "ETH")
     trainer = _wait_for_trainer(process)
-    work_folder = (_trainer_folders() - folders_before).pop()
+    [work_folder] = _trainer_folders(copied_root)
     process.kill()
     process.wait(timeout=PROCESS_TIMEOUT)
     assert _gone_within(trainer, 60), "the trainer outlived its parent"
