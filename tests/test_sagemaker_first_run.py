@@ -151,8 +151,8 @@ def test_the_policy_covers_every_call_and_every_request_is_valid(
     calls: list[tuple[str, str, dict]] = []
     make_client = aws.aws_client
 
-    def recording_client(service: str, region: str) -> Any:
-        client = make_client(service, region)
+    def recording_client(service: str, region: str, attempts: int) -> Any:
+        client = make_client(service, region, attempts)
         name = client.meta.service_model.service_name
 
         def record(params: dict, model: Any, **kwargs: Any) -> None:

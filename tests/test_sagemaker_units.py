@@ -1,17 +1,21 @@
 """The SageMaker path's parts: settings, request, source bundle, bootstrap, archive checks,
-throttling retries, log forwarding, and the Pipes client used directly as a resource."""
+botocore's retries on throttling, log forwarding, and the Pipes client used directly as a
+resource."""
 
+import contextlib
 import io
 import json
 import tarfile
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import boto3
 import dagster as dg
 import pytest
 from botocore.stub import Stubber
+from conftest import QuietHandler, serve_http
 from sagemaker_emulator import (
     BUCKET,
     REGION,
@@ -24,7 +28,7 @@ from sagemaker_emulator import (
 from crpbot_assets.profiles import get_profile
 from crpbot_assets.sagemaker import container_bootstrap
 from crpbot_assets.sagemaker.artifacts import ArtifactError, extract_verified
-from crpbot_assets.sagemaker.aws import RetryPolicy, call_with_retries
+from crpbot_assets.sagemaker.aws import TRAINING_ATTEMPTS, aws_client
 from crpbot_assets.sagemaker.code_bundle import MANIFEST_NAME, CodeBundle, bundle_files
 from crpbot_assets.sagemaker.pipes_client import (
     LOG_GROUP,
@@ -51,7 +55,6 @@ from v8_model.layout import METRICS_FILE, SUMMARY_FILE
 from v8_model.model.net import V8TradingNet, save_model
 
 REPO = Path(__file__).resolve().parents[1]
-FAST = RetryPolicy(attempts=4, base_delay_s=0.001, max_delay_s=0.002)
 
 
 def request_for(settings: SageMakerSettings, code_uri: str = "s3://b/code/", **kwargs) -> dict:
@@ -495,52 +498,87 @@ def describe(status: str, secondary: str) -> dict:
             "VolumeSizeInGB": 1,
         },
         "StoppingCondition": {"MaxRuntimeInSeconds": 60},
-        "CreationTime": "2025-01-01T00:00:00Z",
+        "CreationTime": 1735689600,
     }
 
 
-def test_throttled_calls_are_retried_then_given_up() -> None:
-    client, stubber = stubbed_sagemaker()
-    with stubber:
-        for _ in range(2):
-            stubber.add_client_error(
-                "describe_training_job", "ThrottlingException", "Rate exceeded"
+THROTTLED = (400, {"__type": "ThrottlingException", "message": "Rate exceeded"})
+
+
+@contextlib.contextmanager
+def sagemaker_answering(*answers: tuple[int, dict]) -> Iterator[list[str]]:
+    """A SageMaker endpoint on 127.0.0.1 that gives `answers` in order (status, JSON body), one
+    per HTTP request, and records each request's operation. Botocore's Stubber answers before the
+    retry layer, so only a real endpoint shows what botocore's retries do."""
+    pending, operations = list(answers), []
+
+    class Handler(QuietHandler):
+        def do_POST(self) -> None:
+            self.rfile.read(int(self.headers["Content-Length"]))
+            operations.append(self.headers["X-Amz-Target"].rsplit(".", 1)[-1])
+            status, body = pending.pop(0) if pending else (500, {"__type": "NoAnswerLeft"})
+            self.answer(
+                status,
+                json.dumps(body).encode(),
+                {"Content-Type": "application/x-amz-json-1.1"},
             )
-        stubber.add_response("describe_training_job", describe("InProgress", "Training"))
-        job = call_with_retries(client.describe_training_job, FAST, TrainingJobName="job")
-        assert job["SecondaryStatus"] == "Training"
-        stubber.assert_no_pending_responses()
 
-        for _ in range(FAST.attempts):
-            stubber.add_client_error("describe_training_job", "ThrottlingException")
+    with serve_http(Handler) as url, pytest.MonkeyPatch.context() as env:
+        env.setenv("AWS_ENDPOINT_URL", url)
+        env.setenv("AWS_ACCESS_KEY_ID", "testing")
+        env.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+        env.delenv("AWS_MAX_ATTEMPTS", raising=False)
+        yield operations
+
+
+def test_throttled_calls_are_retried_by_botocore_then_given_up() -> None:
+    with sagemaker_answering(THROTTLED, (200, describe("InProgress", "Training"))) as calls:
+        job = aws_client("sagemaker", REGION, attempts=2).describe_training_job(
+            TrainingJobName="job"
+        )
+    assert job["SecondaryStatus"] == "Training" and calls == ["DescribeTrainingJob"] * 2
+
+    with sagemaker_answering(THROTTLED, THROTTLED, THROTTLED) as calls:
+        client = aws_client("sagemaker", REGION, attempts=2)
         with pytest.raises(client.exceptions.ClientError, match="ThrottlingException"):
-            call_with_retries(client.describe_training_job, FAST, TrainingJobName="job")
+            client.describe_training_job(TrainingJobName="job")
+    assert len(calls) == 2  # the attempts in all, not one more
 
-        stubber.add_client_error("describe_training_job", "ValidationException", "no such job")
+    refused = (400, {"__type": "ValidationException", "message": "no such job"})
+    with sagemaker_answering(refused, THROTTLED) as calls:
+        client = aws_client("sagemaker", REGION, attempts=2)
         with pytest.raises(client.exceptions.ClientError, match="ValidationException"):
-            call_with_retries(client.describe_training_job, FAST, TrainingJobName="job")
-        stubber.assert_no_pending_responses()  # a real error is not retried
+            client.describe_training_job(TrainingJobName="job")
+    assert len(calls) == 1  # a real error is not retried
+
+
+def test_aws_max_attempts_overrides_the_projects_attempts(monkeypatch) -> None:
+    with sagemaker_answering(THROTTLED, (200, describe("InProgress", "Training"))) as calls:
+        monkeypatch.setenv("AWS_MAX_ATTEMPTS", "1")
+        client = aws_client("sagemaker", REGION, attempts=TRAINING_ATTEMPTS)
+        with pytest.raises(client.exceptions.ClientError, match="ThrottlingException"):
+            client.describe_training_job(TrainingJobName="job")
+    assert len(calls) == 1
 
 
 def test_polling_survives_throttling() -> None:
-    client, stubber = stubbed_sagemaker()
-    pipes = PipesSageMakerClient(
-        bucket="b",
-        sagemaker_client=client,
-        s3_client=None,
-        logs_client=None,
-        poll_interval_s=0.0,
-        retry=FAST,
-        forward_logs=False,
-    )
-    params = {"TrainingJobName": "job", "StoppingCondition": {"MaxRuntimeInSeconds": 60}}
-    with stubber:
-        stubber.add_response("describe_training_job", describe("InProgress", "Training"))
-        stubber.add_client_error("describe_training_job", "ThrottlingException")
-        stubber.add_client_error("describe_training_job", "ThrottlingException")
-        stubber.add_response("describe_training_job", describe("Completed", "Completed"))
+    answers = [
+        (200, describe("InProgress", "Training")),
+        THROTTLED,
+        (200, describe("Completed", "Completed")),
+    ]
+    with sagemaker_answering(*answers) as calls:
+        pipes = PipesSageMakerClient(
+            bucket="b",
+            sagemaker_client=aws_client("sagemaker", REGION),
+            s3_client=None,
+            logs_client=None,
+            poll_interval_s=0.0,
+            forward_logs=False,
+        )
+        params = {"TrainingJobName": "job", "StoppingCondition": {"MaxRuntimeInSeconds": 60}}
         job, history = pipes._wait(dg.build_asset_context(), params, message_reader=None)
-    assert job["TrainingJobStatus"] == "Completed"
+    assert job["TrainingJobStatus"] == "Completed" and len(calls) == 3
     assert history == ["InProgress/Training", "Completed/Completed"]
 
 

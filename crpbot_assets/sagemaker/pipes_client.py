@@ -6,7 +6,8 @@ Modelled on dagster-aws's `PipesGlueClient` / `PipesECSClient`:
 - messages: `PipesS3MessageReader` (the entry point writes with `PipesS3MessageWriter`);
 - logs: the job's CloudWatch streams (`/aws/sagemaker/TrainingJobs`, `<job>/algo-1-<epoch>`) are
   forwarded to the step's stdout as SageMaker creates them (a spot restart opens a new one);
-- polling and stopping use this client's own boto3 clients with bounded retries on throttling;
+- polling and stopping use this client's own boto3 clients, whose botocore retries (see `aws.py`)
+  ride out throttling;
 - a create whose response was lost (the retry finds the name in use) adopts the job when it is
   this session's own (same Pipes context in its Environment), and refuses it otherwise;
 - any error while waiting (interrupt, expired token, network) stops the job before it propagates,
@@ -33,7 +34,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 from dagster._core.pipes.utils import PipesLogReader
 from dagster_aws.pipes import PipesS3ContextInjector, PipesS3MessageReader
 
-from crpbot_assets.sagemaker.aws import DEFAULT_RETRY, RetryPolicy, call_with_retries, error_code
+from crpbot_assets.sagemaker.aws import error_code
 from crpbot_assets.sagemaker.pricing import Price, spot_savings_percent
 from crpbot_assets.sagemaker.time_split import TimeSplit
 
@@ -175,7 +176,6 @@ class PipesSageMakerClient(dg.PipesClient):
         pipes_prefix: key prefix for Pipes objects in the bucket.
         poll_interval_s: seconds between DescribeTrainingJob calls.
         message_interval_s: seconds between reads of Pipes message chunks.
-        retry: backoff on throttled SageMaker calls.
         forward_termination: stop the job when the Dagster run is interrupted.
         forward_logs: forward the job's CloudWatch log lines to stdout.
     """
@@ -190,7 +190,6 @@ class PipesSageMakerClient(dg.PipesClient):
         pipes_prefix: str = "dagster-pipes/",
         poll_interval_s: float = 30.0,
         message_interval_s: float = 10.0,
-        retry: RetryPolicy = DEFAULT_RETRY,
         forward_termination: bool = True,
         forward_logs: bool = True,
     ) -> None:
@@ -201,7 +200,6 @@ class PipesSageMakerClient(dg.PipesClient):
         self.pipes_prefix = pipes_prefix.strip("/") + "/"
         self.poll_interval_s = poll_interval_s
         self.message_interval_s = message_interval_s
-        self.retry = retry
         self.forward_termination = forward_termination
         self.forward_logs = forward_logs
 
@@ -315,12 +313,7 @@ class PipesSageMakerClient(dg.PipesClient):
                 f"${estimated:.2f} at ${price.usd_per_hour}/h ({price.source})"
             )
         try:
-            call_with_retries(
-                self.sagemaker.create_training_job,
-                self.retry,
-                on_retry=self._retry_logger(context),
-                **params,
-            )
+            self.sagemaker.create_training_job(**params)
         except ClientError as error:
             if error_code(error) == "ResourceInUse" and self._is_ours(params):
                 # botocore retried a create whose first response was lost: the job is running.
@@ -345,19 +338,8 @@ class PipesSageMakerClient(dg.PipesClient):
             "RoleArn"
         ) == params.get("RoleArn")
 
-    @staticmethod
-    def _retry_logger(context: dg.AssetExecutionContext | dg.OpExecutionContext) -> Any:
-        def log(error: ClientError, delay: float) -> None:
-            context.log.warning(
-                f"SageMaker throttled ({error_code(error)}); retry in {delay:.1f} s"
-            )
-
-        return log
-
-    def describe(self, job_name: str, on_retry: Any = None) -> dict[str, Any]:
-        return call_with_retries(
-            self.sagemaker.describe_training_job, self.retry, on_retry, TrainingJobName=job_name
-        )
+    def describe(self, job_name: str) -> dict[str, Any]:
+        return self.sagemaker.describe_training_job(TrainingJobName=job_name)
 
     def _wait(
         self,
@@ -372,9 +354,8 @@ class PipesSageMakerClient(dg.PipesClient):
         deadline = time.monotonic() + budget + WAIT_SLACK_S
         history: list[str] = []
         forwarded: set[str] = set()  # log streams already followed
-        on_retry = self._retry_logger(context)
         while True:
-            job = self.describe(job_name, on_retry)
+            job = self.describe(job_name)
             state = f"{job['TrainingJobStatus']}/{job.get('SecondaryStatus', '')}"
             if not history or history[-1] != state:
                 history.append(state)
@@ -428,9 +409,7 @@ class PipesSageMakerClient(dg.PipesClient):
     ) -> None:
         context.log.warning(f"Stopping SageMaker training job {job_name}: {why}")
         try:
-            call_with_retries(
-                self.sagemaker.stop_training_job, self.retry, TrainingJobName=job_name
-            )
+            self.sagemaker.stop_training_job(TrainingJobName=job_name)
         except (ClientError, BotoCoreError) as error:
             # Already ending (ValidationException) or unreachable: say so, keep the first error.
             context.log.warning(f"Could not stop SageMaker training job {job_name}: {error}")
@@ -464,9 +443,7 @@ class PipesSageMakerClient(dg.PipesClient):
         own job (WarmPoolStatus.ReusedByJob), so the newest handed-over pools are searched."""
         try:
             for status in HANDED_OVER_POOL_STATUSES:
-                summaries = call_with_retries(
-                    self.sagemaker.list_training_jobs,
-                    self.retry,
+                summaries = self.sagemaker.list_training_jobs(
                     WarmPoolStatusEquals=status,
                     SortBy="CreationTime",
                     SortOrder="Descending",

@@ -18,7 +18,7 @@ import boto3
 from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
 
 from crpbot_assets.profiles import default_profile_name, get_profile
-from crpbot_assets.sagemaker.aws import AwsClients, error_code
+from crpbot_assets.sagemaker.aws import PREFLIGHT_ATTEMPTS, AwsClients, error_code
 from crpbot_assets.sagemaker.iam import (
     SAGEMAKER_PRINCIPAL,
     Statement,
@@ -552,5 +552,5 @@ def run_preflight(
 ) -> PreflightReport:
     """Every check for `symbols`; `require_processors` when the job is about to launch;
     `region_from` says where the region setting came from (default: worked out from the env)."""
-    clients = clients or AwsClients(settings.region)
+    clients = clients or AwsClients(settings.region, attempts=PREFLIGHT_ATTEMPTS)
     return Preflight(settings, clients, symbols, require_processors, region_from=region_from).run()
