@@ -13,7 +13,7 @@ from pathlib import Path
 
 import dagster as dg
 import pytest
-from test_main_console import ALL_GATES, TABLE_HEADER
+from helpers import ALL_GATES, TABLE_HEADER
 
 from crpbot_assets.assets import SYMBOL_ASSET_NAMES
 from crpbot_assets.storage import features_key

@@ -10,7 +10,6 @@ segment spans a full week. Synthetic volatility clustering is off for the same r
 a week of test data is one volatility regime. Training is one epoch at batch 1024.
 """
 
-import hashlib
 import json
 import shutil
 from pathlib import Path
@@ -20,6 +19,7 @@ import dagster as dg
 import pandas as pd
 import pytest
 from conftest import serve_webhook
+from helpers import SMALL_PROFILE, small_run_config, tree_digest
 
 from crpbot_assets import main as main_command
 from crpbot_assets.alerts import UI_URL_ENV_VAR, WEBHOOK_ENV_VAR, gate_failure_alerts
@@ -37,33 +37,8 @@ from v8_model.registry.predict import load_production_model
 from v8_model.registry.promotion import current_folder, folder_digests
 from v8_model.storage import open_store
 
-SMALL_PROFILE = {
-    "name": "demo",
-    "days": 50,
-    "epochs": 1,
-    "batch_size": 1024,
-    "seed": 5,
-    "min_coverage_days": 7,
-}
-# ETH must pass every gate, directional skill included, after one epoch on 50 days: a planted
-# signal far stronger than the demo's realistic one (0.3: rank IC about 0.5), set here so the
-# scenario does not depend on the demo's calibration (bench/power.py measures that).
-STRONG_SIGNAL = 0.3
 EXPLODING_LOGITS = {"temperature-init": "0.001"}  # logits × 1000 at initialisation
 MODEL_FILES = {"weights.npz", "config.json", "metrics.json", "run_info.json"}
-
-
-def small_run_config(root: str, hyperparameters: dict[str, str] | None = None) -> dict:
-    return {
-        "resources": {
-            "storage": {"config": {"root": root}},
-            "profile": {"config": SMALL_PROFILE},
-        },
-        "ops": {
-            "candles": {"config": {"volatility_clustering": False, "signal": STRONG_SIGNAL}},
-            "model": {"config": {"hyperparameters": hyperparameters or {}}},
-        },
-    }
 
 
 @pytest.fixture(scope="module")
@@ -314,14 +289,6 @@ def promote_alone(instance: dg.DagsterInstance, root: Path, symbol: str):
         asset_selection=[dg.AssetKey("production_model")],
         raise_on_error=False,
     )
-
-
-def tree_digest(folder: Path) -> dict[str, str]:
-    return {
-        path.relative_to(folder).as_posix(): hashlib.sha256(path.read_bytes()).hexdigest()
-        for path in sorted(folder.rglob("*"))
-        if path.is_file()
-    }
 
 
 def test_production_model_refuses_truncated_staged_weights(scenario, tmp_path):

@@ -11,65 +11,25 @@ from __future__ import annotations
 
 import sys
 from datetime import UTC, datetime
-from functools import cache
 
 import dagster as dg
-import fake_exchange as fx
 import pandas as pd
+from helpers import (
+    MARKET_MINUTES,
+    MARKET_START,
+    FakeExchangeResource,
+    exchange_config,
+    fake_market,
+    materialize_candles,
+)
 
-from crpbot_assets.assets import candles
 from crpbot_assets.automation import EXCHANGE_RUN_CONFIG, candles_refresh_schedule
 from crpbot_assets.definitions import defs
-from crpbot_assets.profiles import ProfileResource
 from crpbot_assets.resources import ExchangeResource
 from crpbot_assets.storage import StorageResource, staged_candles_key
 from v8_model.data.candles import CANDLE_COLUMNS
 
-MARKET_MINUTES = 3_000
-MARKET_START = pd.Timestamp.now(tz="UTC").floor("min") - pd.Timedelta(minutes=MARKET_MINUTES + 120)
 DATA_VERSION_TAG = "dagster/data_version"
-
-
-@cache
-def fake_market(start: str) -> pd.DataFrame:
-    return fx.market(MARKET_MINUTES, start=start)
-
-
-class FakeExchangeResource(ExchangeResource):
-    """A fake exchange that has published the first `published` minutes of the market."""
-
-    published: int = MARKET_MINUTES
-    gap: list[int] = []  # [first, count]: minutes the exchange never answers
-
-    def build(self, name: str) -> fx.FakeExchange:
-        frame = fake_market(MARKET_START.isoformat()).iloc[: self.published]
-        if self.gap:
-            first, count = self.gap
-            frame = frame.drop(index=range(first, first + count)).reset_index(drop=True)
-        return fx.FakeExchange(frame)  # serves BTC/USD
-
-
-def exchange_config(**overrides) -> dict:
-    config = {"source": "exchange", "start": MARKET_START.isoformat(), **overrides}
-    return {"ops": {"candles": {"config": config}}}
-
-
-def materialize_candles(
-    root, instance, exchanges: ExchangeResource, run_config: dict
-) -> dg.ExecuteInProcessResult:
-    return dg.materialize(
-        [candles],
-        partition_key="BTC",
-        instance=instance,
-        resources={
-            "storage": StorageResource(root=str(root)),
-            # Short test histories: the profile's minimum (30 days in demo) is not under test here.
-            "profile": ProfileResource(min_coverage_days=1),
-            "exchanges": exchanges,
-        },
-        run_config=run_config,
-        raise_on_error=False,
-    )
 
 
 def recorded(result: dg.ExecuteInProcessResult) -> tuple[dict, str]:

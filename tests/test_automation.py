@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import dagster as dg
 import pytest
-from test_assets_exchange import FakeExchangeResource, exchange_config, materialize_candles
+from helpers import FakeExchangeResource, exchange_config, materialize_candles
 
 from crpbot_assets.checks import GATE_CHECK_SPECS
 from crpbot_assets.definitions import defs

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import dagster as dg
 import pytest
+from helpers import small_run_config
 from servers import (
     Service,
     Webserver,
@@ -29,7 +30,6 @@ from servers import (
     require_module,
     wait_for,
 )
-from test_assets import small_run_config
 
 from crpbot_assets.assets import SYMBOL_ASSET_NAMES
 from crpbot_assets.automation import automation_sensor

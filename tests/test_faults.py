@@ -9,7 +9,6 @@ or the real commands and compares the trees before and after.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import os
 import shutil
 import signal
@@ -22,7 +21,7 @@ from pathlib import Path
 import dagster as dg
 import pandas as pd
 import pytest
-from test_assets import small_run_config
+from helpers import small_run_config, tree_digest
 
 from crpbot_assets import main as main_command
 from crpbot_assets.cli import main as crpbot
@@ -38,14 +37,6 @@ from v8_model.storage import open_store
 SYMBOL = "ETH"  # trains to passing gates on the small profile (see tests/test_assets.py)
 REPO = Path(__file__).resolve().parents[1]
 PROCESS_TIMEOUT = 300
-
-
-def tree_digest(folder: Path) -> dict[str, str]:
-    return {
-        path.relative_to(folder).as_posix(): hashlib.sha256(path.read_bytes()).hexdigest()
-        for path in sorted(folder.rglob("*"))
-        if path.is_file()
-    }
 
 
 @pytest.fixture(scope="module")

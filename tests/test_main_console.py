@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import logging
-import re
 
 import dagster as dg
+from helpers import ALL_GATES, TABLE_HEADER
 from rich.console import Console
 
 from crpbot_assets import main
@@ -29,8 +29,6 @@ PASSED_ENTRY = {
     "device": "cpu",
     "cost_usd": None,
 }
-ALL_GATES = f"{len(GATE_NAMES)}/{len(GATE_NAMES)}"
-TABLE_HEADER = re.compile(r"symbol\s+run\s+gates\s+promoted\s+test acc\s+baseline\s+train\s+ran on")
 
 
 def _entry(message: str, level: int = logging.INFO) -> dg.EventLogEntry:

@@ -17,7 +17,6 @@ Training is one epoch at batch 1024, one walk-forward fold, volatility clusterin
 
 from __future__ import annotations
 
-import hashlib
 import json
 from pathlib import Path
 
@@ -25,6 +24,7 @@ import dagster as dg
 import pandas as pd
 import pytest
 from conftest import serve_webhook
+from helpers import tree_digest
 from markets import market, spliced, with_long_wicks
 
 from crpbot_assets.alerts import UI_URL_ENV_VAR, WEBHOOK_ENV_VAR, gate_failure_alerts
@@ -67,14 +67,6 @@ def resources(root: Path, profile: dict | None = None) -> dict:
 
 def candles_from(path: Path) -> dict:
     return {"candles": {"config": {"source": "parquet", "path": str(path)}}}
-
-
-def tree_digest(folder: Path) -> dict[str, str]:
-    return {
-        path.relative_to(folder).as_posix(): hashlib.sha256(path.read_bytes()).hexdigest()
-        for path in sorted(folder.rglob("*"))
-        if path.is_file()
-    }
 
 
 def alarm_partitions(result: dg.EvaluateAutomationConditionsResult) -> set[str]:

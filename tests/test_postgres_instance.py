@@ -16,6 +16,7 @@ from pathlib import Path
 import boto3
 import dagster as dg
 import pytest
+from helpers import small_run_config
 from servers import (
     Postgres,
     load_deploy_config,
@@ -23,7 +24,6 @@ from servers import (
     production_dagster_yaml,
     require_module,
 )
-from test_assets import small_run_config
 
 from crpbot_assets.checks import FEATURES_CHECK_NAMES, PROFIT_CHECK_NAME
 from crpbot_assets.definitions import defs

@@ -2,17 +2,16 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import socket
 import subprocess
 import threading
 import time
-from pathlib import Path
 
 import boto3
 import pytest
+from helpers import tree_digest
 
 from crpbot_assets.cli import main as crpbot
 from v8_model.data.synthetic import generate_candles
@@ -37,14 +36,6 @@ def stage(store: Store, weights: bytes) -> dict[str, dict]:
     store.write_bytes(f"{STAGED}/weights.npz", weights)
     store.write_text(f"{STAGED}/config.json", json.dumps({"weights": weights.hex()[:8]}))
     return folder_digests(store, STAGED)
-
-
-def tree_digest(root: Path) -> dict[str, str]:
-    return {
-        path.relative_to(root).as_posix(): hashlib.sha256(path.read_bytes()).hexdigest()
-        for path in sorted(root.rglob("*"))
-        if path.is_file()
-    }
 
 
 def serving_weights(store: Store) -> bytes:

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import dagster as dg
 import pytest
+from helpers import metadata_of, tracked_run_config
 from mlflow import MlflowClient
 from servers import free_port, http_service, require_module
 
@@ -41,39 +42,6 @@ pytestmark = pytest.mark.timeout(1800)
 
 SYMBOL = "ETH"
 MODEL_NAME = f"crpbot-{SYMBOL}"
-# As tests/test_assets.py: 50 days so gate 1 passes on the test week; two folds and two epochs so
-# the fold metrics and the step histories have more than one entry.
-PROFILE = {
-    "name": "demo",
-    "days": 50,
-    "epochs": 2,
-    "folds": 2,
-    "patience": 5,
-    "batch_size": 1024,
-    "seed": 5,
-    "min_coverage_days": 7,
-}
-
-
-def run_config(root: Path) -> dict:
-    return {
-        "resources": {
-            "storage": {"config": {"root": str(root)}},
-            "profile": {"config": PROFILE},
-        },
-        # A market strong enough to pass every gate after a short training (the demo's default
-        # is weaker): these tests need promotions to register.
-        "ops": {"candles": {"config": {"volatility_clustering": False, "signal": 0.3}}},
-    }
-
-
-def metadata_of(result: dg.ExecuteInProcessResult, asset: str) -> dict:
-    [event] = [
-        event.materialization
-        for event in result.get_asset_materialization_events()
-        if event.materialization.asset_key == dg.AssetKey(asset)
-    ]
-    return {key: getattr(value, "value", value) for key, value in event.metadata.items()}
 
 
 @pytest.fixture(scope="module")
@@ -87,12 +55,12 @@ def scenario(tmp_path_factory):
         home.mkdir()
         with dg.instance_for_test(temp_dir=str(home)) as instance:
             first = pipeline.execute_in_process(
-                partition_key=SYMBOL, instance=instance, run_config=run_config(root)
+                partition_key=SYMBOL, instance=instance, run_config=tracked_run_config(root)
             )
             again = pipeline.execute_in_process(
                 partition_key=SYMBOL,
                 instance=instance,
-                run_config=run_config(root),
+                run_config=tracked_run_config(root),
                 asset_selection=[dg.AssetKey("production_model")],
             )
         target = tracking_target(str(root))

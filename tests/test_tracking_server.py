@@ -19,9 +19,9 @@ from pathlib import Path
 import dagster as dg
 import pytest
 from conftest import serve_http
+from helpers import metadata_of, tracked_run_config
 from mlflow import MlflowClient
 from servers import free_port, mlflow_server
-from test_tracking import metadata_of, run_config
 
 from crpbot_assets.cli import main as crpbot
 from crpbot_assets.definitions import defs
@@ -87,7 +87,7 @@ def scenario(tmp_path_factory):
     root, home = base / "root", base / "dagster_home"
     home.mkdir()
     pipeline = defs.resolve_job_def("symbol_pipeline")
-    config = run_config(root)
+    config = tracked_run_config(root)
     config["resources"]["profile"]["config"] = {
         **config["resources"]["profile"]["config"],
         "epochs": 1,

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 
 import dagster as dg
 import pytest
+from helpers import small_run_config
 from servers import (
     SCREENSHOTS,
     Webserver,
@@ -22,7 +23,6 @@ from servers import (
     dagster_webserver,
     require_module,
 )
-from test_assets import small_run_config
 
 from crpbot_assets.assets.metadata import GROUP
 from crpbot_assets.definitions import defs
