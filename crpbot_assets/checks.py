@@ -156,14 +156,7 @@ def check_enough_history(dataset: pd.DataFrame, profile: Profile) -> dg.AssetChe
     if "timestamp" in dataset.columns and rows > 1:
         span = dataset["timestamp"].iloc[-1] - dataset["timestamp"].iloc[0]
         coverage_days = max(span / pd.Timedelta(days=1), 0.0)
-    problems = []
-    if rows < profile.min_rows:
-        problems.append(f"{rows:,} rows, the {profile.name} profile needs {profile.min_rows:,}")
-    if coverage_days < profile.min_coverage_days:
-        problems.append(
-            f"covers {coverage_days:.2f} days, the {profile.name} profile needs "
-            f"{profile.min_coverage_days:g}"
-        )
+    problems = profile.history_problems(rows, coverage_days)
     if problems:
         description = (
             "; ".join(problems)

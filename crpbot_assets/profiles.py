@@ -68,6 +68,26 @@ class Profile:
     def min_rows(self) -> int:
         return int(self.min_coverage_days * MINUTES_PER_DAY * MIN_COMPLETENESS)
 
+    def history_problems(self, rows: int, coverage_days: float | None = None) -> list[str]:
+        """Why `rows` candles spanning `coverage_days` are not a training history for this
+        profile; empty when they are. The one minimum-history rule: the candles asset, the
+        features check and preflight all ask it (each with what it can know; the coverage is
+        skipped when None). The feature window's own minimum is a schema rule, not this one
+        (`v8_model.data.candles.DEFAULT_MIN_ROWS`)."""
+        problems = []
+        if rows < self.min_rows:
+            problems.append(
+                f"{rows:,} rows, the {self.name} profile needs {self.min_rows:,} "
+                f"({self.min_coverage_days:g} days of 1-minute candles, "
+                f"{MIN_COMPLETENESS:.0%} complete)"
+            )
+        if coverage_days is not None and coverage_days < self.min_coverage_days:
+            problems.append(
+                f"covers {coverage_days:.2f} days, the {self.name} profile needs "
+                f"{self.min_coverage_days:g}"
+            )
+        return problems
+
 
 PROFILES: dict[str, Profile] = {
     "demo": Profile(

@@ -115,7 +115,8 @@ def test_a_1000_row_sample_is_refused(good_features, tmp_path, dagster_instance)
     failed = failed_checks(result)
     assert set(failed) == {"enough_history"}
     assert failed["enough_history"].startswith(
-        "1,000 rows, the demo profile needs 9,072; covers 0.69 days, the demo profile needs 7: "
+        "1,000 rows, the demo profile needs 9,072 (7 days of 1-minute candles, 90% complete); "
+        "covers 0.69 days, the demo profile needs 7: "
         "this looks like a sample file, not a training history."
     )
     assert_nothing_trained(result, tmp_path)

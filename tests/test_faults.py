@@ -96,7 +96,10 @@ def _constant(column: str, value: float):
         (_constant("volume", 0.0), "rule 'volume varies' is broken: all"),
         (_constant("volume", 7.5), "volume=7.5"),
         (_constant("price", 100.0), "rule 'close varies' is broken"),
-        (lambda frame: frame.iloc[:300], "300 candles; the demo profile needs at least"),
+        (
+            lambda frame: frame.iloc[:300],
+            "300 rows, the demo profile needs 9,072 (7 days of 1-minute candles, 90% complete)",
+        ),
     ],
     ids=["all_zero_volume", "constant_volume", "constant_price", "sample_300_rows"],
 )

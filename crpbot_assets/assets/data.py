@@ -10,7 +10,6 @@ from crpbot_assets.checks import (
 from crpbot_assets.configs import EXCHANGE, SYNTHETIC, CandlesConfig
 from crpbot_assets.partitions import symbol_partitions
 from crpbot_assets.profiles import (
-    MIN_COMPLETENESS,
     ProfileResource,
 )
 from crpbot_assets.resources import (
@@ -68,12 +67,11 @@ def candles(
     except CandleValidationError as error:
         raise validation_failure(error) from error
     # Refused before writing: the stored candles (which `crpbot predict` reads) stay as they were.
-    if len(frame) < settings.min_rows:
+    problems = settings.history_problems(len(frame))
+    if problems:
         raise dg.Failure(
-            description=f"{source}: {len(frame)} candles; the {settings.name} profile needs at "
-            f"least {settings.min_rows} ({settings.min_coverage_days:g} days of 1-minute candles, "
-            f"{MIN_COMPLETENESS:.0%} complete). Nothing was stored. Fix: supply a longer history "
-            "of candles, or choose a profile with a shorter minimum.",
+            description=f"{source}: {'; '.join(problems)}. Nothing was stored. Fix: supply a "
+            "longer history of candles, or choose a profile with a shorter minimum.",
             metadata={"rows": len(frame), "min_rows": settings.min_rows},
         )
     # Staged, not published: `features` publishes the candles once their features pass the audit.
