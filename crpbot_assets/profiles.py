@@ -150,7 +150,7 @@ class _ProfileSelection(dg.ConfigurableResource):
 
     def get(self) -> Profile:
         base = get_profile(self.name)
-        train_overrides = {
+        train_overrides = {  # a list (Dagster config has no tuple) becomes a tuple in TrainConfig
             name: getattr(self, name) for name in _TRAIN_FIELDS if getattr(self, name) is not None
         }
         sizing = {
@@ -171,7 +171,16 @@ class _ProfileSelection(dg.ConfigurableResource):
         )
 
 
-_TRAIN_TYPES = typing.get_type_hints(TrainConfig)
+def _config_type(hint: object) -> object:
+    """A field's type as Dagster config can hold it: `tuple[X, ...]` as `list[X]`."""
+    if typing.get_origin(hint) is tuple:
+        return list[typing.get_args(hint)[0]]
+    return hint
+
+
+_TRAIN_TYPES = {
+    name: _config_type(hint) for name, hint in typing.get_type_hints(TrainConfig).items()
+}
 _TRAIN_FIELDS = tuple(field.name for field in dataclasses.fields(TrainConfig))
 # Monitor settings are overridden as `monitor_<name>` (TrainConfig has a `skill_alpha` too).
 MONITOR_PREFIX = "monitor_"

@@ -41,6 +41,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from crpbot_assets.storage import LOCAL_DEFAULT_ROOT, model_folder
 from crpbot_assets.trainers import RunInfo
+from v8_model.config import setting_text
 from v8_model.evaluation.metrics import Evaluation
 from v8_model.layout import METRICS_FILE, RUN_INFO_FILE
 from v8_model.storage import Store
@@ -255,7 +256,7 @@ def _experiment_id(client: MlflowClient, target: TrackingTarget) -> str:
 def training_params(evaluation: Evaluation, run_info: RunInfo, profile: str) -> dict[str, str]:
     """Every TrainConfig field under its own name, then the profile, data range and where it ran."""
     settings = evaluation.hyperparameters.to_dict()
-    params = {name: "" if value is None else str(value) for name, value in settings.items()}
+    params = {name: setting_text(value) for name, value in settings.items()}
     params.update(
         profile=profile,
         symbol=evaluation.symbol,

@@ -180,3 +180,48 @@ def test_entry_point_failure_reason_reaches_dagster(tmp_path, dagster_instance):
 def test_unknown_hyperparameters_are_refused_before_training(tmp_path, dagster_instance):
     reason = run_model_only(tmp_path, dagster_instance, {"epoch": "3"})
     assert reason.startswith("unknown hyperparameter(s) ['epoch']; known: ")
+
+
+def test_the_profile_sets_the_nets_shape_split_and_labels():
+    train = ProfileResource(hidden_widths=[16, 8], label_horizon=30, train_fraction=0.6).get().train
+    assert (train.hidden_widths, train.label_horizon, train.train_fraction) == ((16, 8), 30, 0.6)
+    rendered = to_hyperparameters(train)
+    assert (rendered["hidden-widths"], rendered["label-horizon"]) == ("16,8", "30")
+    with pytest.raises(ValueError, match="train_fraction \\+ val_fraction must be below 1"):
+        ProfileResource(train_fraction=0.9).get()
+
+
+def test_the_processor_is_fitted_with_the_profiles_split_and_label_settings(
+    tmp_path, dagster_instance
+):
+    from crpbot_assets.assets import processor
+    from v8_model.data.features import build_features_dataset
+    from v8_model.data.processor import V8FeatureProcessor
+    from v8_model.data.synthetic import generate_candles
+
+    storage = StorageResource(root=str(tmp_path / "root"))
+    dataset = build_features_dataset(generate_candles("BTC", minutes=3 * 1440, seed=2))
+    storage.store.write_bytes(features_key("BTC"), dataset.to_parquet())
+    profile = ProfileResource(label_horizon=30, train_fraction=0.6, label_sell_quantile=0.25)
+    result = dg.materialize(
+        [processor],
+        partition_key="BTC",
+        instance=dagster_instance,
+        resources={"storage": storage, "profile": profile},
+    )
+    assert result.success
+    path = tmp_path / "processor.json"
+    path.write_text(storage.store.read_text(processor_key("BTC")))
+    fitted = V8FeatureProcessor.load(path)
+    assert (fitted.horizon, fitted.settings.train_fraction) == (30, 0.6)
+    assert fitted.settings.quantiles == (0.25, 2 / 3)
+    [materialization] = result.asset_materializations_for_node("processor")
+    assert materialization.metadata["settings"].data["label_horizon"] == 30
+
+
+def test_split_and_label_settings_are_refused_as_model_hyperparameters(tmp_path, dagster_instance):
+    """The processor was fitted with the profile's: a model overriding them would be refused
+    by the trainer only after a job started."""
+    reason = run_model_only(tmp_path, dagster_instance, {"label-horizon": "30", "epochs": "1"})
+    assert reason.startswith("['label-horizon'] split and label the rows the processor")
+    assert "set them on the profile resource" in reason

@@ -43,6 +43,13 @@ NON_DEFAULT = TrainConfig(
     slippage_bps=5.0,
     long_only=True,
     min_confidence=0.5,
+    hidden_widths=(64, 32),
+    train_fraction=0.6,
+    val_fraction=0.2,
+    label_horizon=30,
+    label_volatility_window=720,
+    label_sell_quantile=0.25,
+    label_buy_quantile=0.75,
 )
 
 
@@ -146,6 +153,23 @@ def test_a_record_without_history_still_reads():
     assert Evaluation.from_dict(data).history is None
 
 
+def test_a_record_from_before_the_data_settings_reads_them_as_the_defaults():
+    """A champion's metrics.json written before the net's shape, split and labels were
+    settings was made with their defaults, and must still read (the monitor reads it)."""
+    data = _evaluation(HISTORY).to_dict()
+    later = ("hidden_widths", "train_fraction", "val_fraction", "label_horizon")
+    later += ("label_volatility_window", "label_sell_quantile", "label_buy_quantile")
+    for name in later:
+        del data["hyperparameters"][name]
+    read = Evaluation.from_dict(data).hyperparameters
+    assert [getattr(read, name) for name in later] == [getattr(TrainConfig(), n) for n in later]
+    assert read.epochs == NON_DEFAULT.epochs  # the rest as recorded
+    # Every older setting is still required.
+    del data["hyperparameters"]["epochs"]
+    with pytest.raises(RecordError, match=r"missing key\(s\) \['epochs'\]"):
+        Evaluation.from_dict(data)
+
+
 @pytest.mark.parametrize(
     ("change", "words"),
     [
@@ -154,6 +178,14 @@ def test_a_record_without_history_still_reads():
         (lambda d: d.update(test_rows="600"), "m.json: test_rows: expected int, got '600'"),
         (lambda d: d["gates"]["logit_range"].pop("passed"), "gates.logit_range: missing key"),
         (lambda d: d["hyperparameters"].update(epochs=0), "epochs must be positive"),
+        (
+            lambda d: d["hyperparameters"].update(hidden_widths="64,32"),
+            "hyperparameters.hidden_widths: expected a list",
+        ),
+        (
+            lambda d: d["hyperparameters"].update(hidden_widths=[64, 0]),
+            "hidden_widths must be a non-empty sequence of positive integers",
+        ),
         (lambda d: d["reliability"][0].update(count=1.5), r"reliability\[0\].count: expected int"),
     ],
 )

@@ -162,3 +162,64 @@ def test_failure_writes_reason_and_leaves_no_model(container, args, hyperparamet
     assert reason in failure
     assert len(failure) <= 1024
     assert list((root / "model").iterdir()) == [], "a failed run must not leave a partial model"
+
+
+DATA_FLAGS = [
+    "--hidden-widths",
+    "16,8",
+    "--label-horizon",
+    "20",
+    "--train-fraction",
+    "0.6",
+    "--folds",
+    "2",
+]
+DATA_FLAGS += ["--label-sell-quantile", "0.25", "--label-buy-quantile", "0.75"]
+
+
+def test_the_nets_shape_split_and_labels_come_from_the_hyperparameters_and_are_recorded(
+    container,
+):
+    from crpbot_assets.tracking import training_params
+    from crpbot_assets.trainers import RunInfo
+    from v8_model.evaluation.metrics import Evaluation
+
+    root, env = container
+    result = _run(env, "--epochs", "1", "--symbols", "BTC", *DATA_FLAGS)
+    assert result.returncode == 0, result.stderr
+    model_dir = root / "model" / "BTC"
+    assert load_model(model_dir).config["hidden"] == [16, 8]
+    processor = V8FeatureProcessor.load(model_dir / processor_filename("BTC"))
+    assert (processor.settings.label_horizon, processor.settings.train_fraction) == (20, 0.6)
+    assert processor.settings.quantiles == (0.25, 0.75)
+    text = (model_dir / "metrics.json").read_text()
+    evaluation = Evaluation.from_json(text)
+    settings = evaluation.hyperparameters
+    assert json.loads(text)["hyperparameters"]["hidden_widths"] == [16, 8]
+    assert (settings.hidden_widths, settings.label_horizon) == ((16, 8), 20)
+    assert (settings.label_sell_quantile, settings.label_buy_quantile) == (0.25, 0.75)
+    assert evaluation.label_thresholds.horizon == evaluation.worth.horizon == 20
+    # 60% of the rows left after two embargoes of horizon + 200 bars train (less unscored rows).
+    usable = evaluation.rows - 2 * (20 + 200)
+    assert evaluation.embargo_rows == 220
+    assert int(usable * 0.6) - 1500 < evaluation.segment_rows.train <= int(usable * 0.6)
+    summary = json.loads((root / "model" / "training_summary.json").read_text())
+    assert summary["hyperparameters"]["label_horizon"] == 20
+    run_info = RunInfo("BTC", "local", "job", "local", "t0", "t1", 1.0)
+    params = training_params(evaluation, run_info, "demo")
+    assert params["hidden_widths"] == "16,8" and params["label_horizon"] == "20"
+    assert params["train_fraction"] == "0.6" and params["label_buy_quantile"] == "0.75"
+
+
+def test_a_processor_fitted_with_other_settings_fails_the_job_naming_them(container, datasets):
+    root, env = container
+    channel = root / "input" / "data" / "processor"
+    channel.mkdir()
+    fit_processor(datasets["BTC"], "BTC").save(channel / processor_filename("BTC"))
+    env["SM_CHANNEL_PROCESSOR"] = str(channel)
+    result = _run(env, "--epochs", "1", "--symbols", "BTC", "--label-horizon", "20")
+    assert result.returncode != 0
+    failure = (root / "output" / "failure").read_text()
+    assert "fitted with other split or label settings" in failure
+    assert "label_horizon 15 vs 20" in failure
+    assert list((root / "model").iterdir()) == []

@@ -32,7 +32,7 @@ from crpbot_assets.tracking import (
     tracking_target,
     where_line,
 )
-from v8_model.config import TrainConfig
+from v8_model.config import TrainConfig, setting_text
 from v8_model.evaluation.metrics import Evaluation
 from v8_model.registry.promotion import read_pointer
 from v8_model.storage import open_store
@@ -92,7 +92,8 @@ def test_training_run_holds_params_metrics_and_step_histories(scenario):
     params = run.data.params
     for item in fields(TrainConfig):
         value = getattr(evaluation.hyperparameters, item.name)
-        assert params[item.name] == ("" if value is None else str(value)), item.name
+        assert params[item.name] == setting_text(value), item.name
+    assert params["hidden_widths"] == "512,256,128" and params["label_horizon"] == "15"
     assert params["epochs"] == "2" and params["folds"] == "2"
     assert params["profile"] == "demo" and params["symbol"] == SYMBOL
     assert params["data_first_timestamp"] == evaluation.first_timestamp

@@ -17,8 +17,11 @@ import dataclasses
 import json
 import math
 import typing
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+
+from v8_model.defaults import DEFAULT_HORIZON, LABEL_VOLATILITY_WINDOW
+from v8_model.record import ABSENT_MEANS_DEFAULT
 
 # The entry point's one hyperparameter that is not a training setting: which symbols a job trains.
 SYMBOLS_HYPERPARAMETER = "symbols"
@@ -68,8 +71,31 @@ class TrainConfig:
     slippage_bps: float = DEFAULT_SLIPPAGE_BPS
     long_only: bool = False
     min_confidence: float = LOWEST_CONFIDENCE
+    # Made settings later: a record without them was made with these defaults.
+    # The net's hidden layers, input side first (v8_model.model.net: 72 → 512 → 256 → 128 → 3).
+    hidden_widths: tuple[int, ...] = dataclasses.field(
+        default=(512, 256, 128), metadata=ABSENT_MEANS_DEFAULT
+    )
+    # The chronological split (v8_model.data.split): the training and validation segments'
+    # shares of the rows left after the embargoes; the test segment gets the rest.
+    train_fraction: float = dataclasses.field(default=0.70, metadata=ABSENT_MEANS_DEFAULT)
+    val_fraction: float = dataclasses.field(default=0.15, metadata=ABSENT_MEANS_DEFAULT)
+    # The labels (v8_model.data.labels): the forward return's horizon and the trailing window of
+    # the volatility that scales it, in 1-minute bars; the training scores' quantiles below which
+    # a row is SELL and above which it is BUY (1/3 and 2/3: three balanced classes).
+    label_horizon: int = dataclasses.field(default=DEFAULT_HORIZON, metadata=ABSENT_MEANS_DEFAULT)
+    label_volatility_window: int = dataclasses.field(
+        default=LABEL_VOLATILITY_WINDOW, metadata=ABSENT_MEANS_DEFAULT
+    )
+    label_sell_quantile: float = dataclasses.field(default=1.0 / 3.0, metadata=ABSENT_MEANS_DEFAULT)
+    label_buy_quantile: float = dataclasses.field(default=2.0 / 3.0, metadata=ABSENT_MEANS_DEFAULT)
 
     def __post_init__(self) -> None:
+        self._check_training()
+        self._check_worth()
+        self._check_data()
+
+    def _check_training(self) -> None:
         positive = ("epochs", "batch_size", "learning_rate", "patience", "grad_clip")
         for name in (*positive, "temperature_init", "focal_alpha"):
             value = getattr(self, name)
@@ -90,6 +116,8 @@ class TrainConfig:
                 )
         if self.loss not in LOSSES:
             raise ValueError(f"training setting loss must be one of {LOSSES}, got {self.loss!r}")
+
+    def _check_worth(self) -> None:
         if isinstance(self.folds, bool) or not isinstance(self.folds, int) or self.folds < 1:
             raise ValueError(f"training setting folds must be an integer >= 1, got {self.folds!r}")
         if not 0.0 < self.skill_alpha < 0.5:
@@ -110,8 +138,71 @@ class TrainConfig:
                 f"[1/3, 1), got {self.min_confidence!r}"
             )
 
+    def _check_data(self) -> None:
+        widths = self.hidden_widths
+        if (
+            isinstance(widths, str)
+            or not isinstance(widths, Sequence)
+            or not widths
+            or not all(_is_int(width) and width >= 1 for width in widths)
+        ):
+            raise ValueError(
+                "training setting hidden_widths must be a non-empty sequence of positive "
+                f"integers (e.g. 512,256,128), got {widths!r}"
+            )
+        object.__setattr__(self, "hidden_widths", tuple(widths))  # a list read from JSON
+        for name in ("train_fraction", "val_fraction"):
+            value = getattr(self, name)
+            if not (_is_number(value) and 0.0 < value < 1.0):
+                raise ValueError(f"training setting {name} must be in (0, 1), got {value!r}")
+        if not self.train_fraction + self.val_fraction < 1.0:
+            raise ValueError(
+                "training settings train_fraction + val_fraction must be below 1 (the test "
+                f"segment gets the rest), got {self.train_fraction!r} + {self.val_fraction!r}"
+            )
+        for name in ("label_horizon", "label_volatility_window"):
+            value = getattr(self, name)
+            if not (_is_int(value) and value >= 1):
+                raise ValueError(
+                    f"training setting {name} is a number of 1-minute bars and must be an "
+                    f"integer >= 1, got {value!r}"
+                )
+        # One bar's return has no spread: the volatility needs two.
+        if self.label_volatility_window < 2:
+            raise ValueError(
+                "training setting label_volatility_window must be at least 2 bars (a standard "
+                f"deviation of one return is undefined), got {self.label_volatility_window!r}"
+            )
+        sell, buy = self.label_sell_quantile, self.label_buy_quantile
+        if not (_is_number(sell) and _is_number(buy) and 0.0 < sell < buy < 1.0):
+            raise ValueError(
+                "training settings label_sell_quantile and label_buy_quantile must satisfy "
+                f"0 < label_sell_quantile < label_buy_quantile < 1, got {sell!r} and {buy!r}"
+            )
+
     def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
+        """Every field, JSON-ready: a tuple as a list (what JSON gives back)."""
+        return {
+            name: list(value) if isinstance(value, tuple) else value
+            for name, value in dataclasses.asdict(self).items()
+        }
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def setting_text(value: object) -> str:
+    """A setting's value as one string: a sequence comma-separated (`512,256,128`), None empty."""
+    if value is None:
+        return ""
+    if isinstance(value, tuple | list):
+        return ",".join(str(item) for item in value)
+    return str(value)
 
 
 def hyperparameter_name(field_name: str) -> str:
@@ -135,7 +226,7 @@ def to_hyperparameters(config: TrainConfig) -> dict[str, str]:
                 rendered[hyperparameter_name(field.name)] = "true" if value else "false"
             else:
                 rendered[hyperparameter_name(field.name)] = (
-                    repr(float(value)) if isinstance(value, float) else str(value)
+                    repr(float(value)) if isinstance(value, float) else setting_text(value)
                 )
     return rendered
 
@@ -150,6 +241,8 @@ def _convert(name: str, raw: object) -> object:
         kind = str
         if raw in ("", None):
             return None
+    if kind == tuple[int, ...]:
+        return _integers(name, raw)
     if kind is bool:  # bool("false") is True: only spelled-out truth values are accepted
         spelled = str(raw).strip().lower()
         if spelled in ("true", "1"):
@@ -164,6 +257,23 @@ def _convert(name: str, raw: object) -> object:
     except (TypeError, ValueError) as error:
         raise HyperparameterError(
             f"hyperparameter {name!r}: expected {kind.__name__}, got {raw!r}"
+        ) from error
+
+
+def _integers(name: str, raw: object) -> tuple[int, ...]:
+    """A sequence of integers from '512,256,128', a JSON list or one integer."""
+    items = raw.split(",") if isinstance(raw, str) else raw if isinstance(raw, list) else [raw]
+    try:
+        values = []
+        for item in items:
+            if isinstance(item, bool) or (isinstance(item, float) and not item.is_integer()):
+                raise ValueError
+            values.append(int(item.strip() if isinstance(item, str) else item))
+        return tuple(values)
+    except (TypeError, ValueError) as error:
+        raise HyperparameterError(
+            f"hyperparameter {name!r}: expected comma-separated integers such as 512,256,128, "
+            f"got {raw!r}"
         ) from error
 
 

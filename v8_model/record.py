@@ -3,10 +3,13 @@
 `record_from_dict(cls, data, source)` rebuilds a dataclass from the plain JSON its `asdict` gave,
 checking every value against the field's type hint: an unknown key, a missing key or a value of
 the wrong kind raises `RecordError` naming the source file, the path to the value and what was
-expected. The one allowance: a field whose default is None (an optional section, such as one a
-later version adds) may be absent, so a record written before that section existed still reads.
+expected. Two allowances, so a record written before a later version added a field still reads:
+a field whose default is None (an optional section) may be absent, and so may a field marked
+`ABSENT_MEANS_DEFAULT` (a setting made configurable later, whose default is the value every
+earlier record was made with): it reads as that default.
 
-Supported hints: dataclasses, `list[X]`, `dict[str, X]`, `X | None`, int, float, bool, str.
+Supported hints: dataclasses, `list[X]`, `tuple[X, ...]`, `dict[str, X]`, `X | None`, int, float,
+bool, str.
 
 `strict_json(value)` is how the project writes every JSON file (records, reports, backtests,
 promotion records): standard JSON only (`allow_nan=False`), with each non-finite float written as
@@ -75,11 +78,11 @@ def _decode(hint: Any, value: object, source: str, where: str) -> object:
         return _decode(inner, value, source, where)
     if dataclasses.is_dataclass(hint):
         return record_from_dict(hint, value, source, where)
-    if origin is list:
-        if not isinstance(value, list):
+    if origin in (list, tuple):  # a tuple is `tuple[X, ...]`, written as a JSON list
+        if not isinstance(value, list | tuple):  # a tuple: `asdict`'s, before any JSON
             raise _fail(source, where, "a list", value)
-        (item,) = typing.get_args(hint)
-        return [_decode(item, v, source, f"{where}[{i}]") for i, v in enumerate(value)]
+        item = typing.get_args(hint)[0]
+        return origin(_decode(item, v, source, f"{where}[{i}]") for i, v in enumerate(value))
     if origin is dict:
         if not isinstance(value, dict) or not all(isinstance(k, str) for k in value):
             raise _fail(source, where, "an object with string keys", value)
@@ -98,6 +101,10 @@ def _decode(hint: Any, value: object, source: str, where: str) -> object:
     raise TypeError(f"{where}: type hint {hint!r} is not supported by record_from_dict")
 
 
+# Field metadata: an absent value reads as the field's default (see the module's note).
+ABSENT_MEANS_DEFAULT = {"absent_means_default": True}
+
+
 def record_from_dict(cls: type[RecordT], data: object, source: str, where: str = "") -> RecordT:
     """`cls` rebuilt from `data`; RecordError on unknown, missing or mistyped values."""
     if not isinstance(data, dict):
@@ -110,7 +117,11 @@ def record_from_dict(cls: type[RecordT], data: object, source: str, where: str =
             f"{source}: {where or cls.__name__}: unknown key(s) {unknown}; "
             f"{cls.__name__} has {sorted(fields)}"
         )
-    optional = {name for name, field in fields.items() if field.default is None}
+    optional = {
+        name
+        for name, field in fields.items()
+        if field.default is None or field.metadata.get("absent_means_default")
+    }
     missing = sorted(set(fields) - set(data) - optional)
     if missing:
         raise RecordError(f"{source}: {where or cls.__name__}: missing key(s) {missing}")

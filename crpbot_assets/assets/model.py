@@ -40,8 +40,14 @@ from crpbot_assets.storage import (
 from crpbot_assets.tracking import track_training
 from crpbot_assets.trainers import ModelTrainer, RunInfo
 from crpbot_assets.writers import claim_symbol
-from v8_model.config import HYPERPARAMETER_NAMES, SYMBOLS_HYPERPARAMETER, to_hyperparameters
+from v8_model.config import (
+    HYPERPARAMETER_NAMES,
+    SYMBOLS_HYPERPARAMETER,
+    hyperparameter_name,
+    to_hyperparameters,
+)
 from v8_model.data.segments import fit_processor
+from v8_model.data.settings import DATA_SETTING_NAMES, DataSettings
 from v8_model.evaluation.plots import equity_curve_png
 from v8_model.layout import (
     METRICS_FILE,
@@ -58,12 +64,16 @@ from v8_model.registry.promotion import folder_digests
     group_name=GROUP,
     kinds={"scikitlearn"},
     automation_condition=RETRAIN_CONDITION,
-    description="Scaler and label thresholds fitted on the training segment only",
+    description="Scaler and label thresholds fitted on the training segment only, with the "
+    "profile's split and label settings",
 )
-def processor(context: dg.AssetExecutionContext, storage: StorageResource) -> dg.MaterializeResult:
+def processor(
+    context: dg.AssetExecutionContext, storage: StorageResource, profile: ProfileResource
+) -> dg.MaterializeResult:
     claim_symbol(context)
     symbol = context.partition_key
-    fitted = fit_processor(storage.store.read_parquet(features_key(symbol)), symbol)
+    settings = DataSettings.of(profile.get().train)
+    fitted = fit_processor(storage.store.read_parquet(features_key(symbol)), symbol, settings)
     key = processor_key(symbol)
     with tempfile.TemporaryDirectory() as tmp:
         storage.store.upload_file(fitted.save(Path(tmp) / processor_filename(symbol)), key)
@@ -75,6 +85,7 @@ def processor(context: dg.AssetExecutionContext, storage: StorageResource) -> dg
             "sell_below": thresholds.sell_below,
             "buy_above": thresholds.buy_above,
             "horizon": thresholds.horizon,
+            "settings": dg.MetadataValue.json(asdict(settings)),
         }
     )
 
@@ -86,6 +97,16 @@ def _hyperparameters(profile: ProfileResource, overrides: dict[str, str]) -> dic
         raise dg.Failure(description=f"unknown hyperparameter(s) {unknown}; known: {sorted(known)}")
     if SYMBOLS_HYPERPARAMETER in overrides:
         raise dg.Failure(description="'symbols' is set by the partition, not by config")
+    data_settings = sorted(
+        set(overrides) & {hyperparameter_name(name) for name in DATA_SETTING_NAMES}
+    )
+    if data_settings:
+        # The `processor` asset was fitted with the profile's: the model must split and label alike.
+        raise dg.Failure(
+            description=f"{data_settings} split and label the rows the processor was fitted on: "
+            "set them on the profile resource (resources.profile.config), which the processor "
+            "and the model both read, not as model hyperparameters"
+        )
     return {**to_hyperparameters(profile.get().train), **overrides}
 
 

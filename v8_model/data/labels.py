@@ -3,9 +3,10 @@
 score_t = log(close_{t+h} / close_t) / (sigma_t * sqrt(h)), where sigma_t is the std of 1-bar log
 returns over the trailing LABEL_VOLATILITY_WINDOW bars (known at t) and h the horizon. Scaling by
 volatility keeps the classes meaningful in calm and wild regimes alike. The SELL/HOLD and
-HOLD/BUY thresholds are the 1/3 and 2/3 quantiles of the training segment's scores, so the classes
-come out roughly balanced; they are stored with the processor and reused unchanged on validation,
-test and live data.
+HOLD/BUY thresholds are quantiles of the training segment's scores (by default 1/3 and 2/3, so the
+classes come out roughly balanced); they are stored with the processor and reused unchanged on
+validation, test and live data. Horizon, window and quantiles are `TrainConfig` settings
+(`label_horizon`, `label_volatility_window`, `label_sell_quantile`, `label_buy_quantile`).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from v8_model.config import TrainConfig
 from v8_model.defaults import DEFAULT_HORIZON, LABEL_VOLATILITY_WINDOW
 
 SELL, HOLD, BUY = 0, 1, 2
@@ -50,14 +52,22 @@ class LabelThresholds:
     horizon: int = DEFAULT_HORIZON
 
     @classmethod
-    def fit(cls, train_scores: np.ndarray, horizon: int = DEFAULT_HORIZON) -> LabelThresholds:
-        """Thresholds that split the training scores into three equal-sized classes."""
+    def fit(
+        cls,
+        train_scores: np.ndarray,
+        horizon: int = DEFAULT_HORIZON,
+        quantiles: tuple[float, float] = (
+            TrainConfig.label_sell_quantile,
+            TrainConfig.label_buy_quantile,
+        ),
+    ) -> LabelThresholds:
+        """The training scores' `quantiles` (by default three equal-sized classes)."""
         finite = train_scores[np.isfinite(train_scores)]
         if finite.size < 3:
             raise ValueError(
                 f"cannot fit label thresholds: only {finite.size} training rows have a score"
             )
-        sell_below, buy_above = np.quantile(finite, [1 / 3, 2 / 3])
+        sell_below, buy_above = np.quantile(finite, list(quantiles))
         return cls(float(sell_below), float(buy_above), horizon)
 
     def assign(self, scores: np.ndarray) -> np.ndarray:

@@ -1,7 +1,9 @@
 """V8FeatureProcessor: the fitted scaler and label thresholds of one symbol, saved as JSON.
 
-The file is plain JSON (feature names, StandardScaler statistics, label thresholds, format
-version); loading never unpickles and refuses a file that does not match this code.
+The file is plain JSON (feature names, StandardScaler statistics, label thresholds, the split and
+label settings it was fitted with, format version); loading never unpickles and refuses a file
+that does not match this code. A file written before the settings were recorded was fitted with
+the default settings and reads as such.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ import pandas as pd
 
 from v8_model.data.features import FEATURE_NAMES
 from v8_model.data.labels import LabelThresholds
-from v8_model.defaults import DEFAULT_HORIZON
+from v8_model.data.settings import DATA_SETTING_NAMES, DEFAULT_DATA_SETTINGS, DataSettings
 from v8_model.layout import processor_filename  # noqa: F401 - re-exported for callers
 from v8_model.record import strict_json
 from v8_model.storage import atomic_write_text
@@ -43,14 +45,18 @@ class V8FeatureProcessor:
     def __init__(
         self,
         feature_names: Sequence[str] = FEATURE_NAMES,
-        horizon: int = DEFAULT_HORIZON,
+        settings: DataSettings = DEFAULT_DATA_SETTINGS,
         symbol: str | None = None,
     ) -> None:
         self.feature_names = tuple(feature_names)
-        self.horizon = horizon
+        self.settings = settings  # the split and labels its training rows came from
         self.symbol = symbol
         self.scaler: StandardScaler | None = None
         self.thresholds: LabelThresholds | None = None
+
+    @property
+    def horizon(self) -> int:
+        return self.settings.label_horizon
 
     @property
     def is_fitted(self) -> bool:
@@ -139,7 +145,9 @@ class V8FeatureProcessor:
                 "train on a market with real trading in the training period"
             )
         self.scaler = scaler
-        self.thresholds = LabelThresholds.fit(np.asarray(train_scores), self.horizon)
+        self.thresholds = LabelThresholds.fit(
+            np.asarray(train_scores), self.horizon, self.settings.quantiles
+        )
         return self
 
     def _require_fitted(self) -> None:
@@ -196,6 +204,7 @@ class V8FeatureProcessor:
                 "buy_above": self.thresholds.buy_above,
                 "horizon": self.thresholds.horizon,
             },
+            "settings": {name: getattr(self.settings, name) for name in DATA_SETTING_NAMES},
         }
 
     def save(self, path: str | Path) -> Path:
@@ -237,6 +246,10 @@ class V8FeatureProcessor:
             thresholds = LabelThresholds(
                 float(label["sell_below"]), float(label["buy_above"]), int(label["horizon"])
             )
+            # Absent in a file written before the settings were recorded: the defaults then.
+            settings = DataSettings(
+                **payload.get("settings", {"label_horizon": thresholds.horizon})
+            )
         except (KeyError, TypeError, ValueError) as error:
             raise ProcessorLoadError(f"{source}: corrupt processor file ({error!r})") from error
         n_features = len(names)
@@ -249,8 +262,13 @@ class V8FeatureProcessor:
             raise ProcessorLoadError(f"{source}: scaler statistics contain NaN/Inf or zero scale")
         if not thresholds.sell_below <= thresholds.buy_above:
             raise ProcessorLoadError(f"{source}: label thresholds are out of order")
+        if thresholds.horizon != settings.label_horizon:
+            raise ProcessorLoadError(
+                f"{source}: label thresholds for horizon {thresholds.horizon} but settings say "
+                f"label_horizon {settings.label_horizon}"
+            )
 
-        processor = cls(names, thresholds.horizon, payload.get("symbol"))
+        processor = cls(names, settings, payload.get("symbol"))
         from sklearn.preprocessing import StandardScaler  # see fit
 
         scaler = StandardScaler()

@@ -1,8 +1,9 @@
 """A features dataset split in time and made ready to train on: scaled features and labels.
 
 Order matters and is the point of this module: the split comes first; the processor (scaler and
-label thresholds) sees the training segment only. No torch import: the Dagster `processor` asset
-fits processors without loading the trainer.
+label thresholds) sees the training segment only. How the rows are split and labelled is the
+processor's `DataSettings` (TrainConfig's split and label settings). No torch import: the
+Dagster `processor` asset fits processors without loading the trainer.
 """
 
 from __future__ import annotations
@@ -15,8 +16,8 @@ import pandas as pd
 from v8_model.data.features import FEATURE_NAMES
 from v8_model.data.labels import forward_return_scores
 from v8_model.data.processor import TRANSFORM_CHUNK_ROWS, V8FeatureProcessor
+from v8_model.data.settings import DEFAULT_DATA_SETTINGS, DataSettings
 from v8_model.data.split import ChronologicalSplit, chronological_split
-from v8_model.defaults import DEFAULT_HORIZON
 
 
 @dataclass
@@ -85,10 +86,12 @@ def _scored_positions(rows: slice, scores: np.ndarray) -> tuple[np.ndarray, np.n
 
 
 def _scores_and_split(
-    close: pd.Series | np.ndarray, horizon: int
+    close: pd.Series | np.ndarray, settings: DataSettings
 ) -> tuple[np.ndarray, ChronologicalSplit]:
-    scores = forward_return_scores(close, horizon)
-    return scores, chronological_split(len(close), horizon=horizon)
+    horizon = settings.label_horizon
+    scores = forward_return_scores(close, horizon, settings.label_volatility_window)
+    split = chronological_split(len(close), fractions=settings.fractions, horizon=horizon)
+    return scores, split
 
 
 def forward_log_returns(close: pd.Series | np.ndarray, horizon: int) -> np.ndarray:
@@ -104,18 +107,33 @@ def _fit_on_training_segment(
     scores: np.ndarray,
     split: ChronologicalSplit,
     symbol: str | None,
-    horizon: int,
+    settings: DataSettings,
 ) -> V8FeatureProcessor:
     positions, train_scores = _scored_positions(split.train, scores)
-    return V8FeatureProcessor(FEATURE_NAMES, horizon, symbol).fit(dataset, train_scores, positions)
+    return V8FeatureProcessor(FEATURE_NAMES, settings, symbol).fit(dataset, train_scores, positions)
 
 
 def fit_processor(
-    dataset: pd.DataFrame, symbol: str | None = None, horizon: int = DEFAULT_HORIZON
+    dataset: pd.DataFrame, symbol: str | None = None, settings: DataSettings = DEFAULT_DATA_SETTINGS
 ) -> V8FeatureProcessor:
     """Fit the scaler and label thresholds on the training segment of a features dataset."""
-    scores, split = _scores_and_split(dataset["close"], horizon)
-    return _fit_on_training_segment(dataset, scores, split, symbol, horizon)
+    scores, split = _scores_and_split(dataset["close"], settings)
+    return _fit_on_training_segment(dataset, scores, split, symbol, settings)
+
+
+def _settings_of(
+    processor: V8FeatureProcessor | None, settings: DataSettings | None
+) -> DataSettings:
+    """The settings to split and label with; ValueError when a given processor's differ."""
+    if processor is None:
+        return settings or DEFAULT_DATA_SETTINGS
+    if settings is not None and settings != processor.settings:
+        raise ValueError(
+            f"the {processor.symbol or 'given'} processor was fitted with other split or label "
+            f"settings than the training settings ({processor.settings.differences(settings)}, "
+            "processor vs training): refit the processor with the training settings"
+        )
+    return processor.settings
 
 
 def _rows_to_top(matrix: np.ndarray, positions: np.ndarray) -> np.ndarray:
@@ -139,20 +157,24 @@ def prepare_segments(
     processor: V8FeatureProcessor | None = None,
     symbol: str | None = None,
     split: ChronologicalSplit | None = None,
+    settings: DataSettings | None = None,
 ) -> PreparedData:
     """Split the dataset (the main split, or `split`: a walk-forward fold's), fit (or reuse) the
     processor, and scale and label each segment.
+
+    `settings` (default: a given processor's, else the defaults) split and label the rows; a
+    given processor fitted with other settings is refused, naming each that differs.
 
     The result holds no reference to a frame: a caller that drops it frees the frame, and only
     the float32 segments (and 1-D forward returns) stay in memory for training. A FeatureMatrix
     is consumed instead: its matrix, compacted and scaled in place, holds the three segments
     (views of it), with the same figures a frame of the same values gives.
     """
-    horizon = processor.horizon if processor is not None else DEFAULT_HORIZON
+    settings = _settings_of(processor, settings)
     in_place = isinstance(dataset, FeatureMatrix)
     close = dataset.close if in_place else dataset["close"]
     timestamps = dataset.timestamps if in_place else dataset["timestamp"]
-    scores, main_split = _scores_and_split(close, horizon)
+    scores, main_split = _scores_and_split(close, settings)
     split = split or main_split
     kept = [_scored_positions(rows, scores) for rows in (split.train, split.validation, split.test)]
     if in_place:
@@ -160,7 +182,7 @@ def prepare_segments(
         segment_rows = _rows_to_top(dataset.features, np.concatenate([p for p, _ in kept]))
         if processor is None:
             train_rows, train_scores = kept[0]
-            processor = V8FeatureProcessor(FEATURE_NAMES, horizon, symbol).fit(
+            processor = V8FeatureProcessor(FEATURE_NAMES, settings, symbol).fit(
                 segment_rows[: len(train_rows)], train_scores
             )
         processor.scale_in_place(segment_rows)
@@ -168,9 +190,9 @@ def prepare_segments(
         features = [segment_rows[a:b] for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
     else:
         if processor is None:
-            processor = _fit_on_training_segment(dataset, scores, split, symbol, horizon)
+            processor = _fit_on_training_segment(dataset, scores, split, symbol, settings)
         features = [processor.transform(dataset, positions) for positions, _ in kept]
-    returns = forward_log_returns(close, horizon)
+    returns = forward_log_returns(close, settings.label_horizon)
     train, validation, test = (
         Segment(
             segment_features,

@@ -10,9 +10,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from v8_model.data.settings import DEFAULT_DATA_SETTINGS
 from v8_model.defaults import DEFAULT_HORIZON, LONGEST_FEATURE_WINDOW
 
-DEFAULT_FRACTIONS = (0.70, 0.15, 0.15)
+# TrainConfig's train_fraction and val_fraction, and the rest for the test segment.
+DEFAULT_FRACTIONS = DEFAULT_DATA_SETTINGS.fractions
 
 
 def minimum_embargo(horizon: int = DEFAULT_HORIZON) -> int:

@@ -3,10 +3,11 @@
 Fold k of K tests on a block of rows as long as the main split's test segment; the blocks sit back
 to back and the last one *is* the main split's test segment, so the last fold's model is the
 promoted model (trained once). Each earlier fold trains on every row before its test block, less
-the same embargo the main split uses, cut into training and validation at the main split's 70:15
-ratio with an embargo between them. Each fold fits its own processor (scaler and label
-thresholds) on its own training rows, picks its epoch on its own validation rows, and its
-confidence threshold on those validation rows too; its test rows are seen by nothing it chose.
+the same embargo the main split uses, cut into training and validation at the main split's ratio
+(train_fraction : val_fraction, 70:15 by default) with an embargo between them. Each fold fits
+its own processor (scaler and label thresholds) on its own training rows, picks its epoch on its
+own validation rows, and its confidence threshold on those validation rows too; its test rows are
+seen by nothing it chose.
 
 The skill statistic and the backtest then run on the folds' concatenated test rows (more rows,
 more power), and each fold's own figures are kept to show stability over time.
@@ -46,11 +47,13 @@ def probabilities_of(logits: np.ndarray) -> np.ndarray:
     return softmax(np.nan_to_num(logits, nan=0.0, posinf=1e6, neginf=-1e6))
 
 
-def _fold_split(main: ChronologicalSplit, earlier: int) -> ChronologicalSplit:
+def _fold_split(
+    main: ChronologicalSplit, earlier: int, fractions: tuple[float, float, float]
+) -> ChronologicalSplit:
     """The fold whose test block ends `earlier` blocks before the main split's test segment."""
     test_rows = main.test.stop - main.test.start
     embargo = main.embargo
-    train_share = DEFAULT_FRACTIONS[0] / (DEFAULT_FRACTIONS[0] + DEFAULT_FRACTIONS[1])
+    train_share = fractions[0] / (fractions[0] + fractions[1])
     test_start = main.test.start - earlier * test_rows
     before_test = test_start - embargo  # rows left for training and validation
     n_train = max(0, int((before_test - embargo) * train_share))
@@ -68,17 +71,22 @@ def _usable(split: ChronologicalSplit) -> bool:
     return split.train.stop >= test_rows and split.validation.stop > split.validation.start
 
 
-def fold_splits(n_rows: int, folds: int, horizon: int) -> list[ChronologicalSplit]:
-    """The K folds' splits, oldest first; the last is `chronological_split(n_rows)`.
+def fold_splits(
+    n_rows: int,
+    folds: int,
+    horizon: int,
+    fractions: tuple[float, float, float] = DEFAULT_FRACTIONS,
+) -> list[ChronologicalSplit]:
+    """The K folds' splits, oldest first; the last is the main split of `fractions`.
 
     ValueError naming the `folds` setting when the first fold would train on fewer rows than
     it tests on.
     """
-    main = chronological_split(n_rows, horizon=horizon)
-    splits = [_fold_split(main, earlier) for earlier in range(folds - 1, 0, -1)]
+    main = chronological_split(n_rows, fractions=fractions, horizon=horizon)
+    splits = [_fold_split(main, earlier, fractions) for earlier in range(folds - 1, 0, -1)]
     if splits and not _usable(splits[0]):
         most = 1
-        while _usable(_fold_split(main, most)):
+        while _usable(_fold_split(main, most, fractions)):
             most += 1
         test_rows = main.test.stop - main.test.start
         raise ValueError(

@@ -74,7 +74,10 @@ class TrainingParts:
         torch.manual_seed(config.seed)
         shuffle = torch.Generator(device=device).manual_seed(config.seed)
         model = V8TradingNet(
-            n_features=n_features, dropout=config.dropout, temperature_init=config.temperature_init
+            n_features=n_features,
+            hidden=config.hidden_widths,
+            dropout=config.dropout,
+            temperature_init=config.temperature_init,
         ).to(device)
         # The fused kernel cuts the per-step launches on a GPU; on the CPU the default path is used.
         optimizer = torch.optim.AdamW(

@@ -1,5 +1,7 @@
 """V8TradingNet: 72 → 512 → 256 → 128 → 3 with a learned, positive temperature.
 
+The hidden widths are the `hidden_widths` training setting (512, 256, 128 by default).
+
 Normalization: each hidden block is Linear → LayerNorm → ReLU → Dropout. LayerNorm normalises each
 row by its own statistics, so training and inference use the same trained parameters, and an
 evaluated batch gives exactly its rows' one-by-one outputs.
@@ -47,7 +49,7 @@ class V8TradingNet(nn.Module):
     def __init__(
         self,
         n_features: int = len(FEATURE_NAMES),
-        hidden: Sequence[int] = (512, 256, 128),
+        hidden: Sequence[int] = TrainConfig.hidden_widths,
         n_classes: int = 3,
         dropout: float = TrainConfig.dropout,
         temperature_init: float = TrainConfig.temperature_init,

@@ -20,6 +20,7 @@ import pandas as pd
 from v8_model.config import TrainConfig
 from v8_model.data.processor import V8FeatureProcessor
 from v8_model.data.segments import FeatureMatrix, PreparedData, prepare_segments
+from v8_model.data.settings import DataSettings
 from v8_model.data.split import ChronologicalSplit
 from v8_model.evaluation.gates import DIRECTIONAL_SKILL, evaluate_gates, evaluation_metrics
 from v8_model.evaluation.metrics import EpochStats, Evaluation, SegmentRows, metrics_fields
@@ -81,9 +82,12 @@ def train_symbol(
     for the rows that fold reaches, so that no features frame stays alive while a model trains.
     """
     config = config or TrainConfig()
-    data = prepare_segments(load_dataset(None), processor, symbol)
-    horizon = data.processor.horizon
-    splits = fold_splits(data.rows, config.folds, horizon)  # a bad `folds` fails before training
+    settings = DataSettings.of(config)
+    # A given processor fitted with other split or label settings is refused here.
+    data = prepare_segments(load_dataset(None), processor, symbol, settings=settings)
+    horizon = settings.label_horizon
+    # A bad `folds` fails before training.
+    splits = fold_splits(data.rows, config.folds, horizon, settings.fractions)
     outcome = train_on_segments(
         data, symbol=symbol, config=config, on_epoch=on_epoch, checkpoint_dir=checkpoint_dir
     )
@@ -91,7 +95,7 @@ def train_symbol(
     folds = []
     for number, split in enumerate(splits[:-1], start=1):
         release_freed_memory()  # so a fold's peak does not sit on the previous one's leftovers
-        folds.append(train_fold(load_dataset, split, symbol=symbol, config=config, horizon=horizon))
+        folds.append(train_fold(load_dataset, split, symbol=symbol, config=config))
         if on_fold is not None:
             on_fold(
                 f"symbol={symbol} fold={number}/{len(splits)} trained on "
@@ -115,11 +119,12 @@ def train_fold(
     *,
     symbol: str,
     config: TrainConfig,
-    horizon: int,
 ) -> FoldPredictions:
     """One earlier walk-forward fold: its own processor, its own training, its predictions."""
+    settings = DataSettings.of(config)
     # Rows after the fold's test block (and its last forward returns) are never read.
-    data = prepare_segments(load_dataset(split.test.stop + horizon), None, symbol, split)
+    rows = split.test.stop + settings.label_horizon
+    data = prepare_segments(load_dataset(rows), None, symbol, split, settings)
     return _predictions(_train(data, config), data)
 
 
