@@ -57,9 +57,10 @@ lock:
 demo: setup-demo
 	$(BIN)/python -m crpbot_assets.main
 
-# One pytest worker per core (pytest-xdist); a test file stays on one worker, so its module-wide
-# trained scenario runs once.
-TEST_WORKERS ?= auto
+# pytest-xdist workers: one per core, and at least 3, because much of the suite waits on servers
+# and subprocesses and a third worker keeps 2 cores busy. A test file stays on one worker, so its
+# module-wide trained scenario runs once.
+TEST_WORKERS ?= $(shell $(PYTHON) -c 'import os; print(max(3, os.cpu_count() or 1))')
 PYTEST_PARALLEL = -n $(TEST_WORKERS) --dist loadfile
 
 test: setup
