@@ -150,13 +150,17 @@ def available_cores() -> int:
 
 
 def default_jobs(symbols: int) -> int:
-    """Symbols run at once by default: every symbol, at most one more than the cores.
+    """Symbols run at once by default: all of them when they fit in one wave of cores + 1, else
+    one per core.
 
-    Much of a symbol's run is single-threaded (imports, candles, features, figures) or waits,
-    so one process per core leaves cores idle: on 2 cores the demo's 3 symbols took 94-102 s
-    one at a time, 66-84 s two at a time and 56-63 s all three at once (bench/demo.sh).
+    Much of a symbol's run is single-threaded (imports, candles, features, figures), and a wave
+    that leaves one symbol to run alone at the end idles a core: on 2 cores the demo's 3 symbols
+    took 94-102 s one at a time, 66-84 s two at a time and 56-63 s all at once. With more
+    symbols the waves overlap anyway and a third process only adds contention: 8 symbols took
+    137-152 s two at a time, 140-169 s three at a time (bench/demo.sh, two rounds each).
     """
-    return max(1, min(symbols, available_cores() + 1))
+    cores = available_cores()
+    return max(1, symbols if symbols <= cores + 1 else cores)
 
 
 def symbol_run_env(jobs: int) -> dict[str, str]:
@@ -399,8 +403,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--jobs",
         type=_positive,
-        help="symbols run at once, each in its own process (default: every symbol, at most "
-        "cores + 1)",
+        help="symbols run at once, each in its own process (default: every symbol when there "
+        "are at most cores + 1, else one per core)",
     )
     parser.add_argument(
         "--verbose", action="store_true", help="print Dagster's event records as they happen"

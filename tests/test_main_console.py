@@ -133,3 +133,12 @@ def test_parallel_symbols_share_the_cores_as_threads(monkeypatch):
     assert main.symbol_run_env(16)[main.THREADS_ENV_VAR] == "1"
     monkeypatch.setenv(main.THREADS_ENV_VAR, "5")
     assert main.symbol_run_env(3)[main.THREADS_ENV_VAR] == "5"
+
+
+def test_symbols_run_all_at_once_when_they_fit_in_one_wave(monkeypatch):
+    """At most cores + 1 symbols: all at once (no symbol left to run alone at the end); more:
+    one per core."""
+    monkeypatch.setattr(main, "available_cores", lambda: 2)
+    assert [main.default_jobs(n) for n in (1, 2, 3, 4, 8)] == [1, 2, 3, 2, 2]
+    monkeypatch.setattr(main, "available_cores", lambda: 1)
+    assert [main.default_jobs(n) for n in (1, 2, 3)] == [1, 2, 1]
