@@ -70,9 +70,10 @@ class Profile:
 
     def history_problems(self, rows: int, coverage_days: float | None = None) -> list[str]:
         """Why `rows` candles spanning `coverage_days` are not a training history for this
-        profile; empty when they are. The one minimum-history rule: the candles asset, the
-        features check and preflight all ask it (each with what it can know; the coverage is
-        skipped when None). The feature window's own minimum is a schema rule, not this one
+        profile; empty when they are. The one minimum-history rule: the candles asset asks it
+        with rows only (coverage None), the `enough_history` check with both; preflight compares
+        a stored file's rows with the same `min_rows` (unless CRPBOT_MIN_FEATURES_ROWS overrides
+        it). The feature window's own minimum is a schema rule, not this one
         (`v8_model.data.candles.DEFAULT_MIN_ROWS`)."""
         problems = []
         if rows < self.min_rows:

@@ -18,9 +18,10 @@ import boto3
 from botocore.config import Config
 from botocore.exceptions import ClientError
 
-# Total attempts a call gets. 10 rides out about a minute of throttling (1 + 2 + 4 + 8 + 16 + 20 s
-# of waits at most) while a two-hour job is polled; 3 is botocore's own default, for checks a
-# person waits on (an endpoint that answers errors fails fast, not after a minute of retries).
+# Total attempts a call gets. 10 means up to 9 throttling waits of rand(0, 1) x 1, 2, 4, 8, 16, 20,
+# 20, 20, 20 s (botocore's backoff): at most 111 s, about a minute on average, while a two-hour job
+# is polled. 3 is botocore's own default, for checks a person waits on (an endpoint that answers
+# errors fails fast, not after minutes of retries).
 TRAINING_ATTEMPTS = 10
 PREFLIGHT_ATTEMPTS = 3
 
