@@ -225,3 +225,25 @@ def test_split_and_label_settings_are_refused_as_model_hyperparameters(tmp_path,
     reason = run_model_only(tmp_path, dagster_instance, {"label-horizon": "30", "epochs": "1"})
     assert reason.startswith("['label-horizon'] split and label the rows the processor")
     assert "set them on the profile resource" in reason
+
+
+@pytest.mark.parametrize(
+    ("listing", "gpus"),
+    [
+        ("GPU 0: NVIDIA H100 (UUID: GPU-a)\\nGPU 1: NVIDIA H100 (UUID: GPU-b)\\n", "2"),
+        ("", "0"),
+        (None, "0"),  # no nvidia-smi on PATH: no GPU, as SageMaker's toolkit counts
+    ],
+)
+def test_emulated_container_counts_gpus_as_the_training_toolkit_does(
+    tmp_path, monkeypatch, listing, gpus
+):
+    tools = tmp_path / "bin"
+    tools.mkdir()
+    if listing is not None:
+        fake = tools / "nvidia-smi"
+        fake.write_text(f"#!/bin/sh\nprintf '{listing}'\n")
+        fake.chmod(0o755)
+    monkeypatch.setenv("PATH", str(tools))
+    container = emulate_training_container(tmp_path / "ml", job_name="job-1", hyperparameters={})
+    assert container.env["SM_NUM_GPUS"] == gpus

@@ -4,6 +4,7 @@ validated against botocore's service model."""
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import re
@@ -55,10 +56,16 @@ def ready_account(emulator: SageMakerEmulator, symbol: str = "BTC") -> None:
     emulator.quotas = {QUOTA_NAME: 1, WARM_POOL_QUOTA_NAME: 0}
 
 
+@functools.cache
+def service_model(service: str) -> Any:
+    """botocore's model of `service` (one client per service: building one takes a tenth of a
+    second, and the policy test validates hundreds of requests)."""
+    return boto3.session.Session().client(service, region_name=REGION).meta.service_model
+
+
 def validated(service: str, operation: str, params: dict) -> None:
     """botocore's own validation of a request against the service model, offline."""
-    model = boto3.session.Session().client(service, region_name=REGION).meta.service_model
-    validate_parameters(params, model.operation_model(operation).input_shape)
+    validate_parameters(params, service_model(service).operation_model(operation).input_shape)
 
 
 def row(table: str, name: str) -> str:

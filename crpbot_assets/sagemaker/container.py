@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import subprocess
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -56,8 +57,8 @@ def emulate_training_container(
 
     `hyperparameters` are written as SageMaker does: a JSON object of strings.
     `channels` maps channel name to content type (default: training parquet + processor JSON);
-    each channel folder is created empty for the caller to fill. `num_gpus` defaults to what
-    torch sees on this machine.
+    each channel folder is created empty for the caller to fill. `num_gpus` defaults to the GPUs
+    `nvidia-smi` lists on this machine.
     """
     channels = dict(CONTENT_TYPES if channels is None else channels)
     hyperparameters = {str(key): str(value) for key, value in hyperparameters.items()}
@@ -123,6 +124,13 @@ def emulate_training_container(
 
 
 def _visible_gpus() -> int:
-    import torch  # imported here: loading the Dagster definitions does not need torch
-
-    return torch.cuda.device_count()
+    """The GPUs `nvidia-smi --list-gpus` lists, 0 without the tool: how SageMaker's training
+    toolkit sets SM_NUM_GPUS. Not torch: importing it here cost the Dagster process about 2 CPU
+    seconds per local training, only to count."""
+    try:
+        listing = subprocess.run(
+            ["nvidia-smi", "--list-gpus"], capture_output=True, text=True, timeout=30, check=True
+        ).stdout
+    except (OSError, subprocess.SubprocessError):  # no driver, no tool, or it failed: no GPU
+        return 0
+    return sum(1 for line in listing.splitlines() if line.startswith("GPU "))
