@@ -25,6 +25,7 @@ import contextlib
 import fcntl
 import json
 import os
+import shutil
 import sys
 import tempfile
 import time
@@ -39,7 +40,7 @@ import requests
 import sqlalchemy.exc
 from botocore.exceptions import BotoCoreError, ClientError
 
-from crpbot_assets.storage import LOCAL_DEFAULT_ROOT, model_folder
+from crpbot_assets.storage import LOCAL_DEFAULT_ROOT, REPO_ROOT, model_folder
 from crpbot_assets.trainers import RunInfo
 from v8_model.config import setting_text
 from v8_model.evaluation.metrics import Evaluation
@@ -71,6 +72,10 @@ HTTP_DEFAULTS = {
 }
 # No new call starts after this long: a slow server costs a training at most this plus one call.
 TRACKING_BUDGET_SECONDS = 120.0
+# A new embedded store starts as a copy of an empty one that MLflow created and migrated once per
+# MLflow release (git-ignored, like the default storage root): running its schema migrations
+# cost about a CPU second for every new storage root.
+EMPTY_STORE_CACHE = REPO_ROOT / "var" / "cache"
 # Environment variables whose values must never appear in a message.
 SECRET_ENV_VARS = (
     "MLFLOW_TRACKING_PASSWORD",
@@ -221,14 +226,51 @@ def _embedded_lock(folder: Path) -> Iterator[None]:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
+def empty_store() -> Path:
+    """The SQLite file MLflow leaves on an empty database (its tables, migrated to this release's
+    schema; no experiment yet), made on first use and then kept."""
+    import mlflow
+    from mlflow.store.db.utils import _initialize_tables  # what MLflow runs on a new database
+
+    path = EMPTY_STORE_CACHE / f"mlflow-{mlflow.__version__}-empty.db"
+    if path.is_file():
+        return path
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.NamedTemporaryFile(dir=path.parent, suffix=".partial", delete=False) as handle:
+        partial = Path(handle.name)
+    try:
+        engine = sqlalchemy.create_engine(f"sqlite:///{partial}")
+        try:
+            _initialize_tables(engine)
+        finally:
+            engine.dispose()
+        partial.chmod(0o644)  # a temporary file is private; this one is a shared template
+        os.replace(partial, path)  # whole or absent: processes may make it at the same time
+    finally:
+        partial.unlink(missing_ok=True)
+    return path
+
+
+def _create_embedded_store(folder: Path) -> None:
+    """A copy of the empty store at `folder`'s database, if it has none. MLflow then adds its
+    default experiment, with this store's own settings, when the store is first opened."""
+    database = folder / EMBEDDED_DB
+    if database.exists():
+        return
+    partial = folder / f".{EMBEDDED_DB}.partial"
+    shutil.copyfile(empty_store(), partial)
+    os.replace(partial, database)
+
+
 def mlflow_client(target: TrackingTarget) -> MlflowClient:
     from mlflow import MlflowClient
 
     if target.embedded_folder is None:
         return MlflowClient(tracking_uri=target.uri, registry_uri=target.uri)
     with _embedded_lock(target.embedded_folder):
-        # The client opens the tracking store, and the first registry call the registry's, each
-        # migrating the SQLite file when it is new: one process at a time.
+        _create_embedded_store(target.embedded_folder)
+        # Opening the tracking store adds MLflow's default experiment to a new file, and the
+        # first registry call opens the registry's: one process at a time.
         client = MlflowClient(tracking_uri=target.uri, registry_uri=target.uri)
         client.search_registered_models(max_results=1)
     return client

@@ -8,8 +8,10 @@ client from the SQLite file under the storage root, and through `make mlflow`'s 
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
+import sqlite3
 import subprocess
 import sys
 import urllib.request
@@ -17,6 +19,7 @@ from dataclasses import fields
 from pathlib import Path
 
 import dagster as dg
+import mlflow
 import pytest
 from helpers import metadata_of, tracked_run_config
 from mlflow import MlflowClient
@@ -28,6 +31,7 @@ from crpbot_assets.model_registry import CHAMPION_ALIAS
 from crpbot_assets.tracking import (
     EXPERIMENT,
     TRACKING_URI_ENV_VAR,
+    mlflow_client,
     redact,
     tracking_target,
     where_line,
@@ -275,3 +279,24 @@ def test_symbols_in_parallel_processes_share_a_fresh_embedded_store(tmp_path):
     client = MlflowClient(tracking_uri=target.uri, registry_uri=target.uri)
     names = {model.name for model in client.search_registered_models()}
     assert names == {f"crpbot-{symbol}" for symbol in symbols}
+
+
+def test_each_new_embedded_store_is_a_copy_of_one_empty_store(tmp_path, monkeypatch):
+    """MLflow makes and migrates an empty store once per release; a new storage root's store is
+    a copy of it, which MLflow opens as its own: the schema verified, its default experiment
+    added, the registry working. The empty store itself stays empty."""
+    monkeypatch.setattr("crpbot_assets.tracking.EMPTY_STORE_CACHE", tmp_path / "cache")
+    first = mlflow_client(tracking_target(str(tmp_path / "first")))
+    [empty] = (tmp_path / "cache").iterdir()
+    assert empty.name == f"mlflow-{mlflow.__version__}-empty.db"
+    made = empty.stat().st_mtime_ns
+    second = mlflow_client(tracking_target(str(tmp_path / "second")))
+    assert empty.stat().st_mtime_ns == made  # made once, then only copied
+
+    for client in (first, second):
+        assert [e.name for e in client.search_experiments()] == ["Default"]
+    first.create_registered_model("crpbot-BTC")
+    assert [m.name for m in first.search_registered_models()] == ["crpbot-BTC"]
+    assert second.search_registered_models() == []  # two files, not one
+    with contextlib.closing(sqlite3.connect(empty)) as database:
+        assert database.execute("SELECT COUNT(*) FROM experiments").fetchone() == (0,)
