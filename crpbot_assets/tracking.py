@@ -25,7 +25,6 @@ import contextlib
 import fcntl
 import json
 import os
-import shutil
 import sys
 import tempfile
 import time
@@ -45,7 +44,7 @@ from crpbot_assets.trainers import RunInfo
 from v8_model.config import setting_text
 from v8_model.evaluation.metrics import Evaluation
 from v8_model.layout import METRICS_FILE, RUN_INFO_FILE
-from v8_model.storage import Store
+from v8_model.storage import Store, atomic_copy
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
@@ -235,19 +234,14 @@ def empty_store() -> Path:
     path = EMPTY_STORE_CACHE / f"mlflow-{mlflow.__version__}-empty.db"
     if path.is_file():
         return path
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.NamedTemporaryFile(dir=path.parent, suffix=".partial", delete=False) as handle:
-        partial = Path(handle.name)
-    try:
-        engine = sqlalchemy.create_engine(f"sqlite:///{partial}")
+    with tempfile.TemporaryDirectory() as scratch:
+        made = Path(scratch) / EMBEDDED_DB
+        engine = sqlalchemy.create_engine(f"sqlite:///{made}")
         try:
             _initialize_tables(engine)
         finally:
             engine.dispose()
-        partial.chmod(0o644)  # a temporary file is private; this one is a shared template
-        os.replace(partial, path)  # whole or absent: processes may make it at the same time
-    finally:
-        partial.unlink(missing_ok=True)
+        atomic_copy(made, path)  # whole or absent: processes may make it at the same time
     return path
 
 
@@ -255,11 +249,8 @@ def _create_embedded_store(folder: Path) -> None:
     """A copy of the empty store at `folder`'s database, if it has none. MLflow then adds its
     default experiment, with this store's own settings, when the store is first opened."""
     database = folder / EMBEDDED_DB
-    if database.exists():
-        return
-    partial = folder / f".{EMBEDDED_DB}.partial"
-    shutil.copyfile(empty_store(), partial)
-    os.replace(partial, database)
+    if not database.exists():
+        atomic_copy(empty_store(), database)
 
 
 def mlflow_client(target: TrackingTarget) -> MlflowClient:

@@ -73,7 +73,8 @@ def _atomic_target(path: str | Path) -> Iterator[IO[bytes]]:
         raise
 
 
-def _atomic_copy(source: str | Path, target: str | Path) -> None:
+def atomic_copy(source: str | Path, target: str | Path) -> None:
+    """Copy the file `source` to `target` as `atomic_write_bytes` writes: whole or not at all."""
     with open(source, "rb") as src, _atomic_target(target) as dst:
         shutil.copyfileobj(src, dst, length=1 << 20)
 
@@ -178,10 +179,10 @@ class LocalStore(Store):
         return ObjectInfo(key, stat.st_size, datetime.fromtimestamp(stat.st_mtime, tz=UTC))
 
     def upload_file(self, local_path: str | Path, key: str) -> None:
-        _atomic_copy(local_path, self.path(key))
+        atomic_copy(local_path, self.path(key))
 
     def download_file(self, key: str, local_path: str | Path) -> None:
-        _atomic_copy(self._existing(key), local_path)
+        atomic_copy(self._existing(key), local_path)
 
     def list_keys(self, folder: str = "") -> list[str]:
         base = Path(self.root)
