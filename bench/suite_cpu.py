@@ -2,11 +2,12 @@
 
     .venv/bin/python bench/suite_cpu.py [PYTEST ARGS]    default: the whole suite as `make test`
 
-On 2 cores the suite is CPU-bound (user + system time is about twice its wall time), so a test's
-CPU seconds, not its wall seconds (which include waiting on the other workers), say what making
-it cheaper would save. Each pytest-xdist worker writes one line per test: the CPU time of the
-worker and of the child processes it reaped (trainings, servers, the main command) from the
-test's setup to its teardown. Prints the totals, the files and the tests that cost most.
+A test's CPU seconds, not its wall seconds (which include waiting for the cores the other workers
+use), say what making it cheaper would save; the workers' "done at" column shows a suite kept
+waiting on one worker's last files. Each pytest-xdist worker writes one line per test: the CPU
+time of the worker and of the child processes it reaped (trainings, servers, the main command)
+from the test's setup to its teardown. Prints the totals, the workers, and the files and tests
+that cost most.
 """
 
 from __future__ import annotations
@@ -48,7 +49,11 @@ def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None):
 
 
 def report(folder: Path) -> None:
-    tests = [json.loads(line) for path in folder.glob("*.jsonl") for line in path.open()]
+    by_worker = {
+        path.stem: [json.loads(line) for line in path.open()]
+        for path in sorted(folder.glob("*.jsonl"))
+    }
+    tests = [test for mine in by_worker.values() for test in mine]
     by_file: dict[str, list[float]] = defaultdict(lambda: [0.0, 0.0, 0])
     for test in tests:
         entry = by_file[test["test"].split("::")[0]]
@@ -57,14 +62,12 @@ def report(folder: Path) -> None:
         entry[2] += 1
     total = sum(test["cpu"] for test in tests)
     print(f"{len(tests)} tests, {total:.0f} CPU s in tests (collection and workers not counted)")
-    # A worker that ends long after the others kept the suite waiting on its last files.
     first = min(test["ended"] - test["wall"] for test in tests)
     print(f"\n{'worker':>8} {'tests':>5} {'CPU s':>7} {'busy s':>7} {'done at s':>9}")
-    for path in sorted(folder.glob("*.jsonl")):
-        mine = [json.loads(line) for line in path.open()]
+    for worker, mine in by_worker.items():
         cpu, busy = sum(t["cpu"] for t in mine), sum(t["wall"] for t in mine)
         done = max(t["ended"] for t in mine) - first
-        print(f"{path.stem:>8} {len(mine):5d} {cpu:7.1f} {busy:7.1f} {done:9.1f}")
+        print(f"{worker:>8} {len(mine):5d} {cpu:7.1f} {busy:7.1f} {done:9.1f}")
     print(f"\n{'CPU s':>7} {'wall s':>7} {'tests':>5}  file (the {SHOWN} costliest)")
     for name, (cpu, wall, count) in sorted(by_file.items(), key=lambda kv: -kv[1][0])[:SHOWN]:
         print(f"{cpu:7.1f} {wall:7.1f} {count:5d}  {name}")
