@@ -215,7 +215,7 @@ class Deadline:
 @contextlib.contextmanager
 def _embedded_lock(folder: Path) -> Iterator[None]:
     """One process at a time opens the embedded store: symbols train in parallel processes, and
-    two first writers would both run MLflow's schema migrations on the same SQLite file."""
+    two first writers would both create the SQLite file and add MLflow's default experiment."""
     folder.mkdir(parents=True, exist_ok=True)
     with (folder / ".lock").open("a") as handle:
         fcntl.flock(handle, fcntl.LOCK_EX)
