@@ -379,7 +379,7 @@ def _promote(args: argparse.Namespace) -> int:
             raise_on_error=False,
         )
     if not result.success:
-        from crpbot_assets.main import failure_summary
+        from crpbot_assets.symbol_run import failure_summary
 
         print(f"crpbot promote: {failure_summary(result)}", file=sys.stderr)
         return EXIT_FAILED

@@ -3,11 +3,13 @@
     python -m crpbot_assets.main [--profile demo|full] [--symbols BTC,ETH] [--jobs N] [--verbose]
 
 One `symbol_pipeline` run per symbol (candles → features → processor → model → production_model,
-with every check), each in its own process (`crpbot_assets.symbol_run`), up to `--jobs` at a time;
-then one `gate_report_job` run. The runs are recorded in a persistent DAGSTER_HOME (default
-`<repo>/.dagster_home`, git-ignored), so `dagster dev` with the same DAGSTER_HOME shows them.
-The console shows each symbol's stage and epochs, then a summary table; Dagster's event records
-stay in the run logs unless `--verbose`. Exits 1 when any run failed, naming the symbol and why.
+with every check), each in its own process (`crpbot_assets.symbol_run`, forked from a warm fork
+server that imported the run's modules once: `crpbot_assets.symbol_processes`), up to `--jobs`
+at a time; then one `gate_report_job` run. The runs are recorded in a persistent DAGSTER_HOME
+(default `<repo>/.dagster_home`, git-ignored), so `dagster dev` with the same DAGSTER_HOME shows
+them. The console shows each symbol's stage and epochs, then a summary table; Dagster's event
+records stay in the run logs unless `--verbose`. Exits 1 when any run failed, naming the symbol
+and why.
 """
 
 from __future__ import annotations
@@ -17,20 +19,20 @@ import contextlib
 import json
 import os
 import signal
-import subprocess
 import sys
 import tempfile
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from multiprocessing.context import BaseContext
+from multiprocessing.process import BaseProcess
 from pathlib import Path
-from typing import IO
 
-import dagster as dg
-from dagster._core.utils import make_new_run_id
-from dagster._utils.error import SerializableErrorInfo
-from rich.console import Console
-
+from crpbot_assets.symbol_processes import (
+    SYMBOL_RUN_MODULE,
+    stop_fork_server,
+    symbol_process_starter,
+)
 from v8_model import symbols as symbol_settings
 
 if __name__ == "__main__":
@@ -41,6 +43,12 @@ if __name__ == "__main__":
     except symbol_settings.SymbolSettingsError as error:
         print(f"python -m crpbot_assets.main: {error}", file=sys.stderr)
         sys.exit(2)
+    # The symbols' fork server imports what their runs need while this process imports the rest.
+    symbol_process_starter()
+
+import dagster as dg
+from dagster._core.utils import make_new_run_id
+from rich.console import Console
 
 from crpbot_assets.alerts import DEFAULT_UI_URL, UI_URL_ENV_VAR
 from crpbot_assets.console import (
@@ -55,6 +63,7 @@ from crpbot_assets.partitions import symbol_partitions
 from crpbot_assets.profiles import PROFILES, default_profile_name, get_profile
 from crpbot_assets.report import NOT_TRAINED, symbol_entry
 from crpbot_assets.storage import REPO_ROOT, REPORT_JSON_KEY, REPORT_MARKDOWN_KEY
+from crpbot_assets.symbol_run import QUIET_LOGGERS, failure_summary, run_in_forked_process
 from crpbot_assets.tracking import where_line
 from crpbot_assets.trainers import utc_now
 from crpbot_assets.writers import fail_orphaned_runs, process_tags
@@ -62,44 +71,12 @@ from v8_model.job.lifetime import PARENT_PID_ENV_VAR
 from v8_model.symbols import HOW_TO_ADD
 
 DAGSTER_HOME_DEFAULT = REPO_ROOT / ".dagster_home"
-# Dagster's wrappers around a step's own error; the failure line shows what they wrap.
-DAGSTER_WRAPPERS = {"DagsterExecutionStepExecutionError", "DagsterUserCodeExecutionError"}
-SYMBOL_RUN_MODULE = "crpbot_assets.symbol_run"
 # torch sizes its CPU thread pool from it (and numpy's BLAS from the same variable).
 THREADS_ENV_VAR = "OMP_NUM_THREADS"
 POLL_SECONDS = 0.5  # how often the console reads the runs' new events
 # After a forwarded SIGINT/SIGTERM, how long a symbol's process may take to stop its run.
 STOP_SECONDS = 60.0
-# Dagster's default console logger, silenced: every event still reaches the instance.
-QUIET_LOGGERS = {"console": {"config": {"log_level": "CRITICAL"}}}
 EXIT_SETTING = 2  # a setting the user must fix, as argparse's usage errors
-
-
-def _cause(error: SerializableErrorInfo) -> str:
-    """The user's error inside Dagster's "Error occurred while executing op ..." wrappers."""
-    while error.cause is not None and error.cls_name in DAGSTER_WRAPPERS:
-        error = error.cause
-    return error.message.strip()
-
-
-def failure_summary(result: dg.ExecuteInProcessResult) -> str:
-    """Why a run failed: the failed gate checks with their values, else the failed steps."""
-    failed_checks = [
-        evaluation for evaluation in result.get_asset_check_evaluations() if not evaluation.passed
-    ]
-    if failed_checks:
-        parts = []
-        for evaluation in failed_checks:
-            value = evaluation.metadata.get("value")
-            shown = f" = {value.value:.6g}" if value is not None else ""
-            parts.append(f"check {evaluation.check_name}{shown}: {evaluation.description or ''}")
-        return "; ".join(part.rstrip(": ") for part in parts)
-    failures = [
-        f"step {event.step_key}: {_cause(event.step_failure_data.error)}"
-        for event in result.get_step_failure_events()
-        if event.step_failure_data.error is not None
-    ]
-    return "; ".join(failures) or "failed (see the run's logs)"
 
 
 class SignalWatch:
@@ -182,7 +159,7 @@ class SymbolProcess:
 
     symbol: str
     run_id: str
-    process: subprocess.Popen
+    process: BaseProcess
     result_path: Path
     log_path: Path | None  # its stdout and stderr; None when they go to the console (--verbose)
     follower: RunFollower
@@ -195,28 +172,22 @@ def start_symbol_run(
     work: Path,
     verbose: bool,
     env: dict[str, str],
+    starter: BaseContext,
 ) -> SymbolProcess:
     run_id = make_new_run_id()
     result_path = work / f"{symbol}.json"
     log_path = None
-    output: IO | None = None
     if not verbose:
         log_path = Path(instance.root_directory) / "logs" / f"{symbol}-{run_id}.log"
         log_path.parent.mkdir(parents=True, exist_ok=True)
-        output = log_path.open("w")
-    command = [sys.executable, "-m", SYMBOL_RUN_MODULE, symbol, "--profile", profile]
-    command += ["--run-id", run_id, "--result", str(result_path)]
-    command += ["--verbose"] if verbose else []
-    process = subprocess.Popen(
-        command,
-        env=env,  # killed with this process, even by SIGKILL
-        stdout=output,
-        stderr=None if output is None else subprocess.STDOUT,
-        # Ctrl-C reaches this process only; it forwards the signal once, to every symbol.
-        start_new_session=True,
+    argv = [symbol, "--profile", profile, "--run-id", run_id, "--result", str(result_path)]
+    argv += ["--verbose"] if verbose else []
+    process = starter.Process(
+        target=run_in_forked_process,
+        args=(argv, env, None if log_path is None else str(log_path)),
+        name=f"{SYMBOL_RUN_MODULE} {symbol}",
     )
-    if output is not None:
-        output.close()  # the child holds its own copy
+    process.start()
     return SymbolProcess(
         symbol, run_id, process, result_path, log_path, RunFollower(instance, run_id)
     )
@@ -231,7 +202,7 @@ def symbol_run_failure(run: SymbolProcess) -> str | None:
         lines = run.log_path.read_text(errors="replace").strip().splitlines()
         tail = ": " + "\n".join(lines[-20:]) if lines else ""
     where = f" (full output: {run.log_path})" if run.log_path is not None else ""
-    code = run.process.returncode
+    code = run.process.exitcode
     how = f"was killed by {signal.Signals(-code).name}" if code < 0 else f"exited with code {code}"
     return f"its process {how} before its run ended{where}{tail}"
 
@@ -240,18 +211,17 @@ def stop_symbol_runs(runs: Sequence[SymbolProcess], signal_number: int) -> None:
     """Forward the signal (Dagster stops each run in progress), then wait; SIGKILL stragglers."""
     for run in runs:
         with contextlib.suppress(ProcessLookupError):
-            run.process.send_signal(signal_number)
+            os.kill(run.process.pid, signal_number)
     deadline = time.monotonic() + STOP_SECONDS
     try:
         for run in runs:
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                run.process.wait(timeout=max(0.0, deadline - time.monotonic()))
+            run.process.join(timeout=max(0.0, deadline - time.monotonic()))
     except KeyboardInterrupt:  # a second Ctrl-C: do not wait
         pass
     for run in runs:
-        if run.process.poll() is None:
+        if run.process.exitcode is None:
             run.process.kill()
-            run.process.wait()
+            run.process.join()
 
 
 def run_all(
@@ -278,6 +248,7 @@ def run_all(
     epochs = get_profile(profile).train.epochs
     board = None if verbose else ProgressBoard(console, symbols, epochs)
     env = symbol_run_env(jobs)
+    starter = symbol_process_starter() if symbols else None
 
     def follow(run: SymbolProcess) -> None:
         update = run.follower.poll()
@@ -290,7 +261,7 @@ def run_all(
             while pending or running:
                 while pending and len(running) < jobs:
                     run = start_symbol_run(
-                        pending.pop(0), profile, instance, Path(work), verbose, env
+                        pending.pop(0), profile, instance, Path(work), verbose, env, starter
                     )
                     running.append(run)
                     url = f"{ui_url}/runs/{run.run_id}"
@@ -299,8 +270,8 @@ def run_all(
                     else:
                         print(f"\n=== {run.symbol}: symbol_pipeline ({profile}): {url}", flush=True)
                 for run in list(running):
-                    done = run.process.poll() is not None
-                    follow(run)  # after poll(): a finished run's last events are in
+                    done = run.process.exitcode is not None
+                    follow(run)  # after the exit code: a finished run's last events are in
                     if not done:
                         continue
                     running.remove(run)
@@ -318,6 +289,8 @@ def run_all(
                 follow(run)  # what they logged up to the stop (e.g. a removed work folder)
                 outcomes[run.symbol] = "interrupted"
             raise Interrupted(signal_number, outcomes) from None
+        finally:
+            stop_fork_server()
 
     if verbose:
         print("\n=== gate_report_job ===", flush=True)

@@ -8,25 +8,63 @@ the other symbols. The run is recorded in the instance DAGSTER_HOME names, under
 main command chose (it follows the run's events there); the outcome is written to FILE as JSON
 `{"run_id", "success", "failure"}`, replacing the file in one step. Dagster's event records go
 to the instance only, unless `--verbose` also prints them.
+
+The main command does not start this module as a fresh interpreter: it forks each symbol's
+process from a warm fork server (`crpbot_assets.symbol_processes`), which then runs
+`run_in_forked_process`.
 """
 
 from __future__ import annotations
 
 import argparse
+import atexit
 import os
 import signal
-from collections.abc import Sequence
+import sys
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import dagster as dg
+from dagster._utils.error import SerializableErrorInfo
 
 from crpbot_assets.definitions import defs
-from crpbot_assets.main import QUIET_LOGGERS, failure_summary
 from crpbot_assets.profiles import PROFILES
 from crpbot_assets.writers import process_tags
-from v8_model.job.lifetime import die_with_parent
+from v8_model.job.lifetime import PARENT_PID_ENV_VAR, die_with_parent, die_with_process
 from v8_model.record import strict_json
 from v8_model.storage import atomic_write_text
+
+# Dagster's default console logger, silenced: every event still reaches the instance.
+QUIET_LOGGERS = {"console": {"config": {"log_level": "CRITICAL"}}}
+# Dagster's wrappers around a step's own error; the failure line shows what they wrap.
+DAGSTER_WRAPPERS = {"DagsterExecutionStepExecutionError", "DagsterUserCodeExecutionError"}
+
+
+def _cause(error: SerializableErrorInfo) -> str:
+    """The user's error inside Dagster's "Error occurred while executing op ..." wrappers."""
+    while error.cause is not None and error.cls_name in DAGSTER_WRAPPERS:
+        error = error.cause
+    return error.message.strip()
+
+
+def failure_summary(result: dg.ExecuteInProcessResult) -> str:
+    """Why a run failed: the failed gate checks with their values, else the failed steps."""
+    failed_checks = [
+        evaluation for evaluation in result.get_asset_check_evaluations() if not evaluation.passed
+    ]
+    if failed_checks:
+        parts = []
+        for evaluation in failed_checks:
+            value = evaluation.metadata.get("value")
+            shown = f" = {value.value:.6g}" if value is not None else ""
+            parts.append(f"check {evaluation.check_name}{shown}: {evaluation.description or ''}")
+        return "; ".join(part.rstrip(": ") for part in parts)
+    failures = [
+        f"step {event.step_key}: {_cause(event.step_failure_data.error)}"
+        for event in result.get_step_failure_events()
+        if event.step_failure_data.error is not None
+    ]
+    return "; ".join(failures) or "failed (see the run's logs)"
 
 
 def run_config(profile: str, verbose: bool) -> dict:
@@ -44,8 +82,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--result", type=Path, required=True)
     parser.add_argument("--verbose", action="store_true")
     args = parser.parse_args(argv)
-    # Killed with the main command, even by SIGKILL; its own trainer then dies with it.
-    die_with_parent(os.environ)
     # The main command forwards SIGTERM; Dagster stops the run in progress on an interrupt.
     signal.signal(signal.SIGTERM, signal.default_int_handler)
     with dg.DagsterInstance.get() as instance:
@@ -66,5 +102,38 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 0 if result.success else 1
 
 
+def run_in_forked_process(
+    argv: Sequence[str], env: Mapping[str, str], log_path: str | None
+) -> None:
+    """A symbol's process forked from the main command's fork server: what a fresh
+    `python -m crpbot_assets.symbol_run` gets from the main command, done here.
+
+    - its own session, as `start_new_session`: Ctrl-C reaches the main command only, which
+      forwards it once to every symbol;
+    - the main command's environment (`env`, e.g. its share of the cores for the trainer);
+    - stdout and stderr in `log_path` (None: the console, for `--verbose`);
+    - killed with the main command, even by SIGKILL (`env` names it in PARENT_PID_ENV_VAR), and
+      its own trainer then dies with it;
+    - the exit handlers a fresh interpreter runs (e.g. logging's flush), which a process of
+      `multiprocessing` skips.
+    """
+    os.setsid()
+    os.environ.clear()
+    os.environ.update(env)
+    if log_path is not None:
+        output = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        os.dup2(output, sys.stdout.fileno())
+        os.dup2(output, sys.stderr.fileno())
+        os.close(output)
+    die_with_process(int(os.environ.pop(PARENT_PID_ENV_VAR)))
+    try:
+        code = main(argv)
+    finally:
+        atexit._run_exitfuncs()
+    sys.exit(code)
+
+
 if __name__ == "__main__":
+    # Killed with the process that started it, even by SIGKILL; its own trainer then dies with it.
+    die_with_parent(os.environ)
     raise SystemExit(main())
