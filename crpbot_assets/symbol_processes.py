@@ -26,13 +26,15 @@ from multiprocessing.context import BaseContext
 
 SYMBOL_RUN_MODULE = "crpbot_assets.symbol_run"
 # The run's module (with the Dagster definitions), then what a run imports on first use: MLflow's
-# client and its SQLAlchemy stores (the tracking), the features' filters.
+# client and its SQLAlchemy stores (the tracking), the features' filters; last, the freeze of
+# everything imported before a fork (see that module).
 WARM_IMPORTS = (
     SYMBOL_RUN_MODULE,
     "mlflow",
     "mlflow.store.tracking.sqlalchemy_store",
     "mlflow.store.model_registry.sqlalchemy_store",
     "scipy.signal",
+    "crpbot_assets.fork_server_freeze",
 )
 
 
