@@ -25,8 +25,8 @@ from servers import free_port, mlflow_server
 
 from crpbot_assets.cli import main as crpbot
 from crpbot_assets.definitions import defs
-from crpbot_assets.symbol_run import failure_summary
 from crpbot_assets.model_registry import CHAMPION_ALIAS, register_promotion
+from crpbot_assets.symbol_run import failure_summary
 from crpbot_assets.tracking import EXPERIMENT, TRACKING_URI_ENV_VAR, track_training
 from v8_model.registry.promotion import read_pointer
 from v8_model.storage import open_store
