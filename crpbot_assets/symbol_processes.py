@@ -20,6 +20,7 @@ import contextlib
 import multiprocessing
 import multiprocessing.forkserver
 import os
+import signal
 import tempfile
 from collections.abc import Iterator
 from multiprocessing.context import BaseContext
@@ -75,8 +76,16 @@ def symbol_process_starter() -> BaseContext:
     server; starts the fork server on the first call (it then imports while the caller goes on)."""
     context = multiprocessing.get_context("forkserver")
     context.set_forkserver_preload(list(WARM_IMPORTS))
-    with _socket_temp_folder():
-        multiprocessing.forkserver.ensure_running()
+    # The fork server ignores SIGTERM (it ignores SIGINT itself), inherited across its exec: a
+    # SIGTERM to the main command's whole process group must not end it while the symbols it
+    # forked run, because their exit codes reach the main command through it. The main command
+    # forwards the signal to them.
+    previous = signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    try:
+        with _socket_temp_folder():
+            multiprocessing.forkserver.ensure_running()
+    finally:
+        signal.signal(signal.SIGTERM, previous)
     return context
 
 

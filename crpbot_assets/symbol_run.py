@@ -109,7 +109,7 @@ def run_in_forked_process(
     `python -m crpbot_assets.symbol_run` gets from the main command, done here.
 
     - its own session, as `start_new_session`: Ctrl-C reaches the main command only, which
-      forwards it once to every symbol;
+      forwards it once to every symbol; SIGTERM's default action, which the fork server ignores;
     - the main command's environment (`env`, e.g. its share of the cores for the trainer);
     - stdout and stderr in `log_path` (None: the console, for `--verbose`);
     - killed with the main command, even by SIGKILL (`env` names it in PARENT_PID_ENV_VAR), and
@@ -118,6 +118,7 @@ def run_in_forked_process(
       `multiprocessing` skips.
     """
     os.setsid()
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
     os.environ.clear()
     os.environ.update(env)
     if log_path is not None:

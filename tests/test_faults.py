@@ -219,6 +219,8 @@ def _main_command(promoted, root: Path, *symbols: str) -> subprocess.Popen:
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
+        # A process group of its own, as a shell's job: a signal may go to the whole group.
+        start_new_session=True,
     )
 
 
@@ -264,15 +266,27 @@ def _trainer_folders(root: Path) -> set[Path]:
     return set(work_base.glob("*")) if work_base.is_dir() else set()
 
 
-def test_sigterm_stops_the_main_command_and_no_further_symbol_runs(promoted, copied_root):
+@pytest.mark.parametrize("to_group", [False, True], ids=["to_the_command", "to_its_group"])
+def test_sigterm_stops_the_main_command_and_no_further_symbol_runs(promoted, copied_root, to_group):
+    """SIGTERM to the main command, or to its whole process group (a supervisor's stop), which
+    reaches the symbols' fork server too: the symbol's run stops the same way."""
     process = _main_command(promoted, copied_root, "ETH", "BTC")
     trainer = _wait_for_trainer(process)
-    process.send_signal(signal.SIGTERM)
+    if to_group:
+        os.killpg(process.pid, signal.SIGTERM)
+    else:
+        process.send_signal(signal.SIGTERM)
     output, _ = process.communicate(timeout=PROCESS_TIMEOUT)
     assert process.returncode == 128 + signal.SIGTERM, output
     assert "stopped by SIGTERM" in output and "not run: BTC" in output
     assert "BTC started" not in output
     assert _gone_within(trainer, 30)
+    with dg.DagsterInstance.from_config(str(promoted["base"] / "main_home")) as instance:
+        [eth] = instance.get_run_records(  # the newest first
+            filters=dg.RunsFilter(tags={"dagster/partition": "ETH"}), limit=1
+        )
+    # The run was stopped, not left in progress as by a kill.
+    assert eth.dagster_run.status in (dg.DagsterRunStatus.FAILURE, dg.DagsterRunStatus.CANCELED)
 
 
 def test_kill_9_leaves_no_orphan_and_the_next_start_cleans_up(promoted, copied_root):
