@@ -63,7 +63,12 @@ from crpbot_assets.partitions import symbol_partitions
 from crpbot_assets.profiles import PROFILES, default_profile_name, get_profile
 from crpbot_assets.report import NOT_TRAINED, symbol_entry
 from crpbot_assets.storage import REPO_ROOT, REPORT_JSON_KEY, REPORT_MARKDOWN_KEY
-from crpbot_assets.symbol_run import QUIET_LOGGERS, failure_summary, run_in_forked_process
+from crpbot_assets.symbol_run import (
+    QUIET_LOGGERS,
+    THREADS_ENV_VAR,
+    failure_summary,
+    run_in_forked_process,
+)
 from crpbot_assets.tracking import where_line
 from crpbot_assets.trainers import utc_now
 from crpbot_assets.writers import fail_orphaned_runs, process_tags
@@ -71,8 +76,6 @@ from v8_model.job.lifetime import PARENT_PID_ENV_VAR
 from v8_model.symbols import HOW_TO_ADD
 
 DAGSTER_HOME_DEFAULT = REPO_ROOT / ".dagster_home"
-# torch sizes its CPU thread pool from it (and numpy's BLAS from the same variable).
-THREADS_ENV_VAR = "OMP_NUM_THREADS"
 POLL_SECONDS = 0.5  # how often the console reads the runs' new events
 # After a forwarded SIGINT/SIGTERM, how long a symbol's process may take to stop its run.
 STOP_SECONDS = 60.0

@@ -7,7 +7,7 @@ their libraries again: about 5 CPU s a symbol. The main command instead starts o
 once, in parallel with the main command's own imports, then forks one process per symbol, which
 finds those modules already imported.
 
-The fork server is single-threaded and holds nothing of the main command (no Dagster instance, no
+The fork server runs no Python thread and holds nothing of the main command (no Dagster instance, no
 console, no open run); it ends when the main command ends, however it ends. Its children are set
 up as the fresh interpreters were (`crpbot_assets.symbol_run.run_in_forked_process`). This module
 imports only the standard library, so that the main command can start the fork server before it

@@ -26,6 +26,7 @@ from pathlib import Path
 
 import dagster as dg
 from dagster._utils.error import SerializableErrorInfo
+from threadpoolctl import threadpool_limits
 
 from crpbot_assets.definitions import defs
 from crpbot_assets.profiles import PROFILES
@@ -34,6 +35,8 @@ from v8_model.job.lifetime import PARENT_PID_ENV_VAR, die_with_parent, die_with_
 from v8_model.record import strict_json
 from v8_model.storage import atomic_write_text
 
+# torch's and the BLAS libraries' thread count: the main command gives each symbol its share.
+THREADS_ENV_VAR = "OMP_NUM_THREADS"
 # Dagster's default console logger, silenced: every event still reaches the instance.
 QUIET_LOGGERS = {"console": {"config": {"log_level": "CRITICAL"}}}
 # Dagster's wrappers around a step's own error; the failure line shows what they wrap.
@@ -110,7 +113,9 @@ def run_in_forked_process(
 
     - its own session, as `start_new_session`: Ctrl-C reaches the main command only, which
       forwards it once to every symbol; SIGTERM's default action, which the fork server ignores;
-    - the main command's environment (`env`, e.g. its share of the cores for the trainer);
+    - the main command's environment (`env`, e.g. its share of the cores for the trainer), and
+      that share for the BLAS libraries the fork server loaded before the share was known
+      (they read OMP_NUM_THREADS once, as they load);
     - stdout and stderr in `log_path` (None: the console, for `--verbose`);
     - killed with the main command, even by SIGKILL (`env` names it in PARENT_PID_ENV_VAR), and
       its own trainer then dies with it;
@@ -121,6 +126,8 @@ def run_in_forked_process(
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     os.environ.clear()
     os.environ.update(env)
+    if THREADS_ENV_VAR in env:
+        threadpool_limits(int(env[THREADS_ENV_VAR]))
     if log_path is not None:
         output = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
         os.dup2(output, sys.stdout.fileno())
