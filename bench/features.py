@@ -2,19 +2,20 @@
 
 Run: .venv/bin/python bench/features.py [--rows N] [--repeats K]
 
-"reference" is the project's first numpy/scipy implementation (tests/features_reference.py puts
-its primitives back in place); "current" is `v8_model.data.features` as it is, whose primitives
-(`v8_model.data.rolling`) do the same arithmetic with fewer full-length temporaries. Both are numpy
-and scipy: the numba loops that once ran here were dropped to keep the demo set-up within its
-disk budget (docs/performance.md). Each runs in a fresh process of its own on the same synthetic
-candles: one warm-up run, then K timed runs, of which the best counts. Peak memory is measured
-two ways: the peak traced by tracemalloc during one run (numpy reports its buffers to it) and the
-growth of the process's peak RSS over its RSS before the first run. The best run's CPU time
+"reference" is the project's first numpy/scipy implementation (tests/features_reference.py puts its
+primitives back in place, and its one thread); "current" is `v8_model.data.features` as it is, whose
+primitives (`v8_model.data.rolling`) do the same arithmetic with fewer full-length temporaries, and
+which computes two groups of features on two threads at once (so its CPU time can exceed its wall
+time). Both are numpy and scipy: the numba loops that once ran here were dropped to keep the demo
+set-up within its disk budget (docs/performance.md). Each runs in a fresh process of its own on the
+same synthetic candles: one warm-up run, then K timed runs, of which the best counts. Peak memory is
+measured two ways: the peak traced by tracemalloc during one run (numpy reports its buffers to it)
+and the growth of the process's peak RSS over its RSS before the first run. The best run's CPU time
 (user + system) is printed beside its wall time: on a shared machine it moves much less with the
 load than the wall time does. The parent prints both columns, the ratio, and whether the targets
-were met: at most 0.5 s of wall time for 1.03 M rows (scaled linearly for another row count) and
-a peak no higher than the reference's. The original pandas feature code of the seed took 2.9 s
-and peaked at 2.3 GB on the same row count.
+were met: at most 0.5 s of wall time for 1.03 M rows (scaled linearly for another row count) and a
+peak no higher than the reference's. The original pandas feature code of the seed took 2.9 s and
+peaked at 2.3 GB on the same row count.
 """
 
 from __future__ import annotations

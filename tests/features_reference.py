@@ -4,7 +4,8 @@
 divisions and calendar phases directly with vectorised numpy and `scipy.signal.lfilter`. Now the
 calendar phases are looked up, and the primitives of `v8_model.data.rolling` do the same
 arithmetic with fewer full-length temporaries (price moments in blocks of chunks, running maxima
-by doubling in two buffers); every feature's formula, built from these primitives, is unchanged.
+by doubling in two buffers), and two groups of features run on two threads at once; every
+feature's formula, built from these primitives, is unchanged.
 `reference_features()` puts the first implementation's primitives back in place for the duration
 of a `with` block, so `compute_features` then runs it: tests/test_features.py compares the two,
 and bench/features.py times them side by side.
@@ -190,6 +191,12 @@ def _merge_ages(maxima: np.ndarray, ages: np.ndarray, shift: int) -> np.ndarray:
     return merged
 
 
+def _one_after_another(write, *groups) -> None:
+    """The first implementation computed the feature groups one after another, on one thread."""
+    for group in groups:
+        write(group)
+
+
 def reference_features() -> AbstractContextManager:
     """Within the block, `v8_model.data.features.compute_features` is the first numpy
     implementation."""
@@ -203,4 +210,5 @@ def reference_features() -> AbstractContextManager:
         _rolling_price_moments=_rolling_price_moments,
         _rolling_price_mean=lambda prices, window: _rolling_price_moments(prices, window)[0],
         _ema=_ema,
+        _in_parallel=_one_after_another,
     )

@@ -30,14 +30,19 @@ ranges against squared fat-tailed returns then keep the pairs apart.
 
 Computation is float64; the output is float32. Element-wise terms are numpy; the windowed sums,
 EMAs, running extremes and zero-guarded divisions are the vectorised primitives of
-`v8_model.data.rolling` (numpy, and `scipy.signal.lfilter` for the EMAs). The input is expected
-to satisfy the candle schema of `v8_model.data.candles` (positive finite prices, non-negative
-finite volume).
+`v8_model.data.rolling` (numpy, and `scipy.signal.lfilter` for the EMAs). Two groups of features
+that share only their inputs (`_Bases`) run on two threads at once: numpy's and scipy's loops
+release the GIL. Within each group an intermediate array is dropped as soon as no later feature
+reads it, so the two groups together peak lower than the single sequence did. The input is
+expected to satisfy the candle schema of `v8_model.data.candles` (positive finite prices,
+non-negative finite volume).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
@@ -159,11 +164,19 @@ def compute_features(candles: pd.DataFrame) -> pd.DataFrame:
     # Column-major, so each feature is written contiguously and pandas takes it without a copy.
     matrix = np.empty((n_rows, len(FEATURE_NAMES)), dtype=np.float32, order="F")
     column_of = {name: position for position, name in enumerate(FEATURE_NAMES)}
-    computed = []
-    for name, values in _iter_features(candles):
-        matrix[:, column_of[name]] = values[WARMUP_ROWS:]
-        computed.append(name)
-    if tuple(computed) != FEATURE_NAMES:  # a column left out would hold uninitialised memory
+    computed: list[str] = []
+
+    def write(group: Iterator[tuple[str, np.ndarray]]) -> None:
+        for name, values in group:
+            matrix[:, column_of[name]] = values[WARMUP_ROWS:]
+            computed.append(name)
+
+    bases = _Bases.from_candles(candles)
+    _in_parallel(
+        write, _trend_features(bases), _volatility_and_flow_features(bases, candles["timestamp"])
+    )
+    del bases
+    if sorted(computed) != sorted(FEATURE_NAMES):  # a column left out holds uninitialised memory
         raise RuntimeError("the computed features do not match FEATURE_NAMES one to one")
     features = pd.DataFrame(matrix, columns=list(FEATURE_NAMES), copy=False)
     timestamps = candles["timestamp"].iloc[WARMUP_ROWS:].reset_index(drop=True)
@@ -183,6 +196,22 @@ def build_features_dataset(candles: pd.DataFrame) -> pd.DataFrame:
     return features
 
 
+def _in_parallel(
+    write: Callable[[Iterator[tuple[str, np.ndarray]]], None],
+    *groups: Iterator[tuple[str, np.ndarray]],
+) -> None:
+    """write(group) for every group at once, the first on this thread, each other on its own.
+
+    numpy's and scipy's loops release the GIL, so groups that share only their inputs use as
+    many cores; each writes its own columns. Freed arrays are reused meanwhile (`heap`).
+    """
+    with ThreadPoolExecutor(len(groups) - 1) as threads:
+        others = [threads.submit(write, group) for group in groups[1:]]
+        write(groups[0])
+        for other in others:
+            other.result()
+
+
 def _check_candles(candles: pd.DataFrame) -> None:
     missing = [column for column in CANDLE_COLUMNS if column not in candles.columns]
     if missing:
@@ -197,57 +226,109 @@ def _check_candles(candles: pd.DataFrame) -> None:
         )
 
 
-def _iter_features(candles: pd.DataFrame) -> Iterator[tuple[str, np.ndarray]]:
-    """(name, float64 values over all candle rows) in FEATURE_NAMES order.
+@dataclass(frozen=True)
+class _Bases:
+    """What both feature groups read: the candles as float64 and the volatility units (see the
+    module docstring), each computed once. Values are NaN where a window is incomplete, so a
+    window longer than the warm-up would surface as NaN in the output instead of passing
+    unnoticed."""
 
-    Values are NaN where a window is incomplete, so a window longer than the warm-up would
-    surface as NaN in the output instead of passing unnoticed. Each family is a generator of
-    its own, so its intermediate arrays are freed as soon as it is done (peak memory).
+    open_: np.ndarray
+    high: np.ndarray
+    low: np.ndarray
+    close: np.ndarray
+    volume: np.ndarray
+    log_close: np.ndarray
+    log_return: np.ndarray
+    true_range: np.ndarray
+    atr_14: np.ndarray
+    # The EMA-200 RMS of log returns, the unit of the return terms, and the EMA-200 true range,
+    # the reference of ATR 14 and bar range.
+    return_scale: np.ndarray
+    range_scale: np.ndarray
+
+    @classmethod
+    def from_candles(cls, candles: pd.DataFrame) -> _Bases:
+        open_, high, low, close, volume = (
+            candles[column].to_numpy(dtype=np.float64) for column in OHLCV_COLUMNS
+        )
+        log_close = np.log(close)
+        log_return = _diff(log_close, 1)
+        # Wilder's true range; the first bar has no previous close, so its range is high - low.
+        previous_close = _lag(close, 1)
+        true_range = np.fmax(high, previous_close) - np.fmin(low, previous_close)
+        del previous_close
+        return cls(
+            open_=open_,
+            high=high,
+            low=low,
+            close=close,
+            volume=volume,
+            log_close=log_close,
+            log_return=log_return,
+            true_range=true_range,
+            atr_14=_ema(true_range, alpha=1 / 14),
+            return_scale=_return_scale(log_return),
+            range_scale=_ema(true_range, alpha=_SLOW_ALPHA),
+        )
+
+
+def _trend_features(bases: _Bases) -> Iterator[tuple[str, np.ndarray]]:
+    """Returns, volume ratios, moving averages, oscillators and price channels.
+
+    Each family is a generator of its own, so its intermediate arrays are freed as soon as it
+    is done (peak memory).
     """
-    open_, high, low, close, volume = (
-        candles[column].to_numpy(dtype=np.float64) for column in OHLCV_COLUMNS
-    )
-    log_close = np.log(close)
-    log_return = _diff(log_close, 1)
-    # Wilder's true range; the first bar has no previous close, so its range is high - low.
-    previous_close = _lag(close, 1)
-    true_range = np.fmax(high, previous_close) - np.fmin(low, previous_close)
-    del previous_close
-    atr_14 = _ema(true_range, alpha=1 / 14)
-    # Slow volatility scales (see the module docstring): the EMA-200 RMS of log returns, the unit
-    # of the return terms, and the EMA-200 true range, the reference of ATR 14 and bar range.
-    return_scale = _return_scale(log_return)
-    range_scale = _ema(true_range, alpha=_SLOW_ALPHA)
-
+    close, atr_14, return_scale = bases.close, bases.atr_14, bases.return_scale
     # |r| c <= TR max(1, c / c_-1) and the ATR includes TR / 14, so |value| <= 14 max(1, c / c_-1).
-    normalised_return = _divide(log_return * close, atr_14, neutral=0.0)
+    normalised_return = _divide(bases.log_return * close, atr_14, neutral=0.0)
     yield "log_return", normalised_return
     for lag in (1, 2, 3):
         yield f"log_return_lag_{lag}", _lag(normalised_return, lag)
     del normalised_return
-    yield from _volume_ratios(volume)
+    yield from _volume_ratios(bases.volume)
     # Windowed sums of the true range: n times the mean true range of the last n bars.
-    range_sums = {window: _rolling_sum(true_range, window) for window in (5, 10, 20, 50, 200)}
-    yield from _moving_averages(close, log_close, log_return, atr_14, range_sums, return_scale)
+    range_sums = {window: _rolling_sum(bases.true_range, window) for window in (5, 10, 20, 50, 200)}
+    yield from _moving_averages(bases, range_sums)
     del range_sums[5], range_sums[10]  # the channels need 20, 50 and 200 only
-    yield "atr_14", _divide(atr_14, range_scale, neutral=1.0)
-    yield from _price_channels(high, low, close, range_sums)
+    yield from _price_channels(bases.high, bases.low, close, range_sums)
     del range_sums
+    yield "atr_14", _divide(atr_14, bases.range_scale, neutral=1.0)
     for window in (5, 10, 20, 50):
-        yield f"roc_{window}", _divide(_diff(log_close, window), return_scale, neutral=0.0)
+        yield f"roc_{window}", _divide(_diff(bases.log_close, window), return_scale, neutral=0.0)
 
+
+def _volatility_and_flow_features(
+    bases: _Bases, timestamps: pd.Series
+) -> Iterator[tuple[str, np.ndarray]]:
+    """Volatilities, candle shapes, calendar, return statistics and volume flow."""
+    high, low, close, log_return = bases.high, bases.low, bases.close, bases.log_return
     return_mean_50 = _rolling_mean(log_return, 50)
     return_mean_square_50 = _rolling_mean(log_return * log_return, 50)
     volatility_50 = np.sqrt(np.maximum(return_mean_square_50 - return_mean_50**2, 0.0))
     del return_mean_50
     volatility_200 = _rolling_std(log_return, 200)
     yield from _volatilities(
-        high, low, log_return, volatility_50, volatility_200, true_range, atr_14, range_scale
+        high,
+        low,
+        log_return,
+        volatility_50,
+        volatility_200,
+        bases.true_range,
+        bases.atr_14,
+        bases.range_scale,
     )
-    yield from _candle_shapes(open_, high, low, close)
-    yield from _calendar(candles["timestamp"])
-    yield from _return_statistics(log_close, log_return, volatility_200)
-    yield from _volume_flow(high, low, close, volume, log_return, return_mean_square_50, true_range)
+    del volatility_50
+    # The t-statistic of the 200-bar drift.
+    roc_200 = _diff(bases.log_close, 200)
+    yield "trend_tstat_200", _divide(roc_200, volatility_200 * np.sqrt(200.0), neutral=0.0)
+    del roc_200, volatility_200
+    yield from _candle_shapes(bases.open_, high, low, close)
+    yield from _calendar(timestamps)
+    yield from _return_statistics(log_return)
+    yield from _volume_flow(
+        high, low, close, bases.volume, log_return, return_mean_square_50, bases.true_range
+    )
 
 
 def _return_scale(log_return: np.ndarray) -> np.ndarray:
@@ -271,29 +352,36 @@ def _volume_ratios(volume: np.ndarray) -> Iterator[tuple[str, np.ndarray]]:
 
 
 def _moving_averages(
-    close: np.ndarray,
-    log_close: np.ndarray,
-    log_return: np.ndarray,
-    atr_14: np.ndarray,
-    range_sums: dict[int, np.ndarray],
-    return_scale: np.ndarray,
+    bases: _Bases, range_sums: dict[int, np.ndarray]
 ) -> Iterator[tuple[str, np.ndarray]]:
-    """Price vs SMA and EMA, RSI, MACD and Bollinger bands."""
-    averages, sigmas = {}, {}
+    """Price vs SMA and EMA, Bollinger bands, RSI and MACD.
+
+    Each average is dropped as soon as no later feature reads it (peak memory: the other group
+    of features runs at the same time).
+    """
+    close, log_close, return_scale = bases.close, bases.log_close, bases.return_scale
+    abs_return = np.abs(bases.log_return)
     for window in (5, 10, 20, 50, 200):
+        range_sum = range_sums[window]
         if window in _BOLLINGER_WINDOWS:
-            averages[window], sigmas[window] = _rolling_price_moments(close, window)
+            average, sigma = _rolling_price_moments(close, window)
+            yield from _bollinger_bands(window, close, abs_return, average, sigma, range_sum)
+            del sigma
         else:  # the standard deviation is for the Bollinger bands only
-            averages[window] = _rolling_price_mean(close, window)
-    for window, average in averages.items():
+            average = _rolling_price_mean(close, window)
         # In units of the window's mean true range: |close - SMA| <= (window - 1) mean TR, so the
         # value stays bounded however quiet the market gets, and a flat window gives 0.
-        distance = _divide(window * (close - average), range_sums[window], neutral=0.0)
+        distance = _divide(window * (close - average), range_sum, neutral=0.0)
+        del average, range_sum
         yield f"price_vs_sma_{window}", distance
-    ema = {span: _ema(close, alpha=2 / (span + 1)) for span in (5, 10, 12, 20, 26, 35, 50, 200)}
+    del abs_return, distance
+
     for span in (5, 10, 20, 50, 200):
-        distance = _divide(log_close - np.log(ema[span]), return_scale, neutral=0.0)
-        yield f"price_vs_ema_{span}", distance
+        ema = _ema(close, alpha=2 / (span + 1))
+        yield f"price_vs_ema_{span}", _divide(log_close - np.log(ema), return_scale, neutral=0.0)
+        if span == 5:
+            ema_5 = ema  # the MACD 5/35's fast line
+    del ema
 
     abs_change = np.abs(_diff(close, 1))
     for window in (14, 21, 30):
@@ -302,33 +390,47 @@ def _moving_averages(
         movement = _rolling_sum(abs_change, window)
         rsi = 50.0 + 50.0 * _divide(_diff(close, window), movement, neutral=0.0)
         yield f"rsi_{window}", rsi
+    del abs_change, movement, rsi
 
-    macd_lines = {
-        # |EMA12 - EMA26| is bounded by a multiple of an ATR decaying about as fast (1/14 vs
-        # 2/27 per bar), but its rounding noise is not: the floor keeps long flat stretches, on
-        # which the ATR decays to 0, from blowing that noise up.
-        (12, 26): (ema[12] - ema[26]) / np.maximum(atr_14, _ATR_FLOOR * close),
-        (5, 35): _divide(np.log(ema[5] / ema[35]), return_scale, neutral=0.0),
-    }
-    for (fast, slow), line in macd_lines.items():
-        signal = _ema(line, alpha=2 / (9 + 1))
-        yield f"macd_{fast}_{slow}", line
-        yield f"macd_signal_{fast}_{slow}_9", signal
-        yield f"macd_hist_{fast}_{slow}_9", line - signal
+    # |EMA12 - EMA26| is bounded by a multiple of an ATR decaying about as fast (1/14 vs 2/27 per
+    # bar), but its rounding noise is not: the floor keeps long flat stretches, on which the ATR
+    # decays to 0, from blowing that noise up.
+    ema_difference = _ema(close, alpha=2 / (12 + 1)) - _ema(close, alpha=2 / (26 + 1))
+    yield from _macd("12_26", ema_difference / np.maximum(bases.atr_14, _ATR_FLOOR * close))
+    del ema_difference
+    log_ratio = np.log(ema_5 / _ema(close, alpha=2 / (35 + 1)))
+    del ema_5
+    yield from _macd("5_35", _divide(log_ratio, return_scale, neutral=0.0))
 
-    abs_return = np.abs(log_return)
-    for window in _BOLLINGER_WINDOWS:
-        average, sigma = averages[window], sigmas[window]
-        # Sigma is exactly 0 when the window's closes are all equal, i.e. its window - 1
-        # returns are all zero; tested that way because rounding can leave sigma a hair above 0.
-        flat = _rolling_sum(abs_return, window - 1) == 0
-        position = 0.5 + _divide(close - average, 4.0 * sigma, neutral=0.0, zero=flat)
-        # |close - mean| / sigma is at most sqrt(window - 1) (Samuelson's inequality): clip the
-        # rounding noise of near-flat windows to the range the formula can reach.
-        reach = np.sqrt(window - 1) / 4.0
-        yield f"bb_position_{window}", np.clip(position, 0.5 - reach, 0.5 + reach)
-        # Bollinger over Keltner width (the "squeeze"): 4 sigma / mean TR <= 4 (window - 1).
-        yield f"bb_width_{window}", _divide(4.0 * window * sigma, range_sums[window], neutral=0.0)
+
+def _bollinger_bands(
+    window: int,
+    close: np.ndarray,
+    abs_return: np.ndarray,
+    average: np.ndarray,
+    sigma: np.ndarray,
+    range_sum: np.ndarray,
+) -> Iterator[tuple[str, np.ndarray]]:
+    # Sigma is exactly 0 when the window's closes are all equal, i.e. its window - 1 returns are
+    # all zero; tested that way because rounding can leave sigma a hair above 0.
+    flat = _rolling_sum(abs_return, window - 1) == 0
+    position = 0.5 + _divide(close - average, 4.0 * sigma, neutral=0.0, zero=flat)
+    del flat
+    # |close - mean| / sigma is at most sqrt(window - 1) (Samuelson's inequality): clip the
+    # rounding noise of near-flat windows to the range the formula can reach.
+    reach = np.sqrt(window - 1) / 4.0
+    yield f"bb_position_{window}", np.clip(position, 0.5 - reach, 0.5 + reach)
+    del position
+    # Bollinger over Keltner width (the "squeeze"): 4 sigma / mean TR <= 4 (window - 1).
+    yield f"bb_width_{window}", _divide(4.0 * window * sigma, range_sum, neutral=0.0)
+
+
+def _macd(name: str, line: np.ndarray) -> Iterator[tuple[str, np.ndarray]]:
+    """A MACD line (`name`: its fast and slow spans), its 9-bar signal line and the histogram."""
+    signal = _ema(line, alpha=2 / (9 + 1))
+    yield f"macd_{name}", line
+    yield f"macd_signal_{name}_9", signal
+    yield f"macd_hist_{name}_9", line - signal
 
 
 def _price_channels(
@@ -412,37 +514,40 @@ def _calendar(timestamps: pd.Series) -> Iterator[tuple[str, np.ndarray]]:
         yield f"{name}_cos", np.cos(phase)[position]
 
 
-def _return_statistics(
-    log_close: np.ndarray, log_return: np.ndarray, volatility_200: np.ndarray
-) -> Iterator[tuple[str, np.ndarray]]:
-    roc_200 = _diff(log_close, 200)
-    yield "trend_tstat_200", _divide(roc_200, volatility_200 * np.sqrt(200.0), neutral=0.0)
-    del roc_200
+def _return_statistics(log_return: np.ndarray) -> Iterator[tuple[str, np.ndarray]]:
     is_up = np.where(np.isnan(log_return), np.nan, log_return > 0)
     yield "up_bar_share_50", _rolling_mean(is_up, 50)
+    del is_up
 
     squared_return = log_return * log_return
     mean = _rolling_mean(log_return, 100)
     variance = np.maximum(_rolling_mean(squared_return, 100) - mean * mean, 0.0)
     mean_cube = _rolling_mean(squared_return * log_return, 100)
     mean_fourth = _rolling_mean(squared_return * squared_return, 100)
+    del squared_return
     # Central moments from raw ones, with products: numpy's float ** is ~100 times slower.
     mean_2 = mean * mean
     third = mean_cube - mean * (3.0 * variance + mean_2)
     fourth = mean_fourth - 4.0 * mean * mean_cube + mean_2 * (6.0 * variance + 3.0 * mean_2)
-    skew = _divide(third, variance * np.sqrt(variance), neutral=0.0)
-    kurtosis = _divide(fourth, variance * variance, neutral=3.0) - 3.0
+    del mean_cube, mean_fourth, mean_2
     # Clip to the bounds n points can reach (one outlier among equals: skew (n - 2) / sqrt(n - 1),
     # excess kurtosis n - 5 + 1 / (n - 1); two equal halves: excess kurtosis -2) so that the
     # rounding noise of a near-zero variance cannot produce absurd values.
     n = 100
     skew_bound = (n - 2) / np.sqrt(n - 1)
-    yield "return_skew_100", np.clip(skew, -skew_bound, skew_bound)
-    yield "return_kurtosis_100", np.clip(kurtosis, -2.0, n - 5 + 1 / (n - 1))
+    skew = _divide(third, variance * np.sqrt(variance), neutral=0.0)
+    del third
+    yield "return_skew_100", np.clip(skew, -skew_bound, skew_bound, out=skew)
+    del skew
+    kurtosis = _divide(fourth, variance * variance, neutral=3.0) - 3.0
+    del fourth
+    yield "return_kurtosis_100", np.clip(kurtosis, -2.0, n - 5 + 1 / (n - 1), out=kurtosis)
+    del kurtosis
 
     # Correlation of r_t with r_t-1 over 100 bars; the lagged side's moments are lagged moments.
     lag_product_mean = _rolling_mean(log_return * _lag(log_return, 1), 100)
     covariance = lag_product_mean - mean * _lag(mean, 1)
+    del lag_product_mean, mean
     yield "return_autocorr_100", _correlation(covariance, variance * _lag(variance, 1))
 
 
@@ -461,13 +566,15 @@ def _volume_flow(
         "volume_trend_10_100",
         _divide(volume_mean_10 - volume_mean_100, volume_mean_10 + volume_mean_100, neutral=0.0),
     )
+    del volume_sum[10], volume_mean_10, volume_mean_100
     signed_volume = _rolling_sum(np.sign(log_return) * volume, 20)
     yield "signed_volume_share_20", _divide(signed_volume, volume_sum[20], neutral=0.0)
+    del signed_volume
     # Close location value: +1 at the high, -1 at the low, 0 mid-range or on a flat bar.
     close_location = _divide((close - low) - (high - close), high - low, neutral=0.0)
     money_flow = _rolling_sum(close_location * volume, 20)
     yield "chaikin_money_flow_20", _divide(money_flow, volume_sum[20], neutral=0.0)
-    del close_location, money_flow
+    del close_location, money_flow, volume_sum[20]
 
     abs_return = np.abs(log_return)
     volume_mean_50 = volume_sum[50] / 50
@@ -475,7 +582,9 @@ def _volume_flow(
     covariance = _rolling_mean(volume * abs_return, 50) - volume_mean_50 * abs_return_mean_50
     volume_variance = np.maximum(_rolling_mean(volume * volume, 50) - volume_mean_50**2, 0.0)
     abs_return_variance = np.maximum(return_mean_square_50 - abs_return_mean_50**2, 0.0)
+    del abs_return, volume_sum[50], volume_mean_50, abs_return_mean_50
     yield "volume_return_corr_50", _correlation(covariance, volume_variance * abs_return_variance)
+    del covariance, volume_variance, abs_return_variance
 
     # (close - VWAP) / mean TR = (close V - sum tp v) 100 / (V sum TR), V the window's volume;
     # bounded by 100 like price_vs_sma. No volume means no VWAP: the distance is then neutral.
