@@ -28,6 +28,7 @@ from multiprocessing.context import BaseContext
 from multiprocessing.process import BaseProcess
 from pathlib import Path
 
+from crpbot_assets import warm_trainer
 from crpbot_assets.symbol_processes import (
     SYMBOL_RUN_MODULE,
     stop_fork_server,
@@ -43,8 +44,10 @@ if __name__ == "__main__":
     except symbol_settings.SymbolSettingsError as error:
         print(f"python -m crpbot_assets.main: {error}", file=sys.stderr)
         sys.exit(2)
-    # The symbols' fork server imports what their runs need while this process imports the rest.
+    # The symbols' fork server imports what their runs need, and the warm trainer server what
+    # their trainings need, while this process imports the rest.
     symbol_process_starter()
+    warm_trainer.ensure_server()
 
 import dagster as dg
 from dagster._core.utils import make_new_run_id
@@ -250,6 +253,8 @@ def run_all(
     running: list[SymbolProcess] = []
     epochs = get_profile(profile).train.epochs
     board = None if verbose else ProgressBoard(console, symbols, epochs)
+    if symbols:
+        warm_trainer.ensure_server()  # before the environment that advertises it is taken
     env = symbol_run_env(jobs)
     starter = symbol_process_starter() if symbols else None
 
@@ -294,6 +299,7 @@ def run_all(
             raise Interrupted(signal_number, outcomes) from None
         finally:
             stop_fork_server()
+            warm_trainer.stop_own_server()
 
     if verbose:
         print("\n=== gate_report_job ===", flush=True)

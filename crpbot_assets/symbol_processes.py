@@ -45,14 +45,13 @@ SOCKET_PATH_MAX = 107
 SOCKET_NAME_LENGTH = len("/pymp-XXXXXXXX/listener-XXXXXXXX")
 
 
-@contextlib.contextmanager
-def _socket_temp_folder() -> Iterator[None]:
-    """The temporary folder, or a shorter standard one when the socket's path would not fit under
-    it (e.g. a deep TMPDIR), as Python 3.13's multiprocessing does itself."""
-    longest = SOCKET_PATH_MAX - SOCKET_NAME_LENGTH
+def socket_temp_folder(name_length: int) -> str:
+    """The temporary folder, or a shorter standard one when a socket's path of `name_length`
+    characters below it would not fit (e.g. a deep TMPDIR), as Python 3.13's multiprocessing
+    does itself."""
+    longest = SOCKET_PATH_MAX - name_length
     if len(tempfile.gettempdir()) <= longest:
-        yield
-        return
+        return tempfile.gettempdir()
     short = [
         folder
         for folder in ("/tmp", "/var/tmp", "/usr/tmp")
@@ -60,11 +59,17 @@ def _socket_temp_folder() -> Iterator[None]:
     ]
     if not short:
         raise OSError(
-            f"the temporary folder {tempfile.gettempdir()} is too long for the fork server's "
-            f"socket (at most {longest} characters) and none of /tmp, /var/tmp, /usr/tmp is "
-            "writable; set TMPDIR to a shorter folder"
+            f"the temporary folder {tempfile.gettempdir()} is too long for a Unix socket's path "
+            f"(at most {longest} characters) and none of /tmp, /var/tmp, /usr/tmp is writable; "
+            "set TMPDIR to a shorter folder"
         )
-    before, tempfile.tempdir = tempfile.tempdir, short[0]
+    return short[0]
+
+
+@contextlib.contextmanager
+def _socket_temp_folder() -> Iterator[None]:
+    """`tempfile`'s folder is one that fits the fork server's socket, meanwhile."""
+    before, tempfile.tempdir = tempfile.tempdir, socket_temp_folder(SOCKET_NAME_LENGTH)
     try:
         yield
     finally:

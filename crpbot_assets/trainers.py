@@ -27,6 +27,7 @@ from crpbot_assets.storage import (
     model_folder,
     processor_key,
 )
+from crpbot_assets.warm_trainer import WARM_TRAINER_ENV_VAR
 from v8_model.job import contract
 from v8_model.job.lifetime import PARENT_PID_ENV_VAR, process_exists
 from v8_model.layout import features_filename, processor_filename
@@ -215,6 +216,15 @@ class LocalTrainer(ModelTrainer):
     def kind(self) -> str:
         return "local"
 
+    def entry_point_command(self) -> list[str]:
+        """`python -m v8_model.job.train`, or the request to a warm trainer server when one is
+        advertised in WARM_TRAINER_ENV_VAR (`crpbot_assets.warm_trainer`: the same contract,
+        without importing torch again)."""
+        # The server imported this interpreter's packages: another `python` trains afresh.
+        if os.environ.get(WARM_TRAINER_ENV_VAR) and self.python == sys.executable:
+            return [self.python, "-m", "crpbot_assets.warm_trainer"]
+        return [self.python, "-m", contract.ENTRY_POINT_MODULE]
+
     def train(
         self,
         context: dg.AssetExecutionContext,
@@ -238,7 +248,7 @@ class LocalTrainer(ModelTrainer):
             try:
                 invocation = dg.PipesSubprocessClient().run(
                     context=context,
-                    command=[self.python, "-m", "v8_model.job.train"],
+                    command=self.entry_point_command(),
                     # The entry point dies with this process instead of training on as an orphan.
                     env={**container.env, PARENT_PID_ENV_VAR: str(os.getpid())},
                     cwd=tmp,

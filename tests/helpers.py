@@ -7,7 +7,10 @@ file never breaks another.
 from __future__ import annotations
 
 import hashlib
+import json
+import os
 import re
+import time
 from functools import cache
 from pathlib import Path
 
@@ -20,6 +23,7 @@ from crpbot_assets.profiles import ProfileResource
 from crpbot_assets.resources import ExchangeResource
 from crpbot_assets.storage import StorageResource
 from v8_model.evaluation.gates import GATE_NAMES
+from v8_model.layout import features_filename
 
 # The graph's small end-to-end run (tests/test_assets.py explains the 50 days and the one epoch).
 SMALL_PROFILE = {
@@ -127,3 +131,61 @@ def materialize_candles(
         run_config=run_config,
         raise_on_error=False,
     )
+
+
+def training_container(
+    root: Path, datasets: dict[str, pd.DataFrame], hyperparameters: dict
+) -> dict:
+    """An /opt/ml-like tree under `root` with `datasets` (symbol → features dataset) in the
+    training channel; returns the SM_* environment that points into it (this process's
+    environment without its SM_* and Dagster variables)."""
+    config = root / "input" / "config"
+    training = root / "input" / "data" / "training"
+    for folder in (config, training, root / "model", root / "output"):
+        folder.mkdir(parents=True)
+    for symbol, dataset in datasets.items():
+        dataset.to_parquet(training / features_filename(symbol))
+    (config / "hyperparameters.json").write_text(json.dumps(hyperparameters))
+    env = {
+        key: value for key, value in os.environ.items() if not key.startswith(("SM_", "DAGSTER"))
+    }
+    env.update(
+        SM_INPUT_CONFIG_DIR=str(config),
+        SM_CHANNEL_TRAINING=str(training),
+        SM_CHANNELS='["training"]',
+        SM_MODEL_DIR=str(root / "model"),
+        SM_OUTPUT_DIR=str(root / "output"),
+        SM_OUTPUT_DATA_DIR=str(root / "output" / "data"),
+        SM_HPS=json.dumps(hyperparameters),
+        SM_NUM_GPUS="0",
+        TRAINING_JOB_NAME="crpbot-test",
+    )
+    return env
+
+
+def processes_working_in(folders: set[Path] | list[Path]) -> list[int]:
+    """The pids of the processes whose working folder is one of `folders` (e.g. a trainer's
+    emulated container: the entry point, or a warm trainer's request process and training)."""
+    wanted, found = set(folders), []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            folder = Path(os.readlink(entry / "cwd"))
+        except (FileNotFoundError, ProcessLookupError, PermissionError):  # ended, or not ours
+            continue
+        if folder in wanted:
+            found.append(int(entry.name))
+    return found
+
+
+def gone_within(pid: int, seconds: float) -> bool:
+    """Whether process `pid` has ended (and been reaped) within `seconds`."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return True
+        time.sleep(0.1)
+    return False

@@ -1,19 +1,18 @@
 """`python -m v8_model.job.train` under an emulated SageMaker training container."""
 
 import json
-import os
 import re
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+from helpers import training_container
 
 from v8_model.data.features import build_features_dataset
 from v8_model.data.processor import V8FeatureProcessor, processor_filename
 from v8_model.data.segments import fit_processor
 from v8_model.data.synthetic import generate_candles
-from v8_model.layout import features_filename
 from v8_model.model.net import load_model
 
 REPO = Path(__file__).resolve().parents[1]
@@ -34,29 +33,8 @@ def datasets():
 @pytest.fixture
 def container(tmp_path, datasets):
     """An /opt/ml-like tree in a temp dir, and the SM_* environment that points into it."""
-    config = tmp_path / "input" / "config"
-    training = tmp_path / "input" / "data" / "training"
-    for folder in (config, training, tmp_path / "model", tmp_path / "output"):
-        folder.mkdir(parents=True)
-    for symbol, dataset in datasets.items():
-        dataset.to_parquet(training / features_filename(symbol))
     hyperparameters = {"epochs": "5", "batch-size": "512", "symbols": '"BTC,ETH"', "patience": "2"}
-    (config / "hyperparameters.json").write_text(json.dumps(hyperparameters))
-    env = {
-        key: value for key, value in os.environ.items() if not key.startswith(("SM_", "DAGSTER"))
-    }
-    env.update(
-        SM_INPUT_CONFIG_DIR=str(config),
-        SM_CHANNEL_TRAINING=str(training),
-        SM_CHANNELS='["training"]',
-        SM_MODEL_DIR=str(tmp_path / "model"),
-        SM_OUTPUT_DIR=str(tmp_path / "output"),
-        SM_OUTPUT_DATA_DIR=str(tmp_path / "output" / "data"),
-        SM_HPS=json.dumps(hyperparameters),
-        SM_NUM_GPUS="0",
-        TRAINING_JOB_NAME="crpbot-test",
-    )
-    return tmp_path, env
+    return tmp_path, training_container(tmp_path, datasets, hyperparameters)
 
 
 def _run(env, *args):

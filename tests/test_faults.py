@@ -21,7 +21,7 @@ from pathlib import Path
 import dagster as dg
 import pandas as pd
 import pytest
-from helpers import small_run_config, tree_digest
+from helpers import gone_within, processes_working_in, small_run_config, tree_digest
 
 from crpbot_assets import main as main_command
 from crpbot_assets.cli import main as crpbot
@@ -31,7 +31,6 @@ from crpbot_assets.resources import ExchangeResource
 from crpbot_assets.storage import StorageResource, candles_key
 from crpbot_assets.trainers import WORK_BASE, ModelTrainer
 from crpbot_assets.writers import PID_TAG
-from v8_model.job.lifetime import process_exists
 from v8_model.storage import open_store
 
 SYMBOL = "ETH"  # trains to passing gates on the small profile (see tests/test_assets.py)
@@ -224,40 +223,23 @@ def _main_command(promoted, root: Path, *symbols: str) -> subprocess.Popen:
     )
 
 
-def _descendants(pid: int) -> list[int]:
-    """The process's children, their children, ... (each symbol runs in a process of its own)."""
-    children = []
-    for task in Path(f"/proc/{pid}/task").glob("*"):
-        with contextlib.suppress(FileNotFoundError):  # a thread or process that just ended
-            children += [int(child) for child in (task / "children").read_text().split()]
-    return children + [grandchild for child in children for grandchild in _descendants(child)]
-
-
-def _wait_for_trainer(process: subprocess.Popen) -> int:
-    """The pid of the entry point the main command started (bounded wait)."""
+def _wait_for_trainer(process: subprocess.Popen, root: Path) -> list[int]:
+    """The processes of the training the main command started (bounded wait): those working in
+    its emulated container folder. Fresh, that is the entry point; through a warm trainer server
+    (`crpbot_assets.warm_trainer`), the request process and the training forked for it."""
     deadline = time.monotonic() + PROCESS_TIMEOUT
     while time.monotonic() < deadline:
         assert process.poll() is None, process.stdout.read()
-        for child in _descendants(process.pid):
-            try:
-                cmdline = Path(f"/proc/{child}/cmdline").read_bytes().split(b"\0")
-            except FileNotFoundError:  # ended meanwhile
-                continue
-            if b"v8_model.job.train" in cmdline:
-                return child
+        trainers = processes_working_in(_trainer_folders(root))
+        if trainers:
+            return trainers
         time.sleep(0.2)
     raise TimeoutError("the main command started no trainer")
 
 
-def _gone_within(pid: int, seconds: float) -> bool:
+def _all_gone_within(pids: list[int], seconds: float) -> bool:
     deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return True
-        time.sleep(0.2)
-    return False
+    return all(gone_within(pid, max(0.0, deadline - time.monotonic())) for pid in pids)
 
 
 def _trainer_folders(root: Path) -> set[Path]:
@@ -271,7 +253,7 @@ def test_sigterm_stops_the_main_command_and_no_further_symbol_runs(promoted, cop
     """SIGTERM to the main command, or to its whole process group (a supervisor's stop), which
     reaches the symbols' fork server too: the symbol's run stops the same way."""
     process = _main_command(promoted, copied_root, "ETH", "BTC")
-    trainer = _wait_for_trainer(process)
+    trainers = _wait_for_trainer(process, copied_root)
     if to_group:
         os.killpg(process.pid, signal.SIGTERM)
     else:
@@ -280,7 +262,7 @@ def test_sigterm_stops_the_main_command_and_no_further_symbol_runs(promoted, cop
     assert process.returncode == 128 + signal.SIGTERM, output
     assert "stopped by SIGTERM" in output and "not run: BTC" in output
     assert "BTC started" not in output
-    assert _gone_within(trainer, 30)
+    assert _all_gone_within(trainers, 30)
     with dg.DagsterInstance.from_config(str(promoted["base"] / "main_home")) as instance:
         [eth] = instance.get_run_records(  # the newest first
             filters=dg.RunsFilter(tags={"dagster/partition": "ETH"}), limit=1
@@ -291,11 +273,11 @@ def test_sigterm_stops_the_main_command_and_no_further_symbol_runs(promoted, cop
 
 def test_kill_9_leaves_no_orphan_and_the_next_start_cleans_up(promoted, copied_root):
     process = _main_command(promoted, copied_root, "ETH")
-    trainer = _wait_for_trainer(process)
+    trainers = _wait_for_trainer(process, copied_root)
     [work_folder] = _trainer_folders(copied_root)
     process.kill()
     process.wait(timeout=PROCESS_TIMEOUT)
-    assert _gone_within(trainer, 60), "the trainer outlived its parent"
+    assert _all_gone_within(trainers, 60), "the training outlived the main command"
 
     home = promoted["base"] / "main_home"
     with dg.DagsterInstance.from_config(str(home)) as instance:
@@ -304,10 +286,10 @@ def test_kill_9_leaves_no_orphan_and_the_next_start_cleans_up(promoted, copied_r
         )
         # The run's process (the main command's process for ETH) died with the main command.
         assert stuck.dagster_run.tags["dagster/partition"] == "ETH"
-        assert not process_exists(int(stuck.dagster_run.tags[PID_TAG]))
+        assert gone_within(int(stuck.dagster_run.tags[PID_TAG]), 60)
     # The next start marks the dead run failed; its first training removes the folder.
     again = _main_command(promoted, copied_root, "ETH")
-    _wait_for_trainer(again)
+    _wait_for_trainer(again, copied_root)
     again.send_signal(signal.SIGTERM)
     output, _ = again.communicate(timeout=PROCESS_TIMEOUT)
     assert f"run {stuck.dagster_run.run_id} was left in progress" in output

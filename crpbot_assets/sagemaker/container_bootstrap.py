@@ -127,7 +127,7 @@ def main(argv: list[str]) -> int:
     if failed is not None:
         return failed
     env = container_env(base, code_dir, dict(os.environ))
-    command = [sys.executable, "-m", "v8_model.job.train", *entry_arguments(argv)]
+    command = [sys.executable, "-m", contract.ENTRY_POINT_MODULE, *entry_arguments(argv)]
     print(f"bootstrap: exec {' '.join(command)} (source {code_dir / SOURCE_DIR})", flush=True)
     os.execve(sys.executable, command, env)  # replaces this process: the job is the entry point
 

@@ -21,6 +21,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
+# The container's command is `python -m ENTRY_POINT_MODULE`.
+ENTRY_POINT_MODULE = "v8_model.job.train"
 ML_ROOT = "/opt/ml"
 BASE_DIR_ENV = "SM_BASE_DIR"
 INPUT_CONFIG_DIR_ENV = "SM_INPUT_CONFIG_DIR"

@@ -1,0 +1,168 @@
+"""The warm trainer server (`crpbot_assets.warm_trainer`): the same training as a fresh
+`python -m v8_model.job.train`, with the same exit codes and lifetimes."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from helpers import gone_within, processes_working_in, training_container
+
+from crpbot_assets import warm_trainer
+from crpbot_assets.trainers import LocalTrainer
+from v8_model.data.features import build_features_dataset
+from v8_model.data.synthetic import generate_candles
+from v8_model.job.lifetime import PARENT_PID_ENV_VAR
+
+HYPERPARAMETERS = {"epochs": "2", "batch-size": "512", "symbols": '"ETH"', "folds": "2"}
+TIMEOUT = 300
+
+
+@pytest.fixture(scope="module")
+def datasets():
+    return {"ETH": build_features_dataset(generate_candles("ETH", minutes=12 * 1440, seed=8))}
+
+
+def _container(root: Path, datasets, hyperparameters=HYPERPARAMETERS) -> dict:
+    env = training_container(root, datasets, hyperparameters)
+    env["OMP_NUM_THREADS"] = "1"  # the same threads both ways: the same arithmetic
+    env[PARENT_PID_ENV_VAR] = str(os.getpid())  # as LocalTrainer passes it
+    return env
+
+
+def _train(command: list[str], env: dict, root: Path) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, *command],
+        env=env,
+        cwd=root,
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT,
+    )
+
+
+def _warm(env: dict, socket_path: str) -> dict:
+    return {**env, warm_trainer.WARM_TRAINER_ENV_VAR: socket_path}
+
+
+def test_a_warm_training_is_the_fresh_one(tmp_path, datasets, warm_trainer_server):
+    fresh_root, warm_root = tmp_path / "fresh", tmp_path / "warm"
+    fresh_env = _container(fresh_root, datasets)
+    fresh_env.pop(warm_trainer.WARM_TRAINER_ENV_VAR, None)
+    fresh = _train(["-m", "v8_model.job.train"], fresh_env, fresh_root)
+    warm_env = _warm(_container(warm_root, datasets), warm_trainer_server)
+    warm = _train(["-m", "crpbot_assets.warm_trainer"], warm_env, warm_root)
+
+    assert fresh.returncode == 0, fresh.stderr
+    assert warm.returncode == 0, warm.stderr
+    # Every epoch line, fold line and figure the entry point printed, in the same order.
+    assert warm.stdout == fresh.stdout and "epoch=2" in warm.stdout
+    for name in ("metrics.json", "config.json"):
+        fresh_record = json.loads((fresh_root / "model" / "ETH" / name).read_text())
+        warm_record = json.loads((warm_root / "model" / "ETH" / name).read_text())
+        fresh_record.pop("train_seconds", None), warm_record.pop("train_seconds", None)
+        assert warm_record == fresh_record, name
+    with (
+        np.load(fresh_root / "model" / "ETH" / "weights.npz") as fresh_weights,
+        np.load(warm_root / "model" / "ETH" / "weights.npz") as warm_weights,
+    ):
+        assert sorted(warm_weights) == sorted(fresh_weights)
+        for name in fresh_weights:
+            np.testing.assert_array_equal(warm_weights[name], fresh_weights[name])
+
+
+def test_a_failed_training_gives_its_exit_code_and_reason(tmp_path, datasets, warm_trainer_server):
+    hyperparameters = {**HYPERPARAMETERS, "epochs": "0"}
+    env = _warm(_container(tmp_path, datasets, hyperparameters), warm_trainer_server)
+    result = _train(["-m", "crpbot_assets.warm_trainer"], env, tmp_path)
+    assert result.returncode == 1, result.stderr
+    reason = (tmp_path / "output" / "failure").read_text()
+    assert "epochs" in reason
+    assert not (tmp_path / "model" / "ETH").exists()
+
+
+def test_the_training_dies_with_its_request_process(tmp_path, datasets, warm_trainer_server):
+    hyperparameters = {**HYPERPARAMETERS, "epochs": "50"}
+    env = _warm(_container(tmp_path, datasets, hyperparameters), warm_trainer_server)
+    request = subprocess.Popen(
+        [sys.executable, "-m", "crpbot_assets.warm_trainer"],
+        env=env,
+        cwd=tmp_path,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    training = _wait_for_training_in(tmp_path, request.pid)
+    request.kill()
+    request.wait(timeout=TIMEOUT)
+    assert gone_within(training, 30), "the training outlived its request process"
+
+
+def test_sigint_reaches_the_training(tmp_path, datasets, warm_trainer_server):
+    """Pipes stops a training with SIGINT: the request process forwards it to the training,
+    which stops where it is, in the entry point's loop."""
+    hyperparameters = {**HYPERPARAMETERS, "epochs": "50"}
+    env = _warm(_container(tmp_path, datasets, hyperparameters), warm_trainer_server)
+    request = subprocess.Popen(
+        [sys.executable, "-m", "crpbot_assets.warm_trainer"],
+        env=env,
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    training = _wait_for_training_in(tmp_path, request.pid)
+    # Training has begun once its first epoch line is out (bounded by the 50 epochs' lines).
+    for _ in range(100):
+        if "epoch=1 " in request.stdout.readline():
+            break
+    request.send_signal(signal.SIGINT)
+    _, stderr = request.communicate(timeout=TIMEOUT)
+    assert request.returncode == 1, stderr
+    assert "KeyboardInterrupt" in stderr and "v8_model/model/" in stderr, stderr
+    assert gone_within(training, 30)
+
+
+def test_a_request_without_a_server_names_the_socket(tmp_path, datasets):
+    missing = str(tmp_path / "no-such-socket")
+    env = _warm(_container(tmp_path, datasets), missing)
+    result = _train(["-m", "crpbot_assets.warm_trainer"], env, tmp_path)
+    assert result.returncode == 1
+    assert f"no warm trainer server at {missing}" in result.stderr
+    assert f"unset {warm_trainer.WARM_TRAINER_ENV_VAR}" in result.stderr
+
+
+def test_the_server_ends_with_its_owner_and_removes_its_socket():
+    owner = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])
+    try:
+        server, socket_path = warm_trainer.start_server(owner.pid)
+        assert Path(socket_path).exists()
+    finally:
+        owner.kill()
+        owner.wait()
+    assert server.wait(timeout=TIMEOUT) == 0
+    assert not Path(socket_path).parent.exists()
+
+
+def test_the_local_trainer_asks_the_server_only_for_its_own_interpreter(monkeypatch):
+    monkeypatch.delenv(warm_trainer.WARM_TRAINER_ENV_VAR, raising=False)
+    assert LocalTrainer().entry_point_command()[1:] == ["-m", "v8_model.job.train"]
+    monkeypatch.setenv(warm_trainer.WARM_TRAINER_ENV_VAR, "/tmp/socket")
+    assert LocalTrainer().entry_point_command()[1:] == ["-m", "crpbot_assets.warm_trainer"]
+    other = LocalTrainer(python="/usr/bin/python3")
+    assert other.entry_point_command() == ["/usr/bin/python3", "-m", "v8_model.job.train"]
+
+
+def _wait_for_training_in(folder: Path, request: int) -> int:
+    """The training forked for `request`, which works in `folder` too (bounded wait)."""
+    deadline = time.monotonic() + TIMEOUT
+    while time.monotonic() < deadline:
+        trainings = [pid for pid in processes_working_in([folder]) if pid != request]
+        if trainings:
+            return trainings[0]
+        time.sleep(0.1)
+    raise TimeoutError(f"no training works in {folder}")
