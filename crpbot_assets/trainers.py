@@ -205,7 +205,9 @@ class LocalTrainer(ModelTrainer):
     """Runs the entry point as a subprocess on this machine, in an emulated container tree.
 
     Each epoch's line reaches the run's logs through Pipes; the entry point's stdout and stderr
-    are forwarded to this process's (the step's captured logs).
+    are forwarded to this process's (the step's captured logs). Where a warm trainer server is
+    advertised (the main command's, the test suite's), the subprocess asks it for the training
+    instead of importing torch itself (see `entry_point_command`).
     """
 
     python: str = Field(
