@@ -266,7 +266,7 @@ def request_training(socket_path: str, argv: list[str]) -> int:
                 f"no warm trainer server at {socket_path} ({WARM_TRAINER_ENV_VAR}): {error}; "
                 f"unset {WARM_TRAINER_ENV_VAR} to train in a fresh interpreter"
             ) from None
-        socket.send_fds(connection, [json.dumps(request).encode()], list(STREAMS))
+        socket.send_fds(connection, [json.dumps(request, allow_nan=False).encode()], list(STREAMS))
         reply = connection.recv(64)
         if not reply:
             raise SystemExit(f"the warm trainer server at {socket_path} refused the training")
