@@ -87,16 +87,7 @@ def test_a_failed_training_gives_its_exit_code_and_reason(tmp_path, datasets, wa
 
 
 def test_the_training_dies_with_its_request_process(tmp_path, datasets, warm_trainer_server):
-    hyperparameters = {**HYPERPARAMETERS, "epochs": "50"}
-    env = _warm(_container(tmp_path, datasets, hyperparameters), warm_trainer_server)
-    request = subprocess.Popen(
-        [sys.executable, "-m", "crpbot_assets.warm_trainer"],
-        env=env,
-        cwd=tmp_path,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    training = _wait_for_training_in(tmp_path, request.pid)
+    request, training = _start_long_training(tmp_path, datasets, warm_trainer_server)
     request.kill()
     request.wait(timeout=TIMEOUT)
     assert gone_within(training, 30), "the training outlived its request process"
@@ -105,17 +96,7 @@ def test_the_training_dies_with_its_request_process(tmp_path, datasets, warm_tra
 def test_sigint_reaches_the_training(tmp_path, datasets, warm_trainer_server):
     """Pipes stops a training with SIGINT: the request process forwards it to the training,
     which stops where it is, in the entry point's loop."""
-    hyperparameters = {**HYPERPARAMETERS, "epochs": "50"}
-    env = _warm(_container(tmp_path, datasets, hyperparameters), warm_trainer_server)
-    request = subprocess.Popen(
-        [sys.executable, "-m", "crpbot_assets.warm_trainer"],
-        env=env,
-        cwd=tmp_path,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    training = _wait_for_training_in(tmp_path, request.pid)
+    request, training = _start_long_training(tmp_path, datasets, warm_trainer_server)
     # Training has begun once its first epoch line is out (bounded by the 50 epochs' lines).
     for _ in range(100):
         if "epoch=1 " in request.stdout.readline():
@@ -155,6 +136,20 @@ def test_the_local_trainer_asks_the_server_only_for_its_own_interpreter(monkeypa
     assert LocalTrainer().entry_point_command()[1:] == ["-m", "crpbot_assets.warm_trainer"]
     other = LocalTrainer(python="/usr/bin/python3")
     assert other.entry_point_command() == ["/usr/bin/python3", "-m", "v8_model.job.train"]
+
+
+def _start_long_training(root: Path, datasets, socket_path: str) -> tuple[subprocess.Popen, int]:
+    """A request process for a 50-epoch training, and the training's pid once it is forked."""
+    env = _warm(_container(root, datasets, {**HYPERPARAMETERS, "epochs": "50"}), socket_path)
+    request = subprocess.Popen(
+        [sys.executable, "-m", "crpbot_assets.warm_trainer"],
+        env=env,
+        cwd=root,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    return request, _wait_for_training_in(root, request.pid)
 
 
 def _wait_for_training_in(folder: Path, request: int) -> int:
