@@ -109,6 +109,8 @@ def _serve_requests(listener: socket.socket, owner: int) -> None:
                     server_fds = [owner, listener.fileno(), selector.fileno(), *trainings]
                     server_fds += [other.fileno() for _, other in trainings.values()]
                     pid = _fork_training(connection, server_fds)
+                    if pid is None:
+                        continue
                     pidfd = os.pidfd_open(pid)
                     trainings[pidfd] = (pid, connection)
                     selector.register(pidfd, selectors.EVENT_READ)
@@ -123,9 +125,20 @@ def _serve_requests(listener: socket.socket, owner: int) -> None:
                     connection.close()
 
 
-def _fork_training(connection: socket.socket, server_fds: list[int]) -> int:
-    """Fork the child that trains for the request on `connection`; returns its pid."""
-    message, fds, _, _ = socket.recv_fds(connection, MAX_REQUEST_BYTES, len(STREAMS))
+def _fork_training(connection: socket.socket, server_fds: list[int]) -> int | None:
+    """Fork the child that trains for the request on `connection`; returns its pid, or None
+    when the request process ended before it asked (killed while it started): nothing to train,
+    and the server goes on serving the others."""
+    try:
+        message, fds, _, _ = socket.recv_fds(connection, MAX_REQUEST_BYTES, len(STREAMS))
+    except ConnectionResetError:
+        message, fds = b"", []
+    if not message or len(fds) != len(STREAMS):
+        for fd in fds:
+            os.close(fd)
+        connection.close()
+        print(f"{__name__}: a request process ended before its request", file=sys.stderr)
+        return None
     requester_pid, _, _ = _PEERCRED.unpack(
         connection.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, _PEERCRED.size)
     )
@@ -138,7 +151,9 @@ def _fork_training(connection: socket.socket, server_fds: list[int]) -> int:
         _train(request, fds, requester_pid)  # never returns
     for fd in fds:
         os.close(fd)
-    connection.send(str(pid).encode())
+    # A request process killed meanwhile no longer listens; its training dies with it.
+    with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+        connection.send(str(pid).encode())
     return pid
 
 
@@ -159,6 +174,8 @@ def _train(request: dict, streams: list[int], requester_pid: int) -> None:
         die_with_process(requester_pid)
         sys.argv = [ENTRY_POINT_MODULE, *request["argv"]]
         code = _run_module(ENTRY_POINT_MODULE)
+    except SystemExit as exit_:  # e.g. its request process is gone already
+        print(exit_.code, file=sys.stderr)
     except BaseException:  # before the entry point ran: say why the training did not start
         traceback.print_exc()
     finally:
@@ -258,6 +275,9 @@ def request_training(socket_path: str, argv: list[str]) -> int:
     streams; wait for the training and return its exit code (negative: killed by that signal)."""
     env = {key: value for key, value in os.environ.items() if key != PARENT_PID_ENV_VAR}
     request = {"cwd": os.getcwd(), "env": env, "argv": argv}
+    # SIGINT or SIGTERM (Pipes' stop) before the training's pid is known waits, then is forwarded.
+    stops = {signal.SIGINT, signal.SIGTERM}
+    signal.pthread_sigmask(signal.SIG_BLOCK, stops)
     with socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET) as connection:
         try:
             connection.connect(socket_path)
@@ -276,8 +296,9 @@ def request_training(socket_path: str, argv: list[str]) -> int:
             with contextlib.suppress(ProcessLookupError):  # it has just ended: nothing to stop
                 os.kill(training_pid, signal_number)
 
-        for signal_number in (signal.SIGINT, signal.SIGTERM):
+        for signal_number in stops:
             signal.signal(signal_number, forward)
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, stops)
         reply = connection.recv(64)
     if not reply:
         raise SystemExit(

@@ -4,6 +4,7 @@
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -106,6 +107,23 @@ def test_sigint_reaches_the_training(tmp_path, datasets, warm_trainer_server):
     assert request.returncode == 1, stderr
     assert "KeyboardInterrupt" in stderr and "v8_model/model/" in stderr, stderr
     assert gone_within(training, 30)
+
+
+def test_a_request_process_that_ends_before_asking_leaves_the_server_serving(tmp_path, datasets):
+    """A request process killed while it starts (e.g. its run stopped) connects and is gone
+    before it sends: the server drops that connection and serves the next request."""
+    server, socket_path = warm_trainer.start_server(os.getpid())
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET) as gone:
+            gone.connect(socket_path)
+        hyperparameters = {**HYPERPARAMETERS, "epochs": "0"}  # fails at once, with its reason
+        env = _warm(_container(tmp_path, datasets, hyperparameters), socket_path)
+        result = _train(["-m", "crpbot_assets.warm_trainer"], env, tmp_path)
+        assert result.returncode == 1, result.stderr
+        assert "epochs" in (tmp_path / "output" / "failure").read_text()
+        assert server.poll() is None
+    finally:
+        warm_trainer.stop_server(server)
 
 
 def test_a_request_without_a_server_names_the_socket(tmp_path, datasets):
