@@ -26,6 +26,8 @@ from collections.abc import Iterator
 from multiprocessing.context import BaseContext
 
 SYMBOL_RUN_MODULE = "crpbot_assets.symbol_run"
+# Each process's share of the cores, read by torch and the BLAS libraries as they load.
+THREADS_ENV_VAR = "OMP_NUM_THREADS"
 # The run's module (with the Dagster definitions), then what a run imports on first use: MLflow's
 # client and its SQLAlchemy stores (the tracking), the features' filters; last, the freeze of
 # everything imported before a fork (see that module).

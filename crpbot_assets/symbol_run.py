@@ -30,13 +30,13 @@ from threadpoolctl import threadpool_limits
 
 from crpbot_assets.definitions import defs
 from crpbot_assets.profiles import PROFILES
+from crpbot_assets.symbol_processes import THREADS_ENV_VAR
 from crpbot_assets.writers import process_tags
 from v8_model.job.lifetime import PARENT_PID_ENV_VAR, die_with_parent, die_with_process
 from v8_model.record import strict_json
 from v8_model.storage import atomic_write_text
 
 # torch's and the BLAS libraries' thread count: the main command gives each symbol its share.
-THREADS_ENV_VAR = "OMP_NUM_THREADS"
 # Dagster's default console logger, silenced: every event still reaches the instance.
 QUIET_LOGGERS = {"console": {"config": {"log_level": "CRITICAL"}}}
 # Dagster's wrappers around a step's own error; the failure line shows what they wrap.

@@ -22,7 +22,8 @@ Lifetimes:
 - a training is SIGKILLed when its request process ends, however it ends, and the request
   process when its parent (the trainer's process) ends (`v8_model.job.lifetime`): no training
   outlives the process that asked for it;
-- a request whose server is gone fails, naming the socket.
+- a request whose server is gone (no socket, or nobody listening) says so on stderr and becomes
+  the fresh entry point itself (`exec`): a lost server costs speed, never a training.
 
 The server runs one thread and forks only from its loop, after the imports: a child never
 inherits a lock held by another thread. Its children are in its own session, like a trainer that
@@ -50,8 +51,9 @@ import tempfile
 import time
 import traceback
 from pathlib import Path
+from typing import NoReturn
 
-from crpbot_assets.symbol_processes import socket_temp_folder
+from crpbot_assets.symbol_processes import THREADS_ENV_VAR, socket_temp_folder
 from v8_model.job.contract import ENTRY_POINT_MODULE
 from v8_model.job.lifetime import PARENT_PID_ENV_VAR, die_with_parent, die_with_process
 
@@ -59,7 +61,6 @@ WARM_TRAINER_ENV_VAR = "CRPBOT_WARM_TRAINER"
 # What the entry point's module imports (it is run afresh per training, as `python -m` would),
 # then what training imports on first use (torch's optimizers import torch._dynamo).
 WARM_IMPORTS = ("v8_model.job.entrypoint", "v8_model.job.lifetime", "torch._dynamo")
-THREADS_ENV_VAR = "OMP_NUM_THREADS"
 # A request (environment, folder, arguments) is one datagram of a SOCK_SEQPACKET socket.
 MAX_REQUEST_BYTES = 1 << 20
 STREAMS = (0, 1, 2)  # stdin, stdout, stderr
@@ -270,22 +271,30 @@ def stop_server(process: subprocess.Popen) -> None:
 # ---- the request ------------------------------------------------------------------------------
 
 
+def _train_fresh(reason: str, argv: list[str]) -> NoReturn:
+    """Become `python -m ENTRY_POINT_MODULE` itself: a server that is gone costs speed, never a
+    training. This process's environment still names its parent (PARENT_PID_ENV_VAR), whose
+    child the entry point then is."""
+    print(f"{__name__}: {reason}; training in a fresh interpreter", file=sys.stderr, flush=True)
+    os.execv(sys.executable, [sys.executable, "-m", ENTRY_POINT_MODULE, *argv])
+
+
 def request_training(socket_path: str, argv: list[str]) -> int:
     """Ask the server at `socket_path` to train with this process's environment, folder and
     streams; wait for the training and return its exit code (negative: killed by that signal)."""
     env = {key: value for key, value in os.environ.items() if key != PARENT_PID_ENV_VAR}
     request = {"cwd": os.getcwd(), "env": env, "argv": argv}
+    connection = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    try:
+        connection.connect(socket_path)
+    except (FileNotFoundError, ConnectionRefusedError) as error:
+        connection.close()
+        no_server = f"no warm trainer server at {socket_path} ({WARM_TRAINER_ENV_VAR}): {error}"
+        _train_fresh(no_server, argv)
     # SIGINT or SIGTERM (Pipes' stop) before the training's pid is known waits, then is forwarded.
     stops = {signal.SIGINT, signal.SIGTERM}
     signal.pthread_sigmask(signal.SIG_BLOCK, stops)
-    with socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET) as connection:
-        try:
-            connection.connect(socket_path)
-        except (FileNotFoundError, ConnectionRefusedError) as error:
-            raise SystemExit(
-                f"no warm trainer server at {socket_path} ({WARM_TRAINER_ENV_VAR}): {error}; "
-                f"unset {WARM_TRAINER_ENV_VAR} to train in a fresh interpreter"
-            ) from None
+    with connection:
         socket.send_fds(connection, [json.dumps(request, allow_nan=False).encode()], list(STREAMS))
         reply = connection.recv(64)
         if not reply:
