@@ -22,8 +22,6 @@ import dagster as dg
 import pytest
 from sagemaker_emulator import SageMakerEmulator, running_emulator
 
-from crpbot_assets import warm_trainer
-
 S3_REGION = "us-east-2"
 REPO = Path(__file__).resolve().parents[1]
 # `make test-fast` leaves these out (`-m "not slow and not integration"`); CI runs everything.
@@ -74,26 +72,6 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             item.add_marker(pytest.mark.slow)
         if SERVER_FIXTURES & set(item.fixturenames):
             item.add_marker(pytest.mark.integration)
-
-
-@pytest.fixture(scope="session")
-def warm_trainer_server() -> Iterator[str]:
-    """This worker's warm trainer server (`crpbot_assets.warm_trainer`), advertised in the
-    environment: the trainings that tests start, in this process or in the processes they
-    launch, share its imports instead of importing torch again (about 4 CPU s each)."""
-    with pytest.MonkeyPatch.context() as patch:
-        process, socket_path = warm_trainer.start_server(os.getpid())
-        patch.setenv(warm_trainer.WARM_TRAINER_ENV_VAR, socket_path)
-        yield socket_path
-        warm_trainer.stop_server(process)
-
-
-@pytest.fixture(scope="module", autouse=True)
-def warm_trainings_in_slow_modules(request) -> None:
-    """The slow modules train: they get the worker's warm trainer server (started at the first),
-    before their own module-wide fixtures, which train too."""
-    if request.module.__name__.rsplit(".", 1)[-1] in SLOW_MODULES:
-        request.getfixturevalue("warm_trainer_server")
 
 
 @pytest.fixture(autouse=True)

@@ -25,6 +25,14 @@ TIMEOUT = 300
 
 
 @pytest.fixture(scope="module")
+def warm_trainer_server():
+    """A server of this module's own, advertised to nothing else."""
+    server, socket_path = warm_trainer.start_server(os.getpid())
+    yield socket_path
+    warm_trainer.stop_server(server)
+
+
+@pytest.fixture(scope="module")
 def datasets():
     return {"ETH": build_features_dataset(generate_candles("ETH", minutes=12 * 1440, seed=8))}
 
