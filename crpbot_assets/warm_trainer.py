@@ -2,7 +2,7 @@
 
 A fresh `python -m v8_model.job.train` spends about 4 CPU s importing torch, pandas, scipy, arch
 and scikit-learn before it trains, and torch's optimizers import `torch._dynamo` (about 1 more)
-on first use; the main command's symbols and the test suite's trainings paid that every time.
+on first use; every symbol of the main command paid that again.
 Here a server process imports `WARM_IMPORTS` once and forks a child per training, which runs
 the entry point as `python -m` would, in the requester's environment, working folder and
 standard streams:
@@ -18,7 +18,7 @@ contract's environment and the failure file are the same as with a fresh interpr
 imports are shared.
 
 Lifetimes:
-- the server ends when its owner (the main command, a test session) ends, however it ends;
+- the server ends when its owner (the main command, a test module) ends, however it ends;
 - a training is SIGKILLed when its request process ends, however it ends, and the request
   process when its parent (the trainer's process) ends (`v8_model.job.lifetime`): no training
   outlives the process that asked for it;
@@ -221,7 +221,7 @@ _own_server: tuple[subprocess.Popen, str] | None = None
 def ensure_server() -> str:
     """The socket of the warm trainer server that this process's trainings use; starts one owned
     by this process, and advertises it to them in WARM_TRAINER_ENV_VAR, unless one is advertised
-    already (e.g. the test session's)."""
+    already (e.g. by a parent main command)."""
     global _own_server
     advertised = os.environ.get(WARM_TRAINER_ENV_VAR)
     if advertised:
