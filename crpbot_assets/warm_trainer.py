@@ -64,6 +64,7 @@ WARM_IMPORTS = ("v8_model.job.entrypoint", "v8_model.job.lifetime", "torch._dyna
 # A request (environment, folder, arguments) is one datagram of a SOCK_SEQPACKET socket.
 MAX_REQUEST_BYTES = 1 << 20
 STREAMS = (0, 1, 2)  # stdin, stdout, stderr
+STOP_SIGNALS = {signal.SIGINT, signal.SIGTERM}  # how Pipes and a supervisor stop a training
 _PEERCRED = struct.Struct("3i")  # struct ucred: pid, uid, gid
 SERVER_START_TIMEOUT_S = 120.0
 SOCKET_FOLDER_PREFIX = "crpbot-warm-trainer-"
@@ -144,12 +145,20 @@ def _fork_training(connection: socket.socket, server_fds: list[int]) -> int | No
         connection.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, _PEERCRED.size)
     )
     request = json.loads(message)
+    # A SIGINT or SIGTERM that the request process forwards as soon as it has the pid waits
+    # until the child has its own handlers: raised in the child before that, it would unwind
+    # through the server's frames, whose `finally` removes the socket the server still serves.
+    signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
     pid = os.fork()
     if pid == 0:
-        for fd in server_fds:
-            os.close(fd)
-        connection.close()
-        _train(request, fds, requester_pid)  # never returns
+        try:
+            for fd in server_fds:
+                os.close(fd)
+            connection.close()
+            _train(request, fds, requester_pid)
+        finally:
+            os._exit(1)  # whatever happened, never back into the server's code
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
     for fd in fds:
         os.close(fd)
     # A request process killed meanwhile no longer listens; its training dies with it.
@@ -168,6 +177,7 @@ def _train(request: dict, streams: list[int], requester_pid: int) -> None:
             os.close(fd)
         signal.signal(signal.SIGINT, signal.default_int_handler)
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)  # blocked across the fork
         os.chdir(request["cwd"])
         os.environ.clear()
         os.environ.update(request["env"])
@@ -292,8 +302,7 @@ def request_training(socket_path: str, argv: list[str]) -> int:
         no_server = f"no warm trainer server at {socket_path} ({WARM_TRAINER_ENV_VAR}): {error}"
         _train_fresh(no_server, argv)
     # SIGINT or SIGTERM (Pipes' stop) before the training's pid is known waits, then is forwarded.
-    stops = {signal.SIGINT, signal.SIGTERM}
-    signal.pthread_sigmask(signal.SIG_BLOCK, stops)
+    signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
     with connection:
         socket.send_fds(connection, [json.dumps(request, allow_nan=False).encode()], list(STREAMS))
         reply = connection.recv(64)
@@ -305,9 +314,9 @@ def request_training(socket_path: str, argv: list[str]) -> int:
             with contextlib.suppress(ProcessLookupError):  # it has just ended: nothing to stop
                 os.kill(training_pid, signal_number)
 
-        for signal_number in stops:
+        for signal_number in STOP_SIGNALS:
             signal.signal(signal_number, forward)
-        signal.pthread_sigmask(signal.SIG_UNBLOCK, stops)
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
         reply = connection.recv(64)
     if not reply:
         raise SystemExit(
