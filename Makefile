@@ -65,9 +65,9 @@ demo: setup-demo
 
 # pytest-xdist workers: one per core, and at least 3, because much of the suite waits on servers
 # and subprocesses and a third worker keeps 2 cores busy. A test file stays on one worker, so its
-# module-wide trained scenario runs once.
+# module-wide trained scenario runs once. The files go out in the order tests/conftest.py gives.
 TEST_WORKERS ?= $(shell $(PYTHON) -c 'import os; print(max(3, os.cpu_count() or 1))')
-PYTEST_PARALLEL = -n $(TEST_WORKERS) --dist loadfile
+PYTEST_PARALLEL = -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder
 
 # The project's own bytecode first, for the same reason (only what changed is compiled again).
 COMPILE_SOURCES := $(BIN)/python -m compileall -q crpbot_assets v8_model tests >/dev/null

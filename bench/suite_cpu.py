@@ -89,7 +89,14 @@ def main(args: list[str]) -> int:
         path = [str(plugins), *filter(None, [os.environ.get("PYTHONPATH")])]
         env = {**os.environ, OUTPUT_ENV_VAR: str(lines), "PYTHONPATH": os.pathsep.join(path)}
         command = [sys.executable, "-m", "pytest", "-p", "suite_cpu"]
-        command += args or ["-n", str(workers), "--dist", "loadfile", "-q"]
+        command += args or [
+            "-n",
+            str(workers),
+            "--dist",
+            "loadfile",
+            "--no-loadscope-reorder",
+            "-q",
+        ]
         start = time.monotonic()
         code = subprocess.call(command, cwd=repo, env=env)
         print(f"\npytest exited {code} after {time.monotonic() - start:.0f} s wall\n")

@@ -18,7 +18,7 @@ contract's environment and the failure file are the same as with a fresh interpr
 imports are shared.
 
 Lifetimes:
-- the server ends when its owner (the main command, a test module) ends, however it ends;
+- the server ends when its owner (the main command, a pytest worker) ends, however it ends;
 - a training is SIGKILLed when its request process ends, however it ends, and the request
   process when its parent (the trainer's process) ends (`v8_model.job.lifetime`): no training
   outlives the process that asked for it;
@@ -105,6 +105,7 @@ def _serve_requests(listener: socket.socket, owner: int) -> None:
         while True:
             for key, _ in selector.select():
                 if key.fd == owner:
+                    print("warm trainer server: its owner ended", file=sys.stderr)
                     return
                 if key.fileobj is listener:
                     connection, _ = listener.accept()
@@ -139,7 +140,7 @@ def _fork_training(connection: socket.socket, server_fds: list[int]) -> int | No
         for fd in fds:
             os.close(fd)
         connection.close()
-        print(f"{__name__}: a request process ended before its request", file=sys.stderr)
+        print("warm trainer server: a request process ended before its request", file=sys.stderr)
         return None
     requester_pid, _, _ = _PEERCRED.unpack(
         connection.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, _PEERCRED.size)
@@ -250,16 +251,22 @@ def stop_own_server() -> None:
         _own_server = None
 
 
-def start_server(owner_pid: int) -> tuple[subprocess.Popen, str]:
-    """Start a server owned by `owner_pid` in a session of its own; returns it and its socket."""
+def start_server(owner_pid: int, log: Path | None = None) -> tuple[subprocess.Popen, str]:
+    """Start a server owned by `owner_pid` in a session of its own; returns it and its socket.
+
+    Its stderr (an error that ended it, its owner's end, a request it dropped) goes to `log`
+    when given, else to this process's stderr.
+    """
     folder = tempfile.mkdtemp(
         prefix=SOCKET_FOLDER_PREFIX, dir=socket_temp_folder(SOCKET_NAME_LENGTH)
     )
     socket_path = str(Path(folder) / "socket")
-    process = subprocess.Popen(
-        [sys.executable, "-m", __name__, "--serve", socket_path, "--owner", str(owner_pid)],
-        start_new_session=True,
-    )
+    with open(log, "a") if log else contextlib.nullcontext() as stderr:
+        process = subprocess.Popen(
+            [sys.executable, "-m", __name__, "--serve", socket_path, "--owner", str(owner_pid)],
+            start_new_session=True,
+            stderr=stderr,
+        )
     # Bounded wait for the socket (the server binds it before its imports).
     deadline = time.monotonic() + SERVER_START_TIMEOUT_S
     while not os.path.exists(socket_path):

@@ -6,13 +6,16 @@ Every server binds 127.0.0.1 on a free port (port 0) and is stopped by its fixtu
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import http.server
 import json
 import os
+import subprocess
 import threading
 import time
 import urllib.request
+import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -21,6 +24,8 @@ import boto3
 import dagster as dg
 import pytest
 from sagemaker_emulator import SageMakerEmulator, running_emulator
+
+from crpbot_assets import warm_trainer
 
 S3_REGION = "us-east-2"
 REPO = Path(__file__).resolve().parents[1]
@@ -55,6 +60,10 @@ SLOW_MODULES = {
 }
 # Fixtures that start a server for the test:
 SERVER_FIXTURES = {"moto_server", "emulator", "s3_bucket", "html_endpoint", "webhook"}
+# A long module with few tests: pytest-xdist hands out the modules with the most tests first, so
+# it would come last and run alone for a minute and a half while the other workers stand idle.
+# It goes first (`--no-loadscope-reorder` in the Makefile: the order below is the workers').
+LONG_MODULES_WITH_FEW_TESTS = ("test_backfill",)
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -65,13 +74,75 @@ def pytest_configure(config: pytest.Config) -> None:
         os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 
+def _module_name(item: pytest.Item) -> str:
+    return item.module.__name__.rsplit(".", 1)[-1]
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    # pytest-xdist's order (modules with the most tests first), the long ones with few before.
+    tests_per_module = collections.Counter(_module_name(item) for item in items)
+    items.sort(
+        key=lambda item: (
+            _module_name(item) not in LONG_MODULES_WITH_FEW_TESTS,
+            -tests_per_module[_module_name(item)],
+        )
+    )
     for item in items:
-        module = item.module.__name__.rsplit(".", 1)[-1]
+        module = _module_name(item)
         if module in SLOW_MODULES:
             item.add_marker(pytest.mark.slow)
         if SERVER_FIXTURES & set(item.fixturenames):
             item.add_marker(pytest.mark.integration)
+
+
+class WorkerWarmTrainer:
+    """This pytest worker's warm trainer server (`crpbot_assets.warm_trainer`): the trainings that
+    the slow modules start, in this process or in the processes they launch, share its imports
+    instead of importing torch again (about 5 CPU s each). Its stderr goes to `log`."""
+
+    def __init__(self, log: Path) -> None:
+        self.log = log
+        self.server: subprocess.Popen | None = None
+        self.socket_path = ""
+
+    def running(self) -> str:
+        """The socket of a running server: started on first use, and again if it ended."""
+        if self.server is not None and self.server.poll() is not None:
+            # A request without a server trains in a fresh interpreter, so the tests meanwhile
+            # passed on, slower: say so rather than fail them.
+            warnings.warn(
+                f"the warm trainer server ended in mid-session with code {self.server.returncode}"
+                f"; its log {self.log}:\n{self.log.read_text()}",
+                stacklevel=1,
+            )
+            self.server = None
+        if self.server is None:
+            self.server, self.socket_path = warm_trainer.start_server(os.getpid(), self.log)
+        return self.socket_path
+
+    def stop(self) -> None:
+        if self.server is not None:
+            warm_trainer.stop_server(self.server)
+
+
+@pytest.fixture(scope="session")
+def worker_warm_trainer(tmp_path_factory: pytest.TempPathFactory) -> Iterator[WorkerWarmTrainer]:
+    server = WorkerWarmTrainer(tmp_path_factory.getbasetemp() / "warm-trainer.log")
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="module", autouse=True)
+def warm_trainings_in_slow_modules(request: pytest.FixtureRequest) -> Iterator[None]:
+    """The slow modules train: they get the worker's warm trainer server, advertised in the
+    environment before their own module-wide fixtures, which train too."""
+    if request.module.__name__.rsplit(".", 1)[-1] not in SLOW_MODULES:
+        yield
+        return
+    socket_path = request.getfixturevalue("worker_warm_trainer").running()
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv(warm_trainer.WARM_TRAINER_ENV_VAR, socket_path)
+        yield
 
 
 @pytest.fixture(autouse=True)

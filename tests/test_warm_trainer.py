@@ -147,16 +147,18 @@ def test_a_request_without_a_server_trains_in_a_fresh_interpreter(tmp_path, data
     assert "epochs" in (tmp_path / "output" / "failure").read_text()
 
 
-def test_the_server_ends_with_its_owner_and_removes_its_socket():
+def test_the_server_ends_with_its_owner_and_removes_its_socket(tmp_path):
     owner = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])
+    log = tmp_path / "server.log"
     try:
-        server, socket_path = warm_trainer.start_server(owner.pid)
+        server, socket_path = warm_trainer.start_server(owner.pid, log)
         assert Path(socket_path).exists()
     finally:
         owner.kill()
         owner.wait()
     assert server.wait(timeout=TIMEOUT) == 0
     assert not Path(socket_path).parent.exists()
+    assert log.read_text() == "warm trainer server: its owner ended\n"  # says why
 
 
 def test_the_local_trainer_asks_the_server_only_for_its_own_interpreter(monkeypatch):
