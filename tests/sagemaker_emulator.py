@@ -75,6 +75,7 @@ from moto.servicequotas.responses import ServiceQuotasResponse
 from crpbot_assets.sagemaker.container import emulate_training_container
 from crpbot_assets.sagemaker.quotas import QUOTA_CODES, quota_name
 from crpbot_assets.sagemaker.trainer import SageMakerTrainer
+from crpbot_assets.symbol_processes import THREADS_ENV_VAR
 from v8_model.data.features import build_features_dataset
 from v8_model.data.processor import processor_filename
 from v8_model.data.segments import fit_processor
@@ -459,6 +460,11 @@ class SageMakerEmulator:
             "PIP_NO_INDEX": "1",
             **CREDENTIALS,  # stands in for the role's credentials
         }
+        # The emulated instance's cores are this test process's share (one torch thread under
+        # pytest-xdist, tests/conftest.py), as a real instance's are its own: two threads spinning
+        # on 2 cores that the other workers keep busy cost a small job 3-4 times its CPU.
+        if THREADS_ENV_VAR in os.environ:
+            env[THREADS_ENV_VAR] = os.environ[THREADS_ENV_VAR]
         logs = self.client("logs", region)
         stream = f"{fake.training_job_name}/algo-1-{int(time.time())}"
         self._ensure_log_stream(logs, stream)

@@ -33,6 +33,8 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import pytest
 import yaml
 
+from crpbot_assets.tracking import SERVER_WITHOUT_JOBS
+
 if TYPE_CHECKING:
     from playwright.sync_api import Page
 
@@ -413,10 +415,13 @@ def _http_ok(url: str) -> bool | None:
 
 
 @contextmanager
-def http_service(name: str, args: list[str], url: str, logs: Path) -> Iterator[Service]:
-    """A server started with `args`, ready once `url` answers 200; stopped afterwards."""
+def http_service(
+    name: str, args: list[str], url: str, logs: Path, env: Mapping[str, str] | None = None
+) -> Iterator[Service]:
+    """A server started with `args` (this environment, `env` added), ready once `url` answers
+    200; stopped afterwards."""
     logs.mkdir(parents=True, exist_ok=True)
-    service = start_service(name, args, dict(os.environ), logs / f"{name}.log")
+    service = start_service(name, args, {**os.environ, **(env or {})}, logs / f"{name}.log")
     try:
         wait_for(
             lambda: _http_ok(url),
@@ -445,7 +450,7 @@ def mlflow_server(folder: Path, logs: Path) -> Iterator[MlflowServer]:
     args += ["--backend-store-uri", f"sqlite:///{folder / 'mlflow.db'}"]
     args += ["--artifacts-destination", str(folder / "artifacts"), "--workers", "1"]
     url = f"http://127.0.0.1:{port}"
-    with http_service("mlflow-server", args, f"{url}/health", logs) as service:
+    with http_service("mlflow-server", args, f"{url}/health", logs, SERVER_WITHOUT_JOBS) as service:
         yield MlflowServer(service, url)
 
 
