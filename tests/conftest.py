@@ -24,6 +24,7 @@ import boto3
 import dagster as dg
 import pytest
 from sagemaker_emulator import SageMakerEmulator, running_emulator
+from threadpoolctl import threadpool_limits
 
 from crpbot_assets import warm_trainer
 
@@ -72,6 +73,9 @@ def pytest_configure(config: pytest.Config) -> None:
     each other. Set before any test module imports torch; a developer's own setting wins."""
     if os.environ.get("PYTEST_XDIST_WORKER"):
         os.environ.setdefault("OMP_NUM_THREADS", "1")
+        # numpy's and scipy's BLAS loaded with this file's imports, before the line above, and
+        # would run a thread per core, spinning against the other workers: the same share now.
+        threadpool_limits(int(os.environ["OMP_NUM_THREADS"]))
 
 
 def _module_name(item: pytest.Item) -> str:
