@@ -36,7 +36,6 @@ from v8_model.job.lifetime import PARENT_PID_ENV_VAR, die_with_parent, die_with_
 from v8_model.record import strict_json
 from v8_model.storage import atomic_write_text
 
-# torch's and the BLAS libraries' thread count: the main command gives each symbol its share.
 # Dagster's default console logger, silenced: every event still reaches the instance.
 QUIET_LOGGERS = {"console": {"config": {"log_level": "CRITICAL"}}}
 # Dagster's wrappers around a step's own error; the failure line shows what they wrap.

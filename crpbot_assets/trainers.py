@@ -206,7 +206,7 @@ class LocalTrainer(ModelTrainer):
 
     Each epoch's line reaches the run's logs through Pipes; the entry point's stdout and stderr
     are forwarded to this process's (the step's captured logs). Where a warm trainer server is
-    advertised (the main command's), the subprocess asks it for the training
+    advertised (the main command's, a pytest worker's), the subprocess asks it for the training
     instead of importing torch itself (see `entry_point_command`).
     """
 

@@ -2,7 +2,8 @@
 
 A fresh `python -m v8_model.job.train` spends about 4 CPU s importing torch, pandas, scipy, arch
 and scikit-learn before it trains, and torch's optimizers import `torch._dynamo` (about 1 more)
-on first use; every symbol of the main command paid that again.
+on first use; every symbol of the main command and every local training of the test suite paid
+that again.
 Here a server process imports `WARM_IMPORTS` once and forks a child per training, which runs
 the entry point as `python -m` would, in the requester's environment, working folder and
 standard streams:

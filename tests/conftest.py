@@ -19,6 +19,7 @@ import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from types import ModuleType
 
 import boto3
 import dagster as dg
@@ -78,21 +79,21 @@ def pytest_configure(config: pytest.Config) -> None:
         threadpool_limits(int(os.environ["OMP_NUM_THREADS"]))
 
 
-def _module_name(item: pytest.Item) -> str:
-    return item.module.__name__.rsplit(".", 1)[-1]
+def _module_name(module: ModuleType) -> str:
+    return module.__name__.rsplit(".", 1)[-1]
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     # pytest-xdist's order (modules with the most tests first), the long ones with few before.
-    tests_per_module = collections.Counter(_module_name(item) for item in items)
+    tests_per_module = collections.Counter(_module_name(item.module) for item in items)
     items.sort(
         key=lambda item: (
-            _module_name(item) not in LONG_MODULES_WITH_FEW_TESTS,
-            -tests_per_module[_module_name(item)],
+            _module_name(item.module) not in LONG_MODULES_WITH_FEW_TESTS,
+            -tests_per_module[_module_name(item.module)],
         )
     )
     for item in items:
-        module = _module_name(item)
+        module = _module_name(item.module)
         if module in SLOW_MODULES:
             item.add_marker(pytest.mark.slow)
         if SERVER_FIXTURES & set(item.fixturenames):
@@ -140,7 +141,7 @@ def worker_warm_trainer(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Wo
 def warm_trainings_in_slow_modules(request: pytest.FixtureRequest) -> Iterator[None]:
     """The slow modules train: they get the worker's warm trainer server, advertised in the
     environment before their own module-wide fixtures, which train too."""
-    if request.module.__name__.rsplit(".", 1)[-1] not in SLOW_MODULES:
+    if _module_name(request.module) not in SLOW_MODULES:
         yield
         return
     socket_path = request.getfixturevalue("worker_warm_trainer").running()
