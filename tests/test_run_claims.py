@@ -56,6 +56,10 @@ def test_kill_9_of_dagster_asset_materialize_leaves_a_stale_claim_the_next_run_r
         *("asset", "materialize", "-m", "crpbot_assets.definitions"),
         *("--select", "candles", "--partition", "BTC", "--config-json", json.dumps(config)),
     ]
+    # The instance's storage exists before the command starts: Dagster's SQLite storage creates
+    # its tables without a lock, so this test's polling and the command's start-up must not both
+    # create them ("table secondary_indexes already exists").
+    dg.DagsterInstance.from_config(str(home)).dispose()
     process = subprocess.Popen(
         command, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
     )
