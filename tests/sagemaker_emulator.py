@@ -58,7 +58,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import boto3
 import dagster as dg
 import pandas as pd
 import pytest
@@ -72,6 +71,7 @@ from moto.servicequotas.exceptions import NoSuchResource
 from moto.servicequotas.models import ServiceQuotasBackend
 from moto.servicequotas.responses import ServiceQuotasResponse
 
+from crpbot_assets.sagemaker.aws import new_session
 from crpbot_assets.sagemaker.container import emulate_training_container
 from crpbot_assets.sagemaker.quotas import QUOTA_CODES, quota_name
 from crpbot_assets.sagemaker.trainer import SageMakerTrainer
@@ -136,7 +136,7 @@ class SageMakerEmulator:
     # --- clients of the emulated platform itself -----------------------------------------------
 
     def client(self, service: str, region: str = REGION) -> Any:
-        return boto3.session.Session().client(
+        return new_session().client(
             service,
             region_name=region,
             endpoint_url=self.endpoint_url,

@@ -2,7 +2,6 @@
 
 import io
 
-import boto3
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -20,7 +19,7 @@ from sagemaker_emulator import (
 )
 
 from crpbot_assets.profiles import get_profile
-from crpbot_assets.sagemaker.aws import AwsClients
+from crpbot_assets.sagemaker.aws import AwsClients, new_session
 from crpbot_assets.sagemaker.preflight import Preflight, Status, run_preflight
 from crpbot_assets.sagemaker.quotas import Usage, quota_name
 from crpbot_assets.sagemaker.settings import SageMakerSettings
@@ -196,7 +195,7 @@ def test_settings_and_credentials_failures(
 
 def quota_check(settings: SageMakerSettings, responses: list, check: str = "check_quota") -> list:
     """A preflight quota check with Service Quotas stubbed: (operation, quota code, response)."""
-    client = boto3.session.Session().client(
+    client = new_session().client(
         "service-quotas", region_name=REGION, aws_access_key_id="x", aws_secret_access_key="x"
     )
     with Stubber(client) as stubber:

@@ -60,7 +60,7 @@ def ready_account(emulator: SageMakerEmulator, symbol: str = "BTC") -> None:
 def service_model(service: str) -> Any:
     """botocore's model of `service` (one client per service: building one takes a tenth of a
     second, and the policy test validates hundreds of requests)."""
-    return boto3.session.Session().client(service, region_name=REGION).meta.service_model
+    return aws.new_session().client(service, region_name=REGION).meta.service_model
 
 
 def validated(service: str, operation: str, params: dict) -> None:
@@ -303,7 +303,7 @@ def test_log_streams_opened_by_a_spot_restart_are_followed(moto_server: str) -> 
 
 
 def test_a_lost_create_response_adopts_the_job_only_when_it_is_ours() -> None:
-    sagemaker = boto3.session.Session().client(
+    sagemaker = aws.new_session().client(
         "sagemaker", region_name=REGION, aws_access_key_id="x", aws_secret_access_key="x"
     )
     client = PipesSageMakerClient(
@@ -353,7 +353,7 @@ def test_an_unpriced_instance_reports_cost_unknown_not_zero() -> None:
     assert price.usd_per_hour is None and price.cost_usd(3600) is None
     client = PipesSageMakerClient(
         bucket="b",
-        sagemaker_client=boto3.session.Session().client("sagemaker", region_name=REGION),
+        sagemaker_client=aws.new_session().client("sagemaker", region_name=REGION),
         s3_client=None,
         logs_client=None,
     )

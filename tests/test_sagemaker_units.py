@@ -28,7 +28,7 @@ from sagemaker_emulator import (
 from crpbot_assets.profiles import get_profile
 from crpbot_assets.sagemaker import container_bootstrap
 from crpbot_assets.sagemaker.artifacts import ArtifactError, extract_verified
-from crpbot_assets.sagemaker.aws import TRAINING_ATTEMPTS, aws_client
+from crpbot_assets.sagemaker.aws import TRAINING_ATTEMPTS, aws_client, new_session
 from crpbot_assets.sagemaker.code_bundle import MANIFEST_NAME, CodeBundle, bundle_files
 from crpbot_assets.sagemaker.pipes_client import (
     LOG_GROUP,
@@ -478,7 +478,7 @@ def test_incomplete_or_unsafe_archives_are_refused(
 
 
 def stubbed_sagemaker() -> tuple[object, Stubber]:
-    client = boto3.session.Session().client(
+    client = new_session().client(
         "sagemaker", region_name=REGION, aws_access_key_id="x", aws_secret_access_key="x"
     )
     return client, Stubber(client)
@@ -559,6 +559,22 @@ def test_aws_max_attempts_overrides_the_projects_attempts(monkeypatch) -> None:
         with pytest.raises(client.exceptions.ClientError, match="ThrottlingException"):
             client.describe_training_job(TrainingJobName="job")
     assert len(calls) == 1
+
+
+def test_each_client_has_its_own_session_and_settings_but_the_parsed_models_are_shared(
+    monkeypatch,
+) -> None:
+    monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:1")
+    first = aws_client("sagemaker", REGION)
+    monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:2")
+    second = aws_client("sagemaker", REGION)
+    assert (first.meta.endpoint_url, second.meta.endpoint_url) == (
+        "http://127.0.0.1:1",
+        "http://127.0.0.1:2",
+    )
+    sessions = [new_session()._session, new_session()._session]  # botocore's, under boto3's
+    assert sessions[0] is not sessions[1]
+    assert sessions[0].get_component("data_loader") is sessions[1].get_component("data_loader")
 
 
 def test_polling_survives_throttling() -> None:

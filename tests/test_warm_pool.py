@@ -7,7 +7,6 @@ import json
 import re
 import warnings
 
-import boto3
 import dagster as dg
 import pytest
 from botocore.validate import validate_parameters
@@ -27,6 +26,7 @@ from crpbot_assets.assets import gate_report, model
 from crpbot_assets.cli import main as crpbot
 from crpbot_assets.profiles import ProfileResource
 from crpbot_assets.report import time_table
+from crpbot_assets.sagemaker.aws import new_session
 from crpbot_assets.sagemaker.preflight import run_preflight
 from crpbot_assets.sagemaker.quotas import Usage, quota_code
 from crpbot_assets.sagemaker.request import build_training_job_request
@@ -61,7 +61,7 @@ def test_keep_alive_reaches_the_request_with_a_single_file_channel() -> None:
     (training,) = [c for c in request["InputDataConfig"] if c["ChannelName"] == "training"]
     uri = training["DataSource"]["S3DataSource"]["S3Uri"]
     assert uri == f"s3://{BUCKET}/data/SOL_features.parquet"  # not the data/ prefix
-    model_ = boto3.session.Session().client("sagemaker", region_name=REGION).meta.service_model
+    model_ = new_session().client("sagemaker", region_name=REGION).meta.service_model
     validate_parameters(request, model_.operation_model("CreateTrainingJob").input_shape)
     assert (
         "KeepAlivePeriodInSeconds"

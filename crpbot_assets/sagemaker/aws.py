@@ -2,19 +2,25 @@
 
 Clients come from a fresh boto3 Session each (sessions are not thread-safe; Pipes reads messages
 and logs in threads), so the standard credential chain and AWS_ENDPOINT_URL (a local test server)
-apply unchanged. Retries are botocore's "standard" mode only: it retries throttling, transient
-5xx answers and connection errors inside each call, with jittered exponential backoff (capped at
-20 s a wait). No project loop wraps it, so a failing call costs one bounded backoff, not two nested
-ones. A training run polls for hours and gets more attempts than a preflight, which a person waits
-for; `AWS_MAX_ATTEMPTS` (the standard AWS setting, total attempts) overrides both.
+apply unchanged. The sessions share one botocore data loader, which caches the service models
+and endpoint rules it parsed: with a loader of its own, every client parsed them again (0.16
+against 0.03 CPU s a client; SageMaker's model alone is 2.7 MB of JSON).
+
+Retries are botocore's "standard" mode only: it retries throttling, transient 5xx answers and
+connection errors inside each call, with jittered exponential backoff (capped at 20 s a wait). No
+project loop wraps it, so a failing call costs one bounded backoff, not two nested ones. A
+training run polls for hours and gets more attempts than a preflight, which a person waits for;
+`AWS_MAX_ATTEMPTS` (the standard AWS setting, total attempts) overrides both.
 """
 
 from __future__ import annotations
 
+import functools
 import os
 from typing import Any
 
 import boto3
+import botocore.session
 from botocore.config import Config
 from botocore.exceptions import ClientError
 
@@ -37,11 +43,22 @@ def retry_config(attempts: int) -> Config:
     return Config(retries={"mode": "standard", "total_max_attempts": attempts})
 
 
+@functools.cache
+def _shared_data_loader() -> Any:
+    # A loader only reads botocore's data files and caches what it parsed: safe to share.
+    return botocore.session.get_session().get_component("data_loader")
+
+
+def new_session() -> boto3.session.Session:
+    """A boto3 Session of its own that shares the process's parsed service models."""
+    core = botocore.session.get_session()
+    core.register_component("data_loader", _shared_data_loader())
+    return boto3.session.Session(botocore_session=core)
+
+
 def aws_client(service: str, region: str, attempts: int = TRAINING_ATTEMPTS) -> Any:
     """A boto3 client for `service` in `region`, with standard retries (`attempts` in all)."""
-    return boto3.session.Session().client(
-        service, region_name=region, config=retry_config(attempts)
-    )
+    return new_session().client(service, region_name=region, config=retry_config(attempts))
 
 
 class AwsClients:

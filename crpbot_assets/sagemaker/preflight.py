@@ -14,11 +14,10 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
-import boto3
 from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
 
 from crpbot_assets.profiles import default_profile_name, get_profile
-from crpbot_assets.sagemaker.aws import PREFLIGHT_ATTEMPTS, AwsClients, error_code
+from crpbot_assets.sagemaker.aws import PREFLIGHT_ATTEMPTS, AwsClients, error_code, new_session
 from crpbot_assets.sagemaker.iam import (
     SAGEMAKER_PRINCIPAL,
     Statement,
@@ -212,7 +211,7 @@ class Preflight:
         yield self._guarded("caller identity", probe)
 
     def check_region(self) -> Iterable[Check]:
-        session = boto3.session.Session()
+        session = new_session()
         regions = {
             region
             for partition in session.get_available_partitions()
