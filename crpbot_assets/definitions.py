@@ -12,6 +12,7 @@ serving model on the fresh candles (crpbot_assets.monitor).
 
 import dagster as dg
 
+from crpbot_assets import dagster_fixes
 from crpbot_assets.alerts import gate_failure_alerts
 from crpbot_assets.assets import SYMBOL_ASSETS, gate_report
 from crpbot_assets.automation import (
@@ -25,6 +26,10 @@ from crpbot_assets.profiles import ProfileResource
 from crpbot_assets.resources import ExchangeResource
 from crpbot_assets.sagemaker.dagster_objects import sagemaker_asset_checks, trainer_from_env
 from crpbot_assets.storage import StorageResource
+
+# Every process that runs these jobs loads this module first (the main command, run workers, the
+# code server): a step that waits for a pool slot sleeps there, not spins.
+dagster_fixes.apply()
 
 # One run per symbol: candles through production_model with every check of those assets.
 symbol_pipeline = dg.define_asset_job(
