@@ -11,6 +11,7 @@ import contextlib
 import http.server
 import json
 import os
+import shutil
 import subprocess
 import threading
 import time
@@ -158,11 +159,21 @@ def mlflow_store_of_the_test(monkeypatch, tmp_path) -> None:
     monkeypatch.setattr("crpbot_assets.tracking.LOCAL_DEFAULT_ROOT", tmp_path / "local_root")
 
 
+@pytest.fixture(scope="session")
+def empty_dagster_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An empty instance's storage, its SQLite tables created once per worker: a test copies it
+    (0.05 CPU s) instead of creating the tables again (0.39 CPU s)."""
+    home = tmp_path_factory.mktemp("empty_dagster_home")
+    with dg.instance_for_test(temp_dir=str(home)):
+        pass
+    return home
+
+
 @pytest.fixture
-def dagster_instance(tmp_path) -> Iterator[dg.DagsterInstance]:
-    """A Dagster instance whose DAGSTER_HOME is this test's temporary folder."""
+def dagster_instance(tmp_path, empty_dagster_home) -> Iterator[dg.DagsterInstance]:
+    """An empty Dagster instance whose DAGSTER_HOME is this test's temporary folder."""
     home = tmp_path / "dagster_home"
-    home.mkdir()
+    shutil.copytree(empty_dagster_home, home)
     with dg.instance_for_test(temp_dir=str(home)) as instance:
         yield instance
 
