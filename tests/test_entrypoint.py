@@ -1,4 +1,8 @@
-"""`python -m v8_model.job.train` under an emulated SageMaker training container."""
+"""`python -m v8_model.job.train` under an emulated SageMaker training container.
+
+The first test starts it in a fresh interpreter, as the container does; the others ask this
+pytest worker's warm trainer server, as a local training does (`_run`).
+"""
 
 import json
 import re
@@ -13,6 +17,7 @@ from v8_model.data.features import build_features_dataset
 from v8_model.data.processor import V8FeatureProcessor, processor_filename
 from v8_model.data.segments import fit_processor
 from v8_model.data.synthetic import generate_candles
+from v8_model.job.contract import ENTRY_POINT_MODULE
 from v8_model.model.net import load_model
 
 REPO = Path(__file__).resolve().parents[1]
@@ -37,9 +42,13 @@ def container(tmp_path, datasets):
     return tmp_path, training_container(tmp_path, datasets, hyperparameters)
 
 
-def _run(env, *args):
+def _run(env, *args, fresh=False):
+    """The entry point in the container's environment `env`: in a fresh interpreter, as a
+    container starts it, or else (to spare 4 CPU s of imports a run) through this worker's warm
+    trainer server, which runs the same module afresh in a fork of a process that imported it."""
+    module = ENTRY_POINT_MODULE if fresh else "crpbot_assets.warm_trainer"
     return subprocess.run(
-        [sys.executable, "-m", "v8_model.job.train", *args],
+        [sys.executable, "-m", module, *args],
         env=env,
         cwd=REPO,
         capture_output=True,
@@ -50,7 +59,7 @@ def _run(env, *args):
 
 def test_writes_every_output_file(container):
     root, env = container
-    result = _run(env, "--epochs", "2")  # the flag overrides hyperparameters.json's 5
+    result = _run(env, "--epochs", "2", fresh=True)  # the flag overrides the file's 5
     assert result.returncode == 0, result.stderr
     lines = EPOCH_LINE.findall(result.stdout)
     assert {symbol for symbol, *_ in lines} == {"BTC", "ETH"}
