@@ -1,7 +1,7 @@
 """`python -m v8_model.job.train` under an emulated SageMaker training container.
 
-The first test starts it in a fresh interpreter, as the container does; the others ask this
-pytest worker's warm trainer server, as a local training does (`_run`).
+The first test starts it in a fresh interpreter, as the container does; the others start it as a
+local training does, through this pytest worker's warm trainer server (`_run`).
 """
 
 import json
@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 from helpers import training_container
 
+from crpbot_assets.trainers import LocalTrainer
 from v8_model.data.features import build_features_dataset
 from v8_model.data.processor import V8FeatureProcessor, processor_filename
 from v8_model.data.segments import fit_processor
@@ -44,11 +45,15 @@ def container(tmp_path, datasets):
 
 def _run(env, *args, fresh=False):
     """The entry point in the container's environment `env`: in a fresh interpreter, as a
-    container starts it, or else (to spare 4 CPU s of imports a run) through this worker's warm
-    trainer server, which runs the same module afresh in a fork of a process that imported it."""
-    module = ENTRY_POINT_MODULE if fresh else "crpbot_assets.warm_trainer"
+    container starts it, or else as a local training starts it (to spare 4 CPU s of imports a
+    run: this worker's warm trainer server runs the same module afresh in a fork of a process
+    that imported it)."""
+    if fresh:
+        command = [sys.executable, "-m", ENTRY_POINT_MODULE]
+    else:
+        command = LocalTrainer().entry_point_command()
     return subprocess.run(
-        [sys.executable, "-m", module, *args],
+        [*command, *args],
         env=env,
         cwd=REPO,
         capture_output=True,

@@ -58,8 +58,8 @@ def ready_account(emulator: SageMakerEmulator, symbol: str = "BTC") -> None:
 
 @functools.cache
 def service_model(service: str) -> Any:
-    """botocore's model of `service` (one client per service: building one takes a tenth of a
-    second, and the policy test validates hundreds of requests)."""
+    """botocore's model of `service` (one client per service: the policy test validates hundreds
+    of requests)."""
     return aws.new_session().client(service, region_name=REGION).meta.service_model
 
 
