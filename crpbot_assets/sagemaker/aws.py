@@ -3,8 +3,8 @@
 Clients come from a fresh boto3 Session each (sessions are not thread-safe; Pipes reads messages
 and logs in threads), so the standard credential chain and AWS_ENDPOINT_URL (a local test server)
 apply unchanged. The sessions share one botocore data loader, which caches the service models
-and endpoint rules it parsed: with a loader of its own, every client parsed them again (0.16
-against 0.03 CPU s a client; SageMaker's model alone is 2.7 MB of JSON).
+and endpoint rules it parsed: with a loader of its own, every client parsed them again (0.12
+against 0.015 CPU s a client, bench/aws_clients.py; SageMaker's model alone is 2.7 MB of JSON).
 
 Retries are botocore's "standard" mode only: it retries throttling, transient 5xx answers and
 connection errors inside each call, with jittered exponential backoff (capped at 20 s a wait). No
