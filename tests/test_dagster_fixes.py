@@ -2,18 +2,21 @@
 
 from __future__ import annotations
 
-import threading
+import importlib.util
+import sys
 import time
 from pathlib import Path
 from types import SimpleNamespace
 
-import dagster as dg
-
 from crpbot_assets import definitions  # noqa: F401  (loading the definitions applies the fix)
 from crpbot_assets.dagster_fixes import DAGSTERS_INTERVAL, seconds_to_next_claim_check
 
-POOL = "training"
-WAIT_S = 3.0
+REPO = Path(__file__).resolve().parents[1]
+# The scenario bench/pool_wait.py measures: a run waiting for the one slot of a pool.
+spec = importlib.util.spec_from_file_location("pool_wait", REPO / "bench" / "pool_wait.py")
+pool_wait = sys.modules["pool_wait"] = importlib.util.module_from_spec(spec)  # for its dataclass
+spec.loader.exec_module(pool_wait)
+
 # A spinning loop takes most of a core even on a busy machine; a sleeping one almost nothing.
 MAX_CPU_SHARE_WHILE_WAITING = 0.2
 
@@ -37,39 +40,9 @@ def test_the_interval_is_the_time_to_the_next_claim_check():
     assert seconds_to_next_claim_check(nothing_pending) == 0.0
 
 
-@dg.op(pool=POOL)
-def needs_the_slot() -> int:
-    return 1
-
-
-@dg.job
-def pool_job():
-    needs_the_slot()
-
-
 def test_a_run_waiting_for_its_pool_slot_sleeps_and_takes_the_slot_once_free(tmp_path: Path):
-    (tmp_path / "dagster.yaml").write_text(
-        "telemetry:\n  enabled: false\n"
-        "concurrency:\n  pools:\n    default_limit: 1\n    granularity: op\n"
-    )
-    with dg.DagsterInstance.from_config(str(tmp_path)) as instance:
-        storage = instance.event_log_storage
-        storage.initialize_concurrency_limit_to_default(POOL)
-        assert storage.claim_concurrency_slot(POOL, "another-run", "its-step").is_claimed
-        results = []
-        run = threading.Thread(
-            target=lambda: results.append(pool_job.execute_in_process(instance=instance))
-        )
-        run.start()
-        try:
-            time.sleep(1.0)  # the run starts and finds the slot taken
-            cpu, wall = time.process_time(), time.monotonic()
-            time.sleep(WAIT_S)
-            cpu_share = (time.process_time() - cpu) / (time.monotonic() - wall)
-            assert run.is_alive() and not results, "the run did not wait for the slot"
-        finally:
-            storage.free_concurrency_slot_for_step("another-run", "its-step")
-            run.join(timeout=60)
+    wait = pool_wait.wait_for_the_slot(tmp_path)
+    assert wait.still_waiting, "the run did not wait for the slot"
+    cpu_share = wait.cpu_s / pool_wait.WAIT_S
     assert cpu_share < MAX_CPU_SHARE_WHILE_WAITING, f"{cpu_share:.0%} of a core while waiting"
-    [result] = results
-    assert result.success
+    assert wait.success
