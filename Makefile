@@ -5,10 +5,29 @@ BIN := $(VENV)/bin
 DEMO_STAMP := $(VENV)/.installed-demo
 STAMP := $(VENV)/.installed
 MLFLOW_UI_STAMP := $(VENV)/.installed-mlflow-ui
-# --no-compile: no .pyc for the many modules the demo never imports (Python compiles what it uses).
+# --no-compile: no .pyc for the 22,000 modules in the venv; the test commands write the .pyc of
+# what the suite imports (WRITE_BYTECODE).
 PIP := $(BIN)/python -m pip install --quiet --no-compile
 # The lock files (requirements/*.lock) pin every package with its hashes; `make lock` writes them.
 LOCKED := $(PIP) --require-hashes -r
+# torch is pinned to 2.13.0 and installed first, outside the lock: on the project's machines pip
+# takes the CPU wheel that lies on disk (uv does not see it); a plain `torch` (or a range) would
+# pull a multi-GB CUDA build. Everything else comes from a lock, so a new release on the registry
+# changes nothing here; the project itself is installed without dependencies and without build
+# isolation (setuptools is in the locks).
+VENV_WITH_TORCH := $(PYTHON) -m venv $(VENV) && $(BIN)/python -m pip install --quiet pip==26.3 \
+	&& $(PIP) torch==2.13.0
+INSTALL_PROJECT := $(PIP) --no-deps --no-build-isolation -e .
+# The test set-up installs its lock with uv: the same wheels, checked against the same hashes, in
+# parallel (dev.lock in 2 s instead of pip's 23 s for demo.lock and dev.lock).
+UV_VERSION := 0.13.8
+UV_LOCKED := $(BIN)/uv pip install --quiet --python $(BIN)/python --require-hashes -r
+# This machine's shells set PYTHONDONTWRITEBYTECODE=1, so every process compiled each module it
+# imported again, and the suite's hundreds of processes did (`import mlflow` 2.6 vs 1.6 CPU s,
+# the Dagster definitions' 4.7 vs 3.6). Without it the first process to import a module writes
+# its .pyc (atomically: concurrent writers are safe) and the others read it. The suite's processes
+# import 7,800 modules, 18 CPU s to compile, against 70 for compiling the whole venv first.
+WRITE_BYTECODE := env -u PYTHONDONTWRITEBYTECODE
 LOCK_TOOLS := .venv-lock
 PIP_COMPILE := $(LOCK_TOOLS)/bin/pip-compile --quiet --generate-hashes --strip-extras --allow-unsafe \
 	--no-emit-index-url --no-emit-find-links
@@ -22,28 +41,20 @@ setup-demo: $(DEMO_STAMP)
 # storage of the production instance (the `postgres` extra).
 setup: $(STAMP)
 
-# torch is pinned to 2.13.0 and installed first, outside the lock: on the project's machines pip
-# takes the CPU wheel that lies on disk; a plain `torch` (or a range) would pull a multi-GB CUDA
-# build. Everything else comes from the lock, so a new release on the registry changes nothing
-# here; the project itself is installed without dependencies and without build isolation
-# (setuptools is in the lock).
 $(DEMO_STAMP): pyproject.toml requirements/demo.lock
-	$(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet pip==26.3
-	$(PIP) torch==2.13.0
+	$(VENV_WITH_TORCH)
 	$(LOCKED) requirements/demo.lock
-	$(PIP) --no-deps --no-build-isolation -e .
+	$(INSTALL_PROJECT)
 	touch $(DEMO_STAMP)
 
-# Then the venv's bytecode, as pip compiles by default (the demo's set-up skips it for its disk
-# budget): under PYTHONDONTWRITEBYTECODE, which this machine's shells set, Python never writes it,
-# and each of the suite's hundreds of processes compiled what it imported again (MLflow's import
-# 2.6 vs 1.6 CPU s, the Dagster definitions' 4.7 vs 3.6). A file written for a newer Python
-# (torch ships one for 3.12) does not compile and is never imported: as pip does, carry on.
-$(STAMP): $(DEMO_STAMP) requirements/dev.lock
-	$(LOCKED) requirements/dev.lock
-	$(BIN)/python -m compileall -q -j 0 "$$($(BIN)/python -c 'import sysconfig; print(sysconfig.get_path("purelib"))')" >/dev/null || true
-	touch $(STAMP)
+# dev.lock holds demo.lock's pins and more, so this venv is the demo's too. The demo's set-up keeps
+# pip: uv's 39 MB would take its venv past the 1.6 GB budget (docs/performance.md).
+$(STAMP): pyproject.toml requirements/demo.lock requirements/dev.lock
+	$(VENV_WITH_TORCH)
+	$(PIP) uv==$(UV_VERSION)
+	$(UV_LOCKED) requirements/dev.lock
+	$(INSTALL_PROJECT)
+	touch $(DEMO_STAMP) $(STAMP)
 
 # Resolve pyproject.toml's dependencies into the locks (pins already there are kept while they
 # still fit; `make lock LOCK_FLAGS=--upgrade` moves everything to the newest releases), then derive
@@ -69,17 +80,12 @@ demo: setup-demo
 TEST_WORKERS ?= $(shell $(PYTHON) -c 'import os; print(max(3, os.cpu_count() or 1))')
 PYTEST_PARALLEL = -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder
 
-# The project's own bytecode first, for the same reason (only what changed is compiled again).
-COMPILE_SOURCES := $(BIN)/python -m compileall -q crpbot_assets v8_model tests >/dev/null
-
 test: setup
-	$(COMPILE_SOURCES)
-	$(BIN)/python -m pytest $(PYTEST_PARALLEL)
+	$(WRITE_BYTECODE) $(BIN)/python -m pytest $(PYTEST_PARALLEL)
 
 # The inner loop: no servers, no browser, no end-to-end runs (markers in tests/conftest.py).
 test-fast: setup
-	$(COMPILE_SOURCES)
-	$(BIN)/python -m pytest $(PYTEST_PARALLEL) -m "not slow and not integration"
+	$(WRITE_BYTECODE) $(BIN)/python -m pytest $(PYTEST_PARALLEL) -m "not slow and not integration"
 
 ui: setup-demo
 	DAGSTER_HOME=$(CURDIR)/.dagster_home $(BIN)/dagster dev -h 127.0.0.1 -p 3000

@@ -88,6 +88,7 @@ def main(args: list[str]) -> int:
         lines.mkdir()
         path = [str(plugins), *filter(None, [os.environ.get("PYTHONPATH")])]
         env = {**os.environ, OUTPUT_ENV_VAR: str(lines), "PYTHONPATH": os.pathsep.join(path)}
+        env.pop("PYTHONDONTWRITEBYTECODE", None)  # as `make test`: .pyc written on first import
         command = [sys.executable, "-m", "pytest", "-p", "suite_cpu"]
         command += args or [
             "-n",
