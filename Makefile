@@ -19,14 +19,14 @@ VENV_WITH_TORCH := $(PYTHON) -m venv $(VENV) && $(BIN)/python -m pip install --q
 	&& $(PIP) torch==2.13.0
 INSTALL_PROJECT := $(PIP) --no-deps --no-build-isolation -e .
 # The test set-up installs its lock with uv: the same wheels, checked against the same hashes, in
-# parallel (dev.lock in 2 s instead of pip's 23 s for demo.lock and dev.lock).
+# parallel (dev.lock in about 4 s with an empty cache, where pip took 23-30 s: bench/setup.py).
 UV_VERSION := 0.13.8
 UV_LOCKED := $(BIN)/uv pip install --quiet --python $(BIN)/python --require-hashes -r
 # This machine's shells set PYTHONDONTWRITEBYTECODE=1, so every process compiled each module it
 # imported again, and the suite's hundreds of processes did (`import mlflow` 2.6 vs 1.6 CPU s,
 # the Dagster definitions' 4.7 vs 3.6). Without it the first process to import a module writes
 # its .pyc (atomically: concurrent writers are safe) and the others read it. The suite's processes
-# import 7,800 modules, 18 CPU s to compile, against 70 for compiling the whole venv first.
+# import 7,775 modules, 17.5 CPU s to compile once each, against 64-66 for the whole venv's.
 WRITE_BYTECODE := env -u PYTHONDONTWRITEBYTECODE
 LOCK_TOOLS := .venv-lock
 PIP_COMPILE := $(LOCK_TOOLS)/bin/pip-compile --quiet --generate-hashes --strip-extras --allow-unsafe \
