@@ -85,6 +85,35 @@ def test_a_warm_training_is_the_fresh_one(tmp_path, datasets, warm_trainer_serve
             np.testing.assert_array_equal(warm_weights[name], fresh_weights[name])
 
 
+# The server's imports, then the entry point as its forked child runs it; prints what it imported.
+SERVER_THEN_TRAINING = """
+import importlib, json, sys
+from crpbot_assets import warm_trainer
+for module in warm_trainer.WARM_IMPORTS:
+    importlib.import_module(module)
+before = set(sys.modules)
+sys.argv = [warm_trainer.ENTRY_POINT_MODULE]
+code = warm_trainer._run_module(warm_trainer.ENTRY_POINT_MODULE)
+print(json.dumps({"code": code, "imported": sorted(set(sys.modules) - before)}))
+"""
+
+
+def test_a_training_imports_no_library_the_server_did_not(tmp_path, datasets):
+    """What a training imports on first use (scikit-learn, arch) belongs in WARM_IMPORTS: each
+    forked training would import it again (0.5 CPU s of 3.8 when they were missing)."""
+    done = _train(["-c", SERVER_THEN_TRAINING], _container(tmp_path, datasets), tmp_path)
+    result = json.loads(done.stdout.splitlines()[-1])
+    assert result["code"] == 0, done.stderr
+    late = [
+        name
+        for name in result["imported"]
+        if name.split(".")[0] not in {"v8_model", "__main__"}
+        # one module that torch's profiler hooks import on the first optimizer step
+        and not name.startswith("torch.profiler.")
+    ]
+    assert not late, f"a training imported {late}: add them to WARM_IMPORTS"
+
+
 def test_a_failed_training_gives_its_exit_code_and_reason(tmp_path, datasets, warm_trainer_server):
     hyperparameters = {**HYPERPARAMETERS, "epochs": "0"}
     env = _warm(_container(tmp_path, datasets, hyperparameters), warm_trainer_server)
