@@ -51,8 +51,9 @@ def main(rounds: int) -> None:
         importlib.import_module(module)
     from v8_model.data.features import build_features_dataset
     from v8_model.data.synthetic import generate_candles
+    from v8_model.defaults import MINUTES_PER_DAY
 
-    candles = generate_candles("ETH", minutes=50 * 1440, seed=5, signal=0.3)
+    candles = generate_candles("ETH", minutes=50 * MINUTES_PER_DAY, seed=5, signal=0.3)
     dataset = build_features_dataset(candles)
     missing = [module for module in WARM_IMPORTS if module not in sys.modules]
     entry_point_only = forked_training_cpu(dataset, rounds)
