@@ -80,8 +80,8 @@ def the_new_way(folder: Path) -> dict[str, tuple[float, float]]:
 
 def first_imports(python: Path) -> tuple[float, float]:
     """CPU s of the suite's main imports: the first time (writing their .pyc), then with it."""
-    project = [str(python), "-c", f"import sys; sys.path.insert(0, {str(REPO)!r}); {SUITE_IMPORTS}"]
-    return timed(project, env=NO_BYTECODE)[1], timed(project, env=NO_BYTECODE)[1]
+    imports = [str(python), "-c", f"import sys; sys.path.insert(0, {str(REPO)!r}); {SUITE_IMPORTS}"]
+    return timed(imports, env=NO_BYTECODE)[1], timed(imports, env=NO_BYTECODE)[1]
 
 
 def main() -> None:

@@ -60,21 +60,21 @@ from v8_model.job.lifetime import PARENT_PID_ENV_VAR, die_with_parent, die_with_
 
 WARM_TRAINER_ENV_VAR = "CRPBOT_WARM_TRAINER"
 # What the entry point's module imports (it is run afresh per training, as `python -m` would),
-# then what training imports on first use: torch's optimizers import torch._dynamo, pyarrow its
-# pandas conversion, and the scaler, the gates and the worth tests import scikit-learn and arch
-# inside their functions (so the Dagster definitions load without them). Each fork imported those
-# 640 modules again: 0.5 CPU s of a training's 3.8 (tests/test_warm_trainer.py checks that a
-# training imports no library beyond these).
-WARM_IMPORTS = (
-    "v8_model.job.entrypoint",
-    "v8_model.job.lifetime",
-    "torch._dynamo",
+# and torch._dynamo, which torch's optimizers import when the first one is built.
+ENTRY_POINT_IMPORTS = ("v8_model.job.entrypoint", "v8_model.job.lifetime", "torch._dynamo")
+# The libraries a training imports on first use: pyarrow's pandas conversion, and scikit-learn and
+# arch, which the scaler, the gates and the worth tests import inside their functions (so the
+# Dagster definitions load without them). Each fork imported those 640 modules again: 0.5 CPU s of
+# a training's 3.8 (tests/test_warm_trainer.py checks that a training imports no library beyond
+# WARM_IMPORTS; bench/warm_trainings.py measures the difference).
+FIRST_USE_IMPORTS = (
     "pyarrow.pandas_compat",  # v8_model.job.entrypoint's features to pandas, which imports
     "pyarrow.vendored.version",  # this on first use
     "sklearn.preprocessing",  # v8_model.data.processor
     "sklearn.metrics",  # v8_model.evaluation.gates
     "arch.bootstrap",  # v8_model.evaluation.worth
 )
+WARM_IMPORTS = (*ENTRY_POINT_IMPORTS, *FIRST_USE_IMPORTS)
 # A request (environment, folder, arguments) is one datagram of a SOCK_SEQPACKET socket.
 MAX_REQUEST_BYTES = 1 << 20
 STREAMS = (0, 1, 2)  # stdin, stdout, stderr

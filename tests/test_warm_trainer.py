@@ -102,6 +102,7 @@ def test_a_training_imports_no_library_the_server_did_not(tmp_path, datasets):
     """What a training imports on first use (scikit-learn, arch) belongs in WARM_IMPORTS: each
     forked training would import it again (0.5 CPU s of 3.8 when they were missing)."""
     done = _train(["-c", SERVER_THEN_TRAINING], _container(tmp_path, datasets), tmp_path)
+    assert done.returncode == 0, done.stderr
     result = json.loads(done.stdout.splitlines()[-1])
     assert result["code"] == 0, done.stderr
     late = [
