@@ -25,8 +25,8 @@ UV_LOCKED := $(BIN)/uv pip install --quiet --python $(BIN)/python --require-hash
 # This machine's shells set PYTHONDONTWRITEBYTECODE=1, so every process compiled each module it
 # imported again, and the suite's hundreds of processes did (`import mlflow` 2.6 vs 1.6 CPU s,
 # the Dagster definitions' 4.7 vs 3.6). Without it the first process to import a module writes
-# its .pyc (atomically: concurrent writers are safe) and the others read it. The suite's processes
-# import 7,775 modules, 17.5 CPU s to compile once each, against 64-66 for the whole venv's.
+# its .pyc (atomically: concurrent writers are safe) and the others read it. The suite's main
+# imports compile in 8-10 CPU s, against 64-66 for the whole venv (bench/setup.py).
 WRITE_BYTECODE := env -u PYTHONDONTWRITEBYTECODE
 LOCK_TOOLS := .venv-lock
 PIP_COMPILE := $(LOCK_TOOLS)/bin/pip-compile --quiet --generate-hashes --strip-extras --allow-unsafe \
